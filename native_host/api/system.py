@@ -1,0 +1,24 @@
+"""Methods about the host itself: ping and hello."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from native_host import PROTOCOL_VERSION, __version__
+from native_host.api.dispatch import Method
+from native_host.session import Context
+
+
+def ping(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"host_version": __version__, "protocol_version": PROTOCOL_VERSION}
+
+
+def hello(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    # The host loop has bound the connection to params["instance"] before calling this.
+    return {"instance": context.instance, **ping(context, params)}
+
+
+METHODS = [
+    Method("ping", ping, inline=True, parameterless=True),
+    Method("hello", hello, inline=True),
+]
