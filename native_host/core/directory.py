@@ -1,0 +1,87 @@
+"""What the announcement folder says about the account's devices, built up message by message.
+
+Pure: it is fed (uid, raw bytes) pairs and never reads a folder itself. Announcements are claims
+made through the server; nothing here makes a device trusted. Trust comes only from pairing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from native_host.core import envelope
+from native_host.core.envelope import MessageType
+from native_host.errors import RemoteProtocolError
+from native_host.ports import StoredMessage, Watermark
+
+MAX_DEVICES = 1000  # announcements kept in memory; beyond it new device ids are refused
+MAX_REJECTIONS_KEPT = 100
+
+
+@dataclass(frozen=True)
+class Announcement:
+    device_id: str
+    name: str
+    joined: int
+    last_seen: int
+    uid: int  # where it sits in the announcement folder (to replace it later)
+
+    def newer_than(self, other: Announcement) -> bool:
+        # Later last_seen wins; the UID breaks ties so every device picks the same one.
+        return (self.last_seen, self.uid) > (other.last_seen, other.uid)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    uid: int
+    reason: str
+
+
+@dataclass
+class Directory:
+    devices: dict[str, Announcement] = field(default_factory=dict)
+    watermark: Watermark | None = None
+    rejected: list[Rejection] = field(default_factory=list)
+    superseded: set[int] = field(default_factory=set)  # UIDs of older announcements of a device
+
+    def reset(self) -> None:
+        """Forget everything: the folder's UIDVALIDITY changed, so UIDs mean nothing now."""
+        self.devices.clear()
+        self.rejected.clear()
+        self.superseded.clear()
+        self.watermark = None
+
+    def receive(self, message: StoredMessage) -> Announcement | None:
+        """Take one message from the announcement folder; the announcement if it changed anything."""
+        try:
+            announcement = self._parse(message)
+        except RemoteProtocolError as exc:
+            self._reject(message.uid, str(exc))
+            return None
+        current = self.devices.get(announcement.device_id)
+        if current is None and len(self.devices) >= MAX_DEVICES:
+            self._reject(message.uid, f"more than {MAX_DEVICES} devices announced")
+            return None
+        if current is not None and not announcement.newer_than(current):
+            self.superseded.add(announcement.uid)
+            return None
+        if current is not None:
+            self.superseded.add(current.uid)
+        self.devices[announcement.device_id] = announcement
+        return announcement
+
+    def _parse(self, message: StoredMessage) -> Announcement:
+        if message.raw is None:
+            raise RemoteProtocolError(f"{message.size} bytes is over the size limit; not fetched")
+        parsed = envelope.parse(message.raw)
+        if parsed.type is not MessageType.ANNOUNCE:
+            raise RemoteProtocolError(
+                f"a {parsed.type} message does not belong in the announcement folder"
+            )
+        data = parsed.data
+        return Announcement(
+            parsed.sender, data["name"], data["joined"], data["last_seen"], message.uid
+        )
+
+    def _reject(self, uid: int, reason: str) -> None:
+        if len(self.rejected) < MAX_REJECTIONS_KEPT:
+            self.rejected.append(Rejection(uid, reason))

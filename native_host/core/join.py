@@ -1,0 +1,104 @@
+"""Announce, discover and join: the SMA bootstrap from the seed text, over any FolderStore.
+
+Every step is idempotent, so a join that crashed anywhere is finished by simply running it again:
+folders that exist are not created twice, and a device that finds its own announcement does not
+append another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from native_host import __version__
+from native_host.core import envelope, layout
+from native_host.core.directory import Announcement, Directory
+from native_host.core.envelope import MessageType
+from native_host.ports import Clock, FolderStore, RandomBytes
+
+FETCH_BATCH = 200  # messages per FETCH round trip
+MAX_BATCHES = 50  # bound on one refresh; the rest is read on the next one
+
+
+@dataclass(frozen=True)
+class Device:
+    """This device, as the join needs to know it (the service layer persists it before joining)."""
+
+    device_id: str
+    name: str
+    account: str
+    joined: int
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    first_device: bool  # no other device had announced itself when we joined
+    created_announce_folder: bool
+    created_inbox: bool
+    announced: bool  # False when our announcement was already there (a repeated join)
+    devices: tuple[Announcement, ...]
+
+
+def refresh(store: FolderStore, directory: Directory) -> int:
+    """Read new announcements into `directory`; how many messages were read."""
+    read = 0
+    for _ in range(MAX_BATCHES):
+        batch = store.fetch(
+            layout.ANNOUNCE_FOLDER,
+            directory.watermark,
+            limit=FETCH_BATCH,
+            max_size=envelope.MAX_MESSAGE_BYTES,
+        )
+        if batch.reset:
+            directory.reset()
+        for message in batch.messages:
+            directory.receive(message)
+        read += len(batch.messages)
+        # Saved only after the whole batch is applied: a crash re-reads it, never skips it.
+        directory.watermark = batch.after(directory.watermark)
+        if not batch.more:
+            break
+    return read
+
+
+def announcement(device: Device, *, now: float, random: RandomBytes) -> bytes:
+    data = {
+        "name": device.name,
+        "joined": device.joined,
+        "last_seen": int(now),
+        "software": f"autocrypt-sma {__version__}",
+    }
+    return envelope.build(
+        MessageType.ANNOUNCE, device.device_id, data, account=device.account, now=now, random=random
+    )
+
+
+def ensure_folder(store: FolderStore, name: str, existing: list[str]) -> bool:
+    """Create `name` unsubscribed if missing, and unsubscribe it if a client subscribed it."""
+    created = False
+    if name not in existing:
+        created = store.create_folder(name)
+    if store.is_subscribed(name):
+        store.set_subscribed(name, False)
+    return created
+
+
+def join(
+    store: FolderStore, directory: Directory, device: Device, *, clock: Clock, random: RandomBytes
+) -> JoinResult:
+    existing = store.list_folders(layout.ANNOUNCE_FOLDER)
+    created_announce = ensure_folder(store, layout.ANNOUNCE_FOLDER, existing)
+    refresh(store, directory)
+    others = [d for d in directory.devices if d != device.device_id]
+    created_inbox = ensure_folder(store, layout.inbox_folder(device.device_id), existing)
+    announced = False
+    if device.device_id not in directory.devices:
+        store.append(layout.ANNOUNCE_FOLDER, announcement(device, now=clock(), random=random))
+        announced = True
+        refresh(store, directory)
+    return JoinResult(
+        first_device=not others,
+        created_announce_folder=created_announce,
+        created_inbox=created_inbox,
+        announced=announced,
+        devices=tuple(sorted(directory.devices.values(), key=lambda a: (a.joined, a.device_id))),
+    )

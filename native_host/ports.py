@@ -1,0 +1,110 @@
+"""The interfaces the protocol core needs from the outside world, and nothing more.
+
+The core decides; adapters (IMAP, memory, keyring, OpenPGP, SQLite) do I/O behind these.
+Every implementation of a port runs the same contract test class in tests/contract/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# Injected so that every decision is reproducible in tests.
+Clock = Callable[[], float]  # seconds since the epoch, like time.time
+RandomBytes = Callable[[int], bytes]  # like os.urandom / secrets.token_bytes
+
+
+class StoreError(Exception):
+    """The folder store failed (connection lost, server said NO); the operation may be retried."""
+
+
+class FolderMissing(StoreError):
+    """The folder does not exist (deleted by another device, or by the server)."""
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """How far a folder has been read: valid only while the folder's UIDVALIDITY is unchanged."""
+
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """A cheap summary that changes whenever the folder's content changes."""
+
+    uidvalidity: int
+    uidnext: int
+    messages: int
+    highestmodseq: int | None = None  # None where the server has no CONDSTORE
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    uid: int
+    size: int
+    raw: bytes | None  # None: over the size limit, so not fetched; it stays on the server
+
+
+@dataclass(frozen=True)
+class FetchBatch:
+    uidvalidity: int
+    messages: tuple[StoredMessage, ...]
+    reset: bool  # UIDVALIDITY changed since the watermark: this batch starts from the beginning
+    more: bool  # the limit cut the batch short; fetch again from `watermark`
+
+    @property
+    def watermark(self) -> Watermark:
+        last = self.messages[-1].uid if self.messages else 0
+        return Watermark(self.uidvalidity, last)
+
+    def after(self, since: Watermark | None) -> Watermark:
+        """The watermark to save once this batch is applied."""
+        if self.messages or self.reset or since is None:
+            return self.watermark
+        return since
+
+
+class FolderStore(Protocol):
+    """First-level folders of one mail account, addressed by logical (un-prefixed) names.
+
+    Implementations map names to the server's namespace; the core never sees a prefix or a
+    hierarchy delimiter.
+    """
+
+    def list_folders(self, prefix: str) -> list[str]:
+        """First-level folders whose logical name starts with `prefix`."""
+        ...
+
+    def create_folder(self, name: str) -> bool:
+        """Create an unsubscribed folder; False if it existed already (not an error)."""
+        ...
+
+    def delete_folder(self, name: str) -> bool:
+        """False if it did not exist."""
+        ...
+
+    def append(self, folder: str, message: bytes) -> int | None:
+        """Store a message; its UID if the server tells (UIDPLUS)."""
+        ...
+
+    def fetch(
+        self, folder: str, since: Watermark | None, *, limit: int, max_size: int
+    ) -> FetchBatch:
+        """Messages with UID above the watermark, oldest first, at most `limit` of them.
+
+        A message larger than `max_size` comes back with `raw=None` and is never loaded.
+        """
+        ...
+
+    def delete_messages(self, folder: str, uids: Sequence[int]) -> None:
+        """Delete and expunge exactly these UIDs (others' pending deletions are not touched)."""
+        ...
+
+    def status(self, folder: str) -> FolderStatus: ...
+
+    def is_subscribed(self, folder: str) -> bool: ...
+
+    def set_subscribed(self, folder: str, subscribed: bool) -> None: ...
