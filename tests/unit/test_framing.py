@@ -1,0 +1,76 @@
+"""Frames and strict JSON: property tests of the contract "accept, or reject with a clear error"."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from native_host import framing
+from native_host.jsonstrict import InvalidJson, decode_object, encode
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=6))
+def test_frames_round_trip(message: dict[str, object]) -> None:
+    stream = io.BytesIO(framing.encode_frame(message))
+    body = framing.read_frame(stream)
+    assert body is not None
+    assert framing.decode_object(body) == message
+    assert framing.read_frame(stream) is None
+
+
+def test_length_is_native_order_uint32() -> None:
+    data = framing.encode_frame({"a": 1})
+    assert struct.unpack("=I", data[:4])[0] == len(data) - 4
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_decode_to_an_object_or_invalid_json(body: bytes) -> None:
+    try:
+        value = decode_object(body)
+    except InvalidJson as exc:
+        assert str(exc)
+    else:
+        assert isinstance(value, dict)
+
+
+@given(st.text(max_size=300))
+def test_any_text_decodes_to_an_object_or_invalid_json(text: str) -> None:
+    try:
+        decode_object(text.encode("utf-8", "surrogatepass"))
+    except InvalidJson:
+        pass
+
+
+def test_truncated_frame_is_end_of_input() -> None:
+    data = framing.encode_frame({"a": "b"})
+    assert framing.read_frame(io.BytesIO(data[:-1])) is None
+    assert framing.read_frame(io.BytesIO(data[:2])) is None
+
+
+def test_oversized_frame_is_refused_before_the_body_is_read() -> None:
+    stream = io.BytesIO(struct.pack("=I", 101) + b"x" * 101)
+    with pytest.raises(framing.FrameTooLarge):
+        framing.read_frame(stream, limit=100)
+    assert stream.tell() == 4
+
+
+def test_outbound_limit() -> None:
+    with pytest.raises(framing.ResponseTooLarge):
+        framing.encode_frame({"blob": "x" * 200}, limit=100)
+
+
+def test_lone_surrogates_are_escaped_not_emitted_as_invalid_utf8() -> None:
+    body = encode({"id": "\ud800"})
+    assert body == b'{"id":"\\ud800"}'
+    assert json.loads(body) == {"id": "\ud800"}
