@@ -93,12 +93,7 @@ export class NativeClient {
   stop() {
     this._running = false;
     this._cancelReconnect();
-    const port = this._port;
-    this._port = null;
-    if (port) {
-      // Our own disconnect() does not fire our onDisconnect, so clean up here.
-      try { port.disconnect(); } catch { /* already gone */ }
-    }
+    this._closePort();
     this._rejectAll(new NativeError("disconnected", "client stopped"));
     this._setStatus(Status.STOPPED);
   }
@@ -245,14 +240,19 @@ export class NativeClient {
   }
 
   _dropPort(status = Status.DISCONNECTED) {
+    this._closePort();
+    this._rejectAll(new NativeError("disconnected", this._lastError?.message ?? "native host disconnected"));
+    this._setStatus(status);
+    this._scheduleReconnect();
+  }
+
+  // Our own port.disconnect() does not fire our onDisconnect, so every caller cleans up itself.
+  _closePort() {
     const port = this._port;
     this._port = null;
     if (port) {
       try { port.disconnect(); } catch { /* already gone */ }
     }
-    this._rejectAll(new NativeError("disconnected", this._lastError?.message ?? "native host disconnected"));
-    this._setStatus(status);
-    this._scheduleReconnect();
   }
 
   _rejectAll(error) {
