@@ -39,7 +39,9 @@ def run_demo(keep: bool = False) -> int:
     home = Path(tempfile.mkdtemp(prefix="sma-demo-"))
     say("autocrypt-sma demo: one Autocrypt identity, several mail clients\n")
     with ThrowawayImap(ACCOUNT) as server:
-        say(f"1. Started a throwaway IMAP server (pymap) on {server.host}:{server.port}, account {ACCOUNT}.")
+        say(
+            f"1. Started a throwaway IMAP server (pymap) on {server.host}:{server.port}, account {ACCOUNT}."
+        )
         env = {**os.environ, "SMA_HOME": str(home)}
         with HostProcess(env=env) as host:
             hello = host.call("hello", {"instance": "laptop-profile"})
@@ -53,8 +55,12 @@ def run_demo(keep: bool = False) -> int:
         ]
         try:
             now = time.time()
-            laptop = Device(layout.new_device_id(os.urandom), "Laptop Thunderbird", ACCOUNT, int(now))
-            desktop = Device(layout.new_device_id(os.urandom), "Desktop Thunderbird", ACCOUNT, int(now))
+            laptop = Device(
+                layout.new_device_id(os.urandom), "Laptop Thunderbird", ACCOUNT, int(now)
+            )
+            desktop = Device(
+                layout.new_device_id(os.urandom), "Desktop Thunderbird", ACCOUNT, int(now)
+            )
 
             first = join(stores[0], Directory(), laptop, clock=time.time, random=os.urandom)
             say(
@@ -69,14 +75,20 @@ def run_demo(keep: bool = False) -> int:
             show("The desktop now lists:", list(second.devices), desktop.device_id)
             directory = Directory()
             refresh(stores[0], directory)
-            show("The laptop, refreshing its view, lists:", list(directory.devices.values()), laptop.device_id)
+            show(
+                "The laptop, refreshing its view, lists:",
+                list(directory.devices.values()),
+                laptop.device_id,
+            )
             folders = stores[0].list_folders(layout.ANNOUNCE_FOLDER)
             subscribed = [f for f in folders if stores[0].is_subscribed(f)]
             say(f"5. SMA folders on the server: {', '.join(folders)}")
             say(f"   subscribed (shown in mail clients): {subscribed or 'none'}")
-            ok = {laptop.device_id, desktop.device_id} == set(directory.devices) == {
-                d.device_id for d in second.devices
-            }
+            ok = (
+                {laptop.device_id, desktop.device_id}
+                == set(directory.devices)
+                == {d.device_id for d in second.devices}
+            )
         finally:
             for store in stores:
                 store.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 START_TIMEOUT = 20.0
+DEMO_PASSWORD = "demo-password"  # noqa: S105 (a throwaway server on loopback)
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ def free_port() -> int:
 class ThrowawayImap:
     host = "127.0.0.1"
 
-    def __init__(self, username: str = "alice@example.org", password: str = "demo-password") -> None:
+    def __init__(self, username: str = "alice@example.org", password: str = DEMO_PASSWORD) -> None:
         self.username = username
         self.password = password
         self.port = free_port()

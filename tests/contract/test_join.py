@@ -96,7 +96,9 @@ def test_a_recreated_announcement_folder_means_a_full_rescan(account: Account) -
     join(store, directory, device(1, "Laptop"), clock=FakeClock(), random=SeededRandom(10))
     store.delete_folder(layout.ANNOUNCE_FOLDER)
     store.create_folder(layout.ANNOUNCE_FOLDER)
-    join(account.store(), Directory(), device(2, "Phone"), clock=FakeClock(), random=SeededRandom(11))
+    join(
+        account.store(), Directory(), device(2, "Phone"), clock=FakeClock(), random=SeededRandom(11)
+    )
     refresh(store, directory)
     # The old UIDs meant nothing any more: only what the new folder holds counts.
     assert [d.name for d in directory.devices.values()] == ["Phone"]

@@ -25,8 +25,8 @@ def test_ping_answers_versions(host: CheckedHost) -> None:
 
 
 def test_string_ids_and_empty_params_are_echoed(host: CheckedHost) -> None:
-    host.send_message({"id": "req-α", "method": "ping", "params": {}})
-    assert host.wait_response("req-α")["result"]["protocol_version"] == PROTOCOL_VERSION
+    host.send_message({"id": "req-\u03b1", "method": "ping", "params": {}})
+    assert host.wait_response("req-\u03b1")["result"]["protocol_version"] == PROTOCOL_VERSION
 
 
 def test_oversized_frame_is_refused_without_reading_its_body(host: CheckedHost) -> None:

@@ -65,13 +65,20 @@ ids = st.one_of(
     st.booleans(),
     st.none(),
 )
-methods = st.one_of(st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-z]{1,4})?\n?", fullmatch=True), st.text(max_size=8), st.integers())
+methods = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-z]{1,4})?\n?", fullmatch=True),
+    st.text(max_size=8),
+    st.integers(),
+)
 members = st.fixed_dictionaries(
     {},
     optional={
         "id": ids,
         "method": methods,
-        "params": st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers(), max_size=2)),
+        "params": st.one_of(
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+            st.lists(st.integers(), max_size=2),
+        ),
         "extra": st.integers(),
     },
 )

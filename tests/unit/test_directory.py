@@ -14,7 +14,12 @@ from tests.fakes import SeededRandom
 def announcement(uid: int, device: str, name: str, last_seen: int) -> StoredMessage:
     data = {"name": name, "joined": 1, "last_seen": last_seen}
     raw = envelope.build(
-        MessageType.ANNOUNCE, device, data, account="a@example.org", now=last_seen, random=SeededRandom(uid)
+        MessageType.ANNOUNCE,
+        device,
+        data,
+        account="a@example.org",
+        now=last_seen,
+        random=SeededRandom(uid),
     )
     return StoredMessage(uid, len(raw), raw)
 
@@ -23,7 +28,11 @@ D1, D2 = "00000000000000d1", "00000000000000d2"
 
 
 def test_latest_announcement_wins_in_any_order() -> None:
-    messages = [announcement(1, D1, "old", 10), announcement(2, D1, "new", 20), announcement(3, D2, "other", 5)]
+    messages = [
+        announcement(1, D1, "old", 10),
+        announcement(2, D1, "new", 20),
+        announcement(3, D2, "other", 5),
+    ]
     for order in (messages, messages[::-1]):
         directory = Directory()
         for message in order:
