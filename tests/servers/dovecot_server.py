@@ -7,8 +7,10 @@ and the users' maildirs. No system service is touched. Two namespace flavours:
 - ``"inbox-prefix"``: the Courier/Cyrus style ``prefix = INBOX.``, ``separator = .``, where a
   top-level folder is ``INBOX._Autocrypt_SMA``.
 
-Dovecot re-reads the passwd-file when it changes, so `new_account()` (or `add_user`) gives each
-test a fresh, empty account on the same running server.
+Every test can get a fresh, empty account on the same running server: `new_account()` hands out
+users from a pool already in the passwd-file; `add_user` appends one (Dovecot re-reads the file
+when it changes, but at most once a second, so `add_user` waits that long). Failed logins are
+not tarpitted (no auth penalty; `auth_failure_delay = 0` still costs about 0.5 s).
 
     with DovecotServer(namespace="inbox-prefix") as server:
         user, password = server.new_account()
@@ -16,12 +18,14 @@ test a fresh, empty account on the same running server.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import itertools
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -33,6 +37,10 @@ from typing import Literal
 from .common import LOOPBACK, ServerStartError, free_port, log_tail, wait_for_greeting
 
 Namespace = Literal["default", "inbox-prefix"]
+
+_START_ATTEMPTS = 3
+_POOL_BATCH = 64  # users written to the passwd-file at a time
+_REREAD_SECONDS = 1.1  # Dovecot checks a passwd-file for changes at most once a second
 
 INSTALL_HINT = (
     "Dovecot is not installed: the IMAP contract tests need it. "
@@ -58,9 +66,11 @@ listen = {host}
 base_dir = {dir}/run
 state_dir = {dir}/state
 log_path = {dir}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Little tarpit for failed logins: tests may try wrong passwords, all from 127.0.0.1.
+auth_failure_delay = 0
 default_login_user = {login_user}
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}
@@ -90,13 +100,58 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {host}
+    port = {tls_port}
   }}
 }}
 service anvil {{
   chroot =
+  # No auth penalty (it would slow every later login from 127.0.0.1 after a failed one).
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 """
+
+
+def make_self_signed_cert(cert_path: Path, key_path: Path, host: str) -> None:
+    """A self-signed certificate for `host` (an IP address or a DNS name), valid for a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt = x509.DNSName(host)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
 
 
 def find_dovecot() -> tuple[str, str]:
@@ -110,19 +165,28 @@ def find_dovecot() -> tuple[str, str]:
 
 
 class DovecotServer:
-    def __init__(self, *, namespace: Namespace = "default", start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        namespace: Namespace = "default",
+        tls: bool = False,
+        start_timeout: float = 30.0,
+    ) -> None:
         if namespace not in _NAMESPACES:
             raise ValueError(f"unknown namespace flavour {namespace!r}")
         self.namespace: Namespace = namespace
         self.host = LOOPBACK
-        self.port = 0
+        self.port = 0  # plain IMAP (STARTTLS offered too when `tls`)
+        self.tls = tls
+        self.tls_port = 0  # implicit TLS (IMAPS), only when `tls`
         self.start_timeout = start_timeout
         self.startup_seconds = 0.0
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._doveadm = ""
-        self._users_lock = threading.Lock()
+        self._users_lock = threading.RLock()
         self._serial = itertools.count(1)
+        self._pool: list[tuple[str, str]] = []
 
     @property
     def directory(self) -> Path:
@@ -137,6 +201,11 @@ class DovecotServer:
     @property
     def log_path(self) -> Path:
         return self.directory / "dovecot.log"
+
+    @property
+    def cert_path(self) -> Path:
+        """The server's self-signed certificate (PEM), to trust in a client's SSLContext."""
+        return self.directory / "cert.pem"
 
     def start(self) -> DovecotServer:
         if self._process is not None:
@@ -162,23 +231,51 @@ class DovecotServer:
         home = directory / "home"
         if os.geteuid() == 0:
             shutil.chown(home, mail_user, mail_group)
+        self._pool = self._fresh_users(_POOL_BATCH)
         (directory / "users").write_text("")
-        self.port = free_port()
-        self.config_path.write_text(
-            _CONFIG.format(
-                host=self.host,
-                port=self.port,
-                dir=directory,
-                login_user=login_user,
-                internal_user=internal_user,
-                internal_group=internal_group,
-                mail_user=mail_user,
-                mail_group=mail_group,
-                namespace=_NAMESPACES[self.namespace],
+        self._append_users_unlocked(self._pool)  # before the start: no re-read to wait for
+        settings = {
+            "host": self.host,
+            "dir": directory,
+            "login_user": login_user,
+            "internal_user": internal_user,
+            "internal_group": internal_group,
+            "mail_user": mail_user,
+            "mail_group": mail_group,
+            "namespace": _NAMESPACES[self.namespace],
+            "ssl": "ssl = no",
+        }
+        if self.tls:
+            make_self_signed_cert(self.cert_path, directory / "key.pem", self.host)
+            settings["ssl"] = (
+                f"ssl = yes\nssl_cert = <{self.cert_path}\nssl_key = <{directory / 'key.pem'}\n"
+                "ssl_min_protocol = TLSv1.2"
             )
+        failures: list[str] = []
+        for _attempt in range(_START_ATTEMPTS):  # a free port can be taken before Dovecot binds
+            try:
+                self._launch(dovecot, settings)
+                return self
+            except ServerStartError as exc:
+                failures.append(f"{exc}\ndovecot.log:\n{log_tail(self.log_path)}")
+                self._stop_process()
+            except BaseException:
+                self.stop()
+                raise
+        self.stop()
+        raise ServerStartError("\n---\n".join(failures))
+
+    def _launch(self, dovecot: str, settings: dict[str, object]) -> None:
+        self.port = free_port()
+        self.tls_port = 0
+        if self.tls:
+            while self.tls_port in (0, self.port):
+                self.tls_port = free_port()
+        self.config_path.write_text(
+            _CONFIG.format(port=self.port, tls_port=self.tls_port, **settings)
         )
         began = time.monotonic()
-        with (directory / "dovecot.out").open("wb") as out:
+        with (self.directory / "dovecot.out").open("wb") as out:
             # -F keeps the master in the foreground, so this Popen is the server. Its output
             # goes to a file: Dovecot's children inherit the descriptors and would hold a pipe.
             self._process = subprocess.Popen(
@@ -186,64 +283,93 @@ class DovecotServer:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=directory,
+                cwd=self.directory,
                 start_new_session=True,
             )
-        try:
-            wait_for_greeting(
-                self.host,
-                self.port,
-                timeout=self.start_timeout,
-                process=self._process,
-                log=directory / "dovecot.out",
-            )
-        except BaseException as exc:
-            details = log_tail(self.log_path)
-            self.stop()
-            if isinstance(exc, ServerStartError):
-                raise ServerStartError(f"{exc}\ndovecot.log:\n{details}") from None
-            raise
+        wait_for_greeting(
+            self.host,
+            self.port,
+            timeout=self.start_timeout,
+            process=self._process,
+            log=self.directory / "dovecot.out",
+        )
         self.startup_seconds = time.monotonic() - began
-        return self
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                subprocess.run(
-                    [self._doveadm, "-c", str(self.config_path), "stop"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=30,
-                    check=False,
-                )
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        """`doveadm stop`, wait for the master (about 1 s), reap, remove the temp dir."""
+        self._stop_process()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def add_user(self, name: str, password: str) -> None:
-        """Add a login; Dovecot notices the changed passwd-file on the next authentication."""
-        for text in (name, password):
-            if not text or any(ch in text for ch in ":\r\n\0"):
-                raise ValueError(
-                    "user names and passwords must be non-empty, without ':' or newlines"
-                )
-        with self._users_lock, (self.directory / "users").open("a") as users:
-            users.write(f"{name}:{{PLAIN}}{password}\n")
+    def _stop_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stopper: subprocess.Popen[bytes] | None = None
+            if process.poll() is None:
+                with contextlib.suppress(OSError):
+                    stopper = subprocess.Popen(
+                        [self._doveadm, "-c", str(self.config_path), "stop"],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                # Last resort: the session started for this server only (master and children).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+            if stopper is not None:
+                # doveadm polls for the master's exit about once a second; it is done already.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    stopper.wait(timeout=0.2)
+                if stopper.poll() is None:
+                    stopper.terminate()
+                stopper.wait(timeout=10)
+
+    def add_user(self, name: str, password: str, *, wait: bool = True) -> None:
+        """Add a login to the passwd-file.
+
+        Dovecot looks at a changed passwd-file at most once a second, so a login right after
+        the change can still fail: with `wait` this returns once the new user can log in.
+        """
+        self._append_users([(name, password)])
+        if wait:
+            time.sleep(_REREAD_SECONDS)
+
+    def _append_users(self, users: list[tuple[str, str]]) -> None:
+        for name, password in users:
+            for text in (name, password):
+                if not text or any(ch in text for ch in ":\r\n\0"):
+                    raise ValueError(
+                        "user names and passwords must be non-empty, no ':' or newlines"
+                    )
+        with self._users_lock:
+            self._append_users_unlocked(users)
+
+    def _append_users_unlocked(self, users: list[tuple[str, str]]) -> None:
+        with (self.directory / "users").open("a") as passwd:
+            passwd.writelines(f"{name}:{{PLAIN}}{password}\n" for name, password in users)
+
+    def _fresh_users(self, count: int) -> list[tuple[str, str]]:
+        return [(f"user{next(self._serial)}", secrets.token_urlsafe(12)) for _ in range(count)]
 
     def new_account(self) -> tuple[str, str]:
-        """A new, empty account (its maildir is created on first login)."""
+        """A new, empty account (its maildir is created on first login).
+
+        Accounts come from a pool written to the passwd-file ahead of time (before the server
+        starts, then in batches), so most calls do not wait for Dovecot's re-read.
+        """
         self.start()
-        name = f"user{next(self._serial)}"
-        password = secrets.token_urlsafe(12)
-        self.add_user(name, password)
-        return name, password
+        with self._users_lock:
+            if not self._pool:
+                batch = self._fresh_users(_POOL_BATCH)
+                self._append_users_unlocked(batch)
+                time.sleep(_REREAD_SECONDS)
+                self._pool.extend(batch)
+            return self._pool.pop(0)
 
     def __enter__(self) -> DovecotServer:
         return self.start()

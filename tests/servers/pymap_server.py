@@ -3,7 +3,7 @@
 pymap's dict backend knows exactly one user (the demo user), so one process is one account.
 `PymapServer.new_account()` hands out that account after deleting every `_Autocrypt_SMA*`
 folder; `tests.servers.accounts` instead starts one process per account, which is cheap
-(about 0.3 s) and isolates tests completely.
+(about 0.4 s, launched ahead of need) and isolates tests completely.
 
     with PymapServer() as server:
         user, password = server.new_account()
@@ -21,9 +21,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .common import LOOPBACK, free_port, wait_for_greeting
+from .common import LOOPBACK, ServerStartError, free_port, wait_for_greeting
 
 SMA_PREFIX = "_Autocrypt_SMA"
+_START_ATTEMPTS = 3
+
+# pymap has no __main__ module; this is what its console script does, with this interpreter.
+_LAUNCH = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; sys.exit(main())"
 
 
 class PymapServer:
@@ -42,6 +46,8 @@ class PymapServer:
         self.startup_seconds = 0.0
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._spawned_at = 0.0
 
     @property
     def log_path(self) -> Path:
@@ -49,22 +55,57 @@ class PymapServer:
             raise RuntimeError("pymap server not started")
         return self._dir / "pymap.log"
 
+    def spawn(self) -> PymapServer:
+        """Launch the process without waiting for it (`start()` waits); lets callers prewarm."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="sma-pymap-"))
+        if self._process is None:
+            self._spawn_process()
+        return self
+
     def start(self) -> PymapServer:
-        if self._process is not None:
+        """Launch (unless spawned already) and wait until it serves IMAP."""
+        if self._ready:
             return self
-        self._dir = Path(tempfile.mkdtemp(prefix="sma-pymap-"))
+        failures: list[str] = []
+        for _attempt in range(_START_ATTEMPTS):  # a free port can be taken before pymap binds
+            try:
+                self.spawn()
+                process = self._process
+                assert process is not None
+                wait_for_greeting(
+                    self.host,
+                    self.port,
+                    timeout=self.start_timeout,
+                    process=process,
+                    log=self.log_path,
+                )
+            except ServerStartError as exc:
+                failures.append(str(exc))
+                self._stop_process()
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            self.startup_seconds = time.monotonic() - self._spawned_at
+            self._ready = True
+            return self
+        self.stop()
+        raise ServerStartError("\n---\n".join(failures))
+
+    def _spawn_process(self) -> None:
         self.port = free_port()
         command = [
             sys.executable,
-            "-m",
-            "pymap",
+            "-c",
+            _LAUNCH,
             "--host",
             self.host,
             "--port",
             str(self.port),
             "--no-tls",
             "--pid-file",
-            str(self._dir / "pymap.pid"),
+            str(self.log_path.with_name("pymap.pid")),
             "--no-service",
             "admin",
             "--no-service",
@@ -73,12 +114,10 @@ class PymapServer:
             "swim",
             "dict",
             "--demo-data",
-            "--demo-user",
-            self.user,
-            "--demo-password",
-            self.password,
+            f"--demo-user={self.user}",  # one argument: a value may start with "-"
+            f"--demo-password={self.password}",
         ]
-        began = time.monotonic()
+        self._spawned_at = time.monotonic()
         with self.log_path.open("wb") as log:
             # Output goes to a file, never a pipe: nobody reads a pipe while the tests run.
             self._process = subprocess.Popen(
@@ -86,24 +125,18 @@ class PymapServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self._dir,
+                cwd=self.log_path.parent,
                 start_new_session=True,
             )
-        try:
-            wait_for_greeting(
-                self.host,
-                self.port,
-                timeout=self.start_timeout,
-                process=self._process,
-                log=self.log_path,
-            )
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
-        return self
 
     def stop(self) -> None:
+        self._stop_process()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _stop_process(self) -> None:
+        self._ready = False
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
@@ -112,9 +145,6 @@ class PymapServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def clear_sma_folders(self) -> None:
         """Delete (and unsubscribe) every folder whose name starts with `_Autocrypt_SMA`."""
