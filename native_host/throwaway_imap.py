@@ -16,7 +16,7 @@ from types import TracebackType
 
 START_TIMEOUT = 20.0
 # pymap has no __main__ module; this is what its console script does, with this interpreter.
-_LAUNCH = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; sys.exit(main())"
+PYMAP_LAUNCH = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; sys.exit(main())"
 DEMO_PASSWORD = "demo-password"  # noqa: S105 (a throwaway server on loopback)
 
 
@@ -40,7 +40,7 @@ class ThrowawayImap:
 
     def start(self) -> ThrowawayImap:
         command = [
-            sys.executable, "-c", _LAUNCH, "--port", str(self.port), "--no-tls", "dict",
+            sys.executable, "-c", PYMAP_LAUNCH, "--port", str(self.port), "--no-tls", "dict",
             "--demo-data", "--demo-user", self.username, "--demo-password", self.password,
         ]  # fmt: skip
         # A log file, not a pipe: nobody drains a pipe, and a full one would stall the server.

@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from native_host.throwaway_imap import PYMAP_LAUNCH
+
 from .common import LOOPBACK, ServerStartError, free_port, wait_for_greeting
 
 SMA_PREFIX = "_Autocrypt_SMA"
 _START_ATTEMPTS = 3
 
-# pymap has no __main__ module; this is what its console script does, with this interpreter.
-_LAUNCH = "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; sys.exit(main())"
+# pymap has no __main__ module: launched the same way as the demo's server.
+_LAUNCH = PYMAP_LAUNCH
 
 
 class PymapServer:

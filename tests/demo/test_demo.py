@@ -1,0 +1,16 @@
+"""The README's demo command does its job: two devices join one SMA over real IMAP and see each other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_and_both_devices_see_each_other() -> None:
+    cli = Path(sys.executable).with_name("autocrypt-sma")
+    done = subprocess.run([str(cli), "demo"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "both devices see each other" in done.stdout
+    assert "subscribed (shown in mail clients): none" in done.stdout
+    assert done.stdout.count("(this device)") == 2
