@@ -171,7 +171,15 @@ class Host:
                     return 0
                 if body is None:
                     return 0
-                self.handle_frame(body)
+                try:
+                    self.handle_frame(body)
+                except Exception:  # a bug in dispatch must cost one answer, not the connection
+                    log.exception("failed to handle a frame")
+                    error = HostError(
+                        ErrorCode.INTERNAL_ERROR,
+                        "the host failed to handle a request; its log has the details",
+                    )
+                    self.out.send(error_message(None, error))
             return 0
         finally:
             self.pool.drain(self.config.shutdown_grace)

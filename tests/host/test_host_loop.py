@@ -158,3 +158,30 @@ def test_stray_output_goes_to_stderr_and_stdout_carries_only_frames() -> None:
     assert done.stdout == b"FRAME"
     for text in (b"stray print", b"raw fd write", b"library warning"):
         assert text in done.stderr
+
+
+def test_a_bug_in_dispatch_costs_one_answer_not_the_connection(
+    make_loop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = make_loop([])
+    original = loop.host.handle_frame
+    calls = {"n": 0}
+
+    def flaky(body: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("bug")
+        original(body)
+
+    monkeypatch.setattr(loop.host, "handle_frame", flaky)
+    loop.send({"id": 1, "method": "ping"})
+    assert loop.receive() == {
+        "id": None,
+        "error": {"code": "internal_error", "message": loop_message()},
+    }
+    loop.send({"id": 2, "method": "ping"})
+    assert loop.receive()["id"] == 2
+
+
+def loop_message() -> str:
+    return "the host failed to handle a request; its log has the details"
