@@ -108,3 +108,28 @@ class FolderStore(Protocol):
     def is_subscribed(self, folder: str) -> bool: ...
 
     def set_subscribed(self, folder: str, subscribed: bool) -> None: ...
+
+
+class ChangeWaiter(Protocol):
+    """Push: block until a folder may have changed. Used on a connection of its own."""
+
+    def wait_for_change(self, folder: str, timeout: float) -> bool:
+        """True as soon as `folder` may have changed (a hint: the caller re-checks), False after
+        `timeout` seconds without news. Raises StoreError if the link died."""
+        ...
+
+
+class SecretStoreUnavailable(Exception):
+    """No usable OS keyring: secrets are never stored anywhere else."""
+
+
+class SecretStore(Protocol):
+    """Secrets by name (an IMAP password, later private keys); the OS keyring in production."""
+
+    def get(self, name: str) -> str | None: ...
+
+    def set(self, name: str, value: str) -> None: ...
+
+    def delete(self, name: str) -> None:
+        """Forget it; no error if it was not there."""
+        ...

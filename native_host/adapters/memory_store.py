@@ -29,6 +29,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.folders: dict[str, MemoryFolder] = {"INBOX": MemoryFolder(subscribed=True)}
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self.operations = 0  # one per call, like one IMAP round trip, for cost tests
 
     def _folder(self, name: str) -> MemoryFolder:
@@ -48,12 +49,15 @@ class MemoryStore:
             if name in self.folders:
                 return False
             self.folders[name] = MemoryFolder()
+            self._changed.notify_all()
             return True
 
     def delete_folder(self, name: str) -> bool:
         with self._lock:
             self.operations += 1
-            return self.folders.pop(name, None) is not None
+            gone = self.folders.pop(name, None) is not None
+            self._changed.notify_all()
+            return gone
 
     def append(self, folder: str, message: bytes) -> int | None:
         with self._lock:
@@ -63,6 +67,7 @@ class MemoryStore:
             box.messages[uid] = bytes(message)
             box.uidnext += 1
             box.modseq += 1
+            self._changed.notify_all()
             return uid
 
     def fetch(
@@ -89,6 +94,7 @@ class MemoryStore:
             for uid in uids:
                 if box.messages.pop(uid, None) is not None:
                     box.modseq += 1
+            self._changed.notify_all()
 
     def status(self, folder: str) -> FolderStatus:
         with self._lock:
@@ -105,6 +111,16 @@ class MemoryStore:
         with self._lock:
             self.operations += 1
             self._folder(folder).subscribed = subscribed
+
+    def wait_for_change(self, folder: str, timeout: float) -> bool:
+        with self._lock:
+            before = self._fingerprint(folder)
+            self._changed.wait_for(lambda: self._fingerprint(folder) != before, timeout)
+            return self._fingerprint(folder) != before
+
+    def _fingerprint(self, folder: str) -> tuple[int, int] | None:
+        box = self.folders.get(folder)
+        return None if box is None else (box.uidvalidity, box.modseq)
 
     # --- the adversary's and the tests' direct access ----------------------------------------
     def change_uidvalidity(self, folder: str) -> None:
