@@ -183,6 +183,7 @@ class Host:
             return 0
         finally:
             self.pool.drain(self.config.shutdown_grace)
+            self.session.close()
 
     def handle_frame(self, body: bytes) -> None:
         try:

@@ -19,6 +19,10 @@ class StoreError(Exception):
     """The folder store failed (connection lost, server said NO); the operation may be retried."""
 
 
+class StoreAuthError(StoreError):
+    """The server refused the credentials: retrying with the same ones will not help."""
+
+
 class FolderMissing(StoreError):
     """The folder does not exist (deleted by another device, or by the server)."""
 

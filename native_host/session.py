@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from native_host.service.instance import InstanceService, Services
 
 DEFAULT_INSTANCE = "default"
 APP_NAME = "autocrypt-sma"
@@ -24,6 +28,22 @@ def state_home() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def instance_dir(home: Path, instance: str) -> Path:
+    path = home / "instances" / instance
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def default_services(home: Callable[[], Path] = state_home) -> Services:
+    from native_host.adapters.keyring_secrets import KeyringSecrets
+    from native_host.service.instance import InstanceService, Services
+
+    def make(instance: str, emit: EmitEvent) -> InstanceService:
+        return InstanceService(instance_dir(home(), instance), KeyringSecrets(instance), emit)
+
+    return Services(make)
+
+
 @dataclass(frozen=True)
 class Context:
     """What a handler may know about its caller, frozen when the request was read.
@@ -33,26 +53,37 @@ class Context:
 
     instance: str
     emit: EmitEvent
-    home: Callable[[], Path] = state_home
+    services: Callable[[], Services]
 
-    def instance_dir(self) -> Path:
-        path = self.home() / "instances" / self.instance
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path
+    def service(self) -> InstanceService:
+        return self.services().get(self.instance, self.emit)
 
 
 class Session:
     """One native-messaging connection: unbound ("default") until `hello`."""
 
-    def __init__(self, emit: EmitEvent, home: Callable[[], Path] = state_home) -> None:
+    def __init__(self, emit: EmitEvent, services: Services | None = None) -> None:
         self.instance = DEFAULT_INSTANCE
         self.bound = False
         self._emit = emit
-        self._home = home
+        self._services = services
+        self._lock = threading.Lock()
 
     def bind(self, instance: str) -> None:
         self.instance = instance
         self.bound = True
 
+    def services(self) -> Services:
+        with self._lock:
+            if self._services is None:  # made on first use: ping never pays for it
+                self._services = default_services()
+            return self._services
+
+    def close(self) -> None:
+        with self._lock:
+            services = self._services
+        if services is not None:
+            services.stop()
+
     def context(self) -> Context:
-        return Context(self.instance, self._emit, self._home)
+        return Context(self.instance, self._emit, self.services)

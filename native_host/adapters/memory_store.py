@@ -122,6 +122,9 @@ class MemoryStore:
         box = self.folders.get(folder)
         return None if box is None else (box.uidvalidity, box.modseq)
 
+    def close(self) -> None:
+        """Nothing to close: the mailbox outlives its users, as a server's does."""
+
     # --- the adversary's and the tests' direct access ----------------------------------------
     def change_uidvalidity(self, folder: str) -> None:
         with self._lock:

@@ -6,6 +6,6 @@ from native_host.api.dispatch import Method
 
 
 def all_methods() -> dict[str, Method]:
-    from native_host.api import system
+    from native_host.api import account, sma, system
 
-    return {m.name: m for m in system.METHODS}
+    return {m.name: m for m in [*system.METHODS, *account.METHODS, *sma.METHODS]}

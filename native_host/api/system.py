@@ -15,6 +15,8 @@ def ping(context: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def hello(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     # The host loop has bound the connection to params["instance"] before calling this.
+    # The add-on is here: resume background sync (and push) for this instance's accounts.
+    context.service().start_background()
     return {"instance": context.instance, **ping(context, params)}
 
 

@@ -1,0 +1,43 @@
+"""sma.join, devices.list and sync: this device in the account's SMA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from native_host.api.dispatch import Method
+from native_host.ports import StoreError
+from native_host.service.instance import store_error
+from native_host.session import Context
+
+
+def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = context.service().runtime(params["account"])
+    try:
+        result = runtime.join(params["device_name"])
+    except StoreError as exc:
+        raise store_error(exc) from None
+    assert runtime.record.device is not None
+    return {
+        "device_id": runtime.record.device.device_id,
+        "first_device": result.first_device,
+        "devices": runtime.devices(),
+    }
+
+
+def devices(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"devices": context.service().joined_runtime(params["account"]).devices()}
+
+
+def sync(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = context.service().joined_runtime(params["account"])
+    try:
+        return runtime.sync().to_json()
+    except StoreError as exc:
+        raise store_error(exc) from None
+
+
+METHODS = [
+    Method("sma.join", join),
+    Method("devices.list", devices),
+    Method("sync", sync),
+]

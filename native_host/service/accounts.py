@@ -1,0 +1,127 @@
+"""What an instance remembers about each account: IMAP settings, this device, read positions.
+
+One JSON file per account under the instance's directory; the IMAP password is not in it (it is
+in the OS keyring). Files are replaced atomically, so a crash leaves the old state or the new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from native_host.core.directory import Announcement, Directory
+from native_host.ports import FolderStatus, Watermark
+from native_host.service.files import read_json, write_json
+
+Security = Literal["none", "tls", "starttls"]
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str
+    port: int
+    security: Security
+    username: str
+    verify_tls: bool = True
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device_id: str
+    name: str
+    joined: int
+
+
+@dataclass
+class FolderCursor:
+    """How far a folder was read, and what its STATUS said then (an idle sync compares only that)."""
+
+    watermark: Watermark | None = None
+    status: FolderStatus | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "watermark": asdict(self.watermark) if self.watermark else None,
+            "status": asdict(self.status) if self.status else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> FolderCursor:
+        data = data or {}
+        mark, status = data.get("watermark"), data.get("status")
+        return cls(Watermark(**mark) if mark else None, FolderStatus(**status) if status else None)
+
+
+@dataclass
+class AccountRecord:
+    account: str
+    imap: ImapSettings
+    device: DeviceRecord | None = None
+    directory: Directory = field(default_factory=Directory)
+    announce_status: FolderStatus | None = None
+    inbox: FolderCursor = field(default_factory=FolderCursor)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "imap": asdict(self.imap),
+            "device": asdict(self.device) if self.device else None,
+            "announce": {
+                **FolderCursor(self.directory.watermark, self.announce_status).to_json(),
+                "devices": [asdict(a) for a in self.directory.devices.values()],
+            },
+            "inbox": self.inbox.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AccountRecord:
+        announce = data.get("announce") or {}
+        cursor = FolderCursor.from_json(announce)
+        directory = Directory(watermark=cursor.watermark)
+        for item in announce.get("devices", []):
+            directory.devices[item["device_id"]] = Announcement(**item)
+        device = data.get("device")
+        return cls(
+            account=data["account"],
+            imap=ImapSettings(**data["imap"]),
+            device=DeviceRecord(**device) if device else None,
+            directory=directory,
+            announce_status=cursor.status,
+            inbox=FolderCursor.from_json(data.get("inbox")),
+        )
+
+
+def password_name(account: str) -> str:
+    return f"imap-password:{account}"
+
+
+class AccountFiles:
+    """The account records of one instance, one file each, named by a hash of the address."""
+
+    def __init__(self, instance_dir: Path) -> None:
+        self.root = instance_dir / "accounts"
+
+    def _path(self, account: str) -> Path:
+        return self.root / (hashlib.sha256(account.lower().encode()).hexdigest()[:32] + ".json")
+
+    def load(self, account: str) -> AccountRecord | None:
+        data = read_json(self._path(account))
+        return AccountRecord.from_json(data) if data else None
+
+    def save(self, record: AccountRecord) -> None:
+        write_json(self._path(record.account), record.to_json())
+
+    def delete(self, account: str) -> None:
+        self._path(account).unlink(missing_ok=True)
+
+    def all(self) -> list[AccountRecord]:
+        if not self.root.is_dir():
+            return []
+        records = []
+        for path in sorted(self.root.glob("*.json")):
+            data = read_json(path)
+            if data:
+                records.append(AccountRecord.from_json(data))
+        return sorted(records, key=lambda r: r.account)

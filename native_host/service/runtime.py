@@ -1,0 +1,277 @@
+"""One joined account at work: its IMAP connection, sync cycle, push waiters and events.
+
+Every store call goes through one lock (one connection, never two threads on it). A sync cycle
+first compares each watched folder's STATUS with the one saved after the last sync, so an idle
+cycle costs one round trip per watched folder (two), whatever the number of devices or the
+history. The new state is saved only after what it covers was applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from native_host.core import envelope, layout
+from native_host.core.directory import Announcement
+from native_host.core.join import Device, JoinResult, join, refresh
+from native_host.ports import ChangeWaiter, Clock, FolderStore, RandomBytes, StoreError
+from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
+PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
+MAX_BACKOFF = 60.0
+INBOX_BATCH = 100
+
+
+class PushStore(FolderStore, ChangeWaiter, Protocol):
+    def close(self) -> None: ...
+
+
+StoreOpener = Callable[[AccountRecord], PushStore]
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    announcements_read: int
+    inbox_read: int
+    devices: int
+    rejected: int
+    changed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "announcements_read": self.announcements_read,
+            "inbox_read": self.inbox_read,
+            "devices": self.devices,
+            "rejected": self.rejected,
+        }
+
+
+def device_view(announcement: Announcement, me: str | None) -> dict[str, Any]:
+    return {
+        "device_id": announcement.device_id,
+        "name": announcement.name,
+        "last_seen": announcement.last_seen,
+        # Only pairing makes another device trusted; until then this device trusts itself alone.
+        "paired": announcement.device_id == me,
+        "self": announcement.device_id == me,
+    }
+
+
+class AccountRuntime:
+    def __init__(
+        self,
+        record: AccountRecord,
+        files: AccountFiles,
+        open_store: StoreOpener,
+        emit: Emit,
+        *,
+        clock: Clock,
+        random: RandomBytes,
+    ) -> None:
+        self.record = record
+        self._files = files
+        self._open_store = open_store
+        self._emit = emit
+        self._clock = clock
+        self._random = random
+        self._lock = threading.RLock()
+        self._store: PushStore | None = None
+        self._stop = threading.Event()
+        self._dirty = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.online: bool | None = None
+
+    @property
+    def account(self) -> str:
+        return self.record.account
+
+    # --- the connection -----------------------------------------------------------------------
+    def _connected(self) -> PushStore:
+        if self._store is None:
+            self._store = self._open_store(self.record)
+        return self._store
+
+    def _drop(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:
+                log.debug("closing a broken store failed", exc_info=True)
+            self._store = None
+
+    # --- operations ---------------------------------------------------------------------------
+    def join(self, name: str) -> JoinResult:
+        with self._lock:
+            record = self.record
+            if record.device is None or record.device.name != name:
+                device_id = (
+                    record.device.device_id if record.device else layout.new_device_id(self._random)
+                )
+                joined = record.device.joined if record.device else int(self._clock())
+                # Persisted before any folder is touched: a crash mid-join resumes with this id.
+                record.device = DeviceRecord(device_id, name, joined)
+                self._files.save(record)
+            device = Device(
+                record.device.device_id, record.device.name, record.account, record.device.joined
+            )
+            try:
+                result = join(
+                    self._connected(),
+                    record.directory,
+                    device,
+                    clock=self._clock,
+                    random=self._random,
+                )
+            except StoreError:
+                self._drop()
+                raise
+            self._files.save(record)
+        self.start()
+        return result
+
+    def devices(self) -> list[dict[str, Any]]:
+        with self._lock:
+            me = self.record.device.device_id if self.record.device else None
+            ordered = sorted(
+                self.record.directory.devices.values(), key=lambda a: (a.joined, a.device_id)
+            )
+            return [device_view(a, me) for a in ordered]
+
+    def sync(self) -> SyncReport:
+        with self._lock:
+            try:
+                report = self._sync_once()
+            except StoreError:
+                self._drop()
+                raise
+        if report.changed:
+            self._emit("devices.changed", {"account": self.account, "devices": self.devices()})
+        return report
+
+    def _sync_once(self) -> SyncReport:
+        record = self.record
+        assert record.device is not None, "sync before join"
+        store = self._connected()
+        before = dict(record.directory.devices)
+        announcements = 0
+        status = store.status(layout.ANNOUNCE_FOLDER)
+        if status != record.announce_status:
+            announcements = refresh(store, record.directory)
+            record.announce_status = status
+        inbox_name = layout.inbox_folder(record.device.device_id)
+        inbox_read = 0
+        status = store.status(inbox_name)
+        if status != record.inbox.status:
+            inbox_read = self._read_inbox(store, inbox_name)
+            record.inbox.status = status
+        if announcements or inbox_read or record.announce_status is not None:
+            self._files.save(record)
+        return SyncReport(
+            announcements_read=announcements,
+            inbox_read=inbox_read,
+            devices=len(record.directory.devices),
+            rejected=len(record.directory.rejected),
+            changed=record.directory.devices != before,
+        )
+
+    def _read_inbox(self, store: FolderStore, folder: str) -> int:
+        """Read what other devices dropped here. No message type is addressed to an inbox yet
+        (pairing brings the first), so everything is reported and left in place."""
+        batch = store.fetch(
+            folder,
+            self.record.inbox.watermark,
+            limit=INBOX_BATCH,
+            max_size=envelope.MAX_MESSAGE_BYTES,
+        )
+        for message in batch.messages:
+            log.info("inbox %s: message uid %d left in place (no handler yet)", folder, message.uid)
+        self.record.inbox.watermark = batch.after(self.record.inbox.watermark)
+        return len(batch.messages)
+
+    # --- the background -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Sync in the background and listen for pushes; idempotent."""
+        with self._lock:
+            if self._threads or self.record.device is None:
+                return
+            folders = [layout.ANNOUNCE_FOLDER, layout.inbox_folder(self.record.device.device_id)]
+            self._threads = [
+                threading.Thread(target=self._sync_loop, name=f"sync-{self.account}", daemon=True)
+            ]
+            self._threads += [
+                threading.Thread(target=self._push_loop, args=(f,), name=f"push-{f}", daemon=True)
+                for f in folders
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        # A worker may sit in a slow IMAP call holding the lock; exit must not wait for it.
+        if self._lock.acquire(timeout=0.2):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
+
+    def _set_online(self, online: bool, error: StoreError | None = None) -> None:
+        if online == self.online:
+            return
+        self.online = online
+        data: dict[str, Any] = {"account": self.account, "online": online}
+        if error is not None:
+            data["error"] = {
+                "code": "imap_unavailable",
+                "message": str(error)[:500] or "IMAP failed",
+            }
+        self._emit("sync.state", data)
+
+    def _sync_loop(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            self._dirty.clear()  # before the sync: a push during it triggers one more
+            try:
+                self.sync()
+            except StoreError as exc:
+                self._set_online(False, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            except Exception:
+                log.exception("sync of %s failed", self.account)
+                self._stop.wait(MAX_BACKOFF)
+                continue
+            self._set_online(True)
+            backoff = 1.0
+            self._dirty.wait(POLL_INTERVAL)
+
+    def _push_loop(self, folder: str) -> None:
+        backoff = 1.0
+        waiter: PushStore | None = None
+        while not self._stop.is_set():
+            try:
+                if waiter is None:
+                    waiter = self._open_store(self.record)
+                if waiter.wait_for_change(folder, PUSH_WAIT):
+                    self._dirty.set()
+                backoff = 1.0
+            except StoreError:
+                if waiter is not None:
+                    try:
+                        waiter.close()
+                    except Exception:
+                        log.debug("closing a broken waiter failed", exc_info=True)
+                waiter = None
+                self._dirty.set()  # the sync loop reports the outage and backs off
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        if waiter is not None:
+            waiter.close()
