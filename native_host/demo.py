@@ -1,23 +1,22 @@
 """The demo: the product's main job so far, on an embedded throwaway IMAP server, no configuration.
 
-Two devices of one person (say a laptop's and a desktop's Thunderbird) join the account's SMA over
-real IMAP, each on its own connection, and each finds the other. The native-messaging host is
-started the way Thunderbird starts it and answers `hello` and `ping`.
+Two devices of one person (a laptop's and a desktop's Thunderbird profile) each start the
+native-messaging host the way Thunderbird does, configure the account (the password goes to the
+OS keyring), and join its SMA over real IMAP; the laptop hears of the desktop by push.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from native_host.adapters.imap_store import ImapStore
-from native_host.client import HostProcess
+from native_host.client import HostCallError, HostProcess
 from native_host.core import layout
-from native_host.core.directory import Announcement, Directory
-from native_host.core.join import Device, join, refresh
 from native_host.throwaway_imap import ThrowawayImap
 
 ACCOUNT = "alice@example.org"
@@ -27,80 +26,103 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def show(title: str, devices: list[Announcement], me: str) -> None:
+def show(title: str, devices: list[dict[str, Any]]) -> None:
     say(f"  {title}")
-    for device in sorted(devices, key=lambda d: d.joined):
-        mark = " (this device)" if device.device_id == me else ""
-        seen = time.strftime("%H:%M:%S", time.localtime(device.last_seen))
-        say(f"    - {device.name:<18} id {device.device_id}  last seen {seen}{mark}")
+    for device in devices:
+        mark = " (this device)" if device["self"] else ""
+        seen = time.strftime("%H:%M:%S", time.localtime(device["last_seen"]))
+        say(f"    - {device['name']:<20} id {device['device_id']}  last seen {seen}{mark}")
+
+
+def wait_event(host: HostProcess, name: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = host.next_event(timeout=max(0.01, deadline - time.monotonic()))
+        if event["event"] == name:
+            data: dict[str, Any] = event["data"]
+            return data
 
 
 def run_demo(keep: bool = False) -> int:
     home = Path(tempfile.mkdtemp(prefix="sma-demo-"))
+    env = {**os.environ, "SMA_HOME": str(home)}
     say("autocrypt-sma demo: one Autocrypt identity, several mail clients\n")
-    with ThrowawayImap(ACCOUNT) as server:
-        say(
-            f"1. Started a throwaway IMAP server (pymap) on {server.host}:{server.port}, account {ACCOUNT}."
-        )
-        env = {**os.environ, "SMA_HOME": str(home)}
-        with HostProcess(env=env) as host:
-            hello = host.call("hello", {"instance": "laptop-profile"})
+    try:
+        with (
+            ThrowawayImap(ACCOUNT) as server,
+            HostProcess(env=env) as laptop,
+            HostProcess(env=env) as desktop,
+        ):
             say(
-                f"2. Started the native-messaging host as Thunderbird would: hello -> instance "
-                f"{hello['instance']!r}, host {hello['host_version']}, protocol {hello['protocol_version']}."
+                f"1. A throwaway IMAP server (pymap) runs on {server.host}:{server.port} for {ACCOUNT}."
             )
-        stores = [
-            ImapStore(server.host, server.port, server.username, server.password, security="none")
-            for _ in range(2)
-        ]
-        try:
-            now = time.time()
-            laptop = Device(
-                layout.new_device_id(os.urandom), "Laptop Thunderbird", ACCOUNT, int(now)
-            )
-            desktop = Device(
-                layout.new_device_id(os.urandom), "Desktop Thunderbird", ACCOUNT, int(now)
-            )
-
-            first = join(stores[0], Directory(), laptop, clock=time.time, random=os.urandom)
+            for host, instance in ((laptop, "demo-laptop"), (desktop, "demo-desktop")):
+                hello = host.call("hello", {"instance": instance})
             say(
-                f"3. The laptop joins: no SMA yet, so it creates {layout.ANNOUNCE_FOLDER!r} and its inbox "
-                f"{layout.inbox_folder(laptop.device_id)!r}, and announces itself (first device: {first.first_device})."
+                "2. Two native hosts started as Thunderbird starts them, one per profile "
+                f"(host {hello['host_version']}, protocol {hello['protocol_version']})."
             )
-            second = join(stores[1], Directory(), desktop, clock=time.time, random=os.urandom)
+            settings = {
+                "account": ACCOUNT,
+                "imap": {
+                    "host": server.host,
+                    "port": server.port,
+                    "security": "none",
+                    "username": server.username,
+                },
+                "password": server.password,
+            }
+            for host in (laptop, desktop):
+                host.call("account.configure", settings)
             say(
-                "4. The desktop joins on its own connection: it finds the SMA, reads the announcements, "
-                f"creates its inbox and announces itself (first device: {second.first_device})."
+                "3. Both configured the account: login checked, password stored in the OS keyring only."
             )
-            show("The desktop now lists:", list(second.devices), desktop.device_id)
-            directory = Directory()
-            refresh(stores[0], directory)
-            show(
-                "The laptop, refreshing its view, lists:",
-                list(directory.devices.values()),
-                laptop.device_id,
+            first = laptop.call(
+                "sma.join", {"account": ACCOUNT, "device_name": "Laptop Thunderbird"}
             )
-            folders = stores[0].list_folders(layout.ANNOUNCE_FOLDER)
-            subscribed = [f for f in folders if stores[0].is_subscribed(f)]
-            say(f"5. SMA folders on the server: {', '.join(folders)}")
-            say(f"   subscribed (shown in mail clients): {subscribed or 'none'}")
+            say(
+                f"4. The laptop joins: no SMA yet, so it creates {layout.ANNOUNCE_FOLDER!r} and its inbox "
+                f"'{layout.INBOX_PREFIX}{first['device_id']}', and announces itself "
+                f"(first device: {first['first_device']})."
+            )
+            started = time.monotonic()
+            second = desktop.call(
+                "sma.join", {"account": ACCOUNT, "device_name": "Desktop Thunderbird"}
+            )
+            say(
+                "5. The desktop joins: it finds the SMA, reads the announcements, creates its inbox and "
+                f"announces itself (first device: {second['first_device']})."
+            )
+            show("The desktop lists:", second["devices"])
+            pushed = wait_event(laptop, "devices.changed", timeout=10)
+            say(
+                f"6. The laptop was told by push (IMAP IDLE), {time.monotonic() - started:.2f} s after the desktop joined:"
+            )
+            show("The laptop lists:", pushed["devices"])
+            with ImapStore(
+                server.host, server.port, server.username, server.password, security="none"
+            ) as store:
+                folders = store.list_folders(layout.ANNOUNCE_FOLDER)
+                subscribed = [f for f in folders if store.is_subscribed(f)]
+            say(f"7. SMA folders on the server: {', '.join(folders)}")
+            say(f"   subscribed, so shown in mail clients: {subscribed or 'none'}")
             ok = (
-                {laptop.device_id, desktop.device_id}
-                == set(directory.devices)
-                == {d.device_id for d in second.devices}
+                {d["device_id"] for d in pushed["devices"]}
+                == {d["device_id"] for d in second["devices"]}
+                == {
+                    first["device_id"],
+                    second["device_id"],
+                }
             )
-        finally:
-            for store in stores:
-                store.close()
-    if not keep:
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
-    else:
-        say(f"\nState kept in {home}")
+            for host in (laptop, desktop):
+                host.call("account.remove", {"account": ACCOUNT})  # leaves nothing in the keyring
+    except (HostCallError, TimeoutError, RuntimeError) as exc:
+        say(f"\nFAILED: {exc}")
+        return 1
+    finally:
+        if keep:
+            say(f"\nState kept in {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
     say("\nDone: both devices see each other." if ok else "\nFAILED: the devices disagree.")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(run_demo())

@@ -12,5 +12,6 @@ def test_demo_runs_and_both_devices_see_each_other() -> None:
     done = subprocess.run([str(cli), "demo"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "both devices see each other" in done.stdout
-    assert "subscribed (shown in mail clients): none" in done.stdout
-    assert done.stdout.count("(this device)") == 2
+    assert "subscribed, so shown in mail clients: none" in done.stdout
+    assert "was told by push" in done.stdout
+    assert done.stdout.count("(this device)") == 4  # each list marks its own device

@@ -68,6 +68,7 @@ class Thunderbird:
                 app="thunderbird",
                 app_args=["-remote-allow-system-access"],
                 prefs=PREFS,
+                gecko_log=str(home / "gecko.log"),
             )
             self.client.start_session()
         finally:
