@@ -44,6 +44,14 @@ class FolderStatus:
     messages: int
     highestmodseq: int | None = None  # None where the server has no CONDSTORE
 
+    def same_content(self, other: FolderStatus | None) -> bool:
+        """Equal where every server reports alike (HIGHESTMODSEQ comes only with CONDSTORE)."""
+        return other is not None and (self.uidvalidity, self.uidnext, self.messages) == (
+            other.uidvalidity,
+            other.uidnext,
+            other.messages,
+        )
+
 
 @dataclass(frozen=True)
 class StoredMessage:
@@ -117,9 +125,16 @@ class FolderStore(Protocol):
 class ChangeWaiter(Protocol):
     """Push: block until a folder may have changed. Used on a connection of its own."""
 
-    def wait_for_change(self, folder: str, timeout: float) -> bool:
+    def wait_for_change(
+        self, folder: str, timeout: float, since: FolderStatus | None = None
+    ) -> bool:
         """True as soon as `folder` may have changed (a hint: the caller re-checks), False after
-        `timeout` seconds without news. Raises StoreError if the link died."""
+        `timeout` seconds without news. Raises StoreError if the link died.
+
+        With `since` (the status the caller last acted on), a change that happened before the
+        wait began counts too: without it, one landing between the caller's last look and the
+        start of IDLE would go unnoticed until the next poll.
+        """
         ...
 
 

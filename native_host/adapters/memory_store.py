@@ -112,8 +112,15 @@ class MemoryStore:
             self.operations += 1
             self._folder(folder).subscribed = subscribed
 
-    def wait_for_change(self, folder: str, timeout: float) -> bool:
+    def wait_for_change(
+        self, folder: str, timeout: float, since: FolderStatus | None = None
+    ) -> bool:
         with self._lock:
+            box = self._folder(folder)
+            if since is not None and not since.same_content(
+                FolderStatus(box.uidvalidity, box.uidnext, len(box.messages))
+            ):
+                return True
             before = self._fingerprint(folder)
             self._changed.wait_for(lambda: self._fingerprint(folder) != before, timeout)
             return self._fingerprint(folder) != before

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from native_host.api.dispatch import Method
-from native_host.service.accounts import ImapSettings
 from native_host.session import Context
 
 
 def configure(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from native_host.service.accounts import ImapSettings
+
     imap = params["imap"]
     settings = ImapSettings(
         host=imap["host"],

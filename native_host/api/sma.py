@@ -6,8 +6,10 @@ from typing import Any
 
 from native_host.api.dispatch import Method
 from native_host.ports import StoreError
-from native_host.service.instance import store_error
 from native_host.session import Context
+
+# The service layer is imported inside the handlers: the method table is built at start-up, and
+# a cold host must answer `ping` without loading the protocol core.
 
 
 def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -15,6 +17,8 @@ def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     try:
         result = runtime.join(params["device_name"])
     except StoreError as exc:
+        from native_host.service.instance import store_error
+
         raise store_error(exc) from None
     assert runtime.record.device is not None
     return {
@@ -33,6 +37,8 @@ def sync(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     try:
         return runtime.sync().to_json()
     except StoreError as exc:
+        from native_host.service.instance import store_error
+
         raise store_error(exc) from None
 
 

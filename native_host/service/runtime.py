@@ -17,7 +17,14 @@ from typing import Any, Protocol
 from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import Device, JoinResult, join, refresh
-from native_host.ports import ChangeWaiter, Clock, FolderStore, RandomBytes, StoreError
+from native_host.ports import (
+    ChangeWaiter,
+    Clock,
+    FolderStatus,
+    FolderStore,
+    RandomBytes,
+    StoreError,
+)
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
 
 log = logging.getLogger(__name__)
@@ -85,6 +92,8 @@ class AccountRuntime:
         self._store: PushStore | None = None
         self._stop = threading.Event()
         self._dirty = threading.Event()
+        self._cycles = threading.Condition()  # counts sync attempts, for the push loops
+        self._cycle_count = 0
         self._threads: list[threading.Thread] = []
         self.online: bool | None = None
 
@@ -215,12 +224,36 @@ class AccountRuntime:
     def stop(self) -> None:
         self._stop.set()
         self._dirty.set()
+        self._cycle_done()
         # A worker may sit in a slow IMAP call holding the lock; exit must not wait for it.
         if self._lock.acquire(timeout=0.2):
             try:
                 self._drop()
             finally:
                 self._lock.release()
+
+    def _sync_and_wait(self) -> None:
+        """Ask for a sync and wait until one ran, so the saved status has caught up with the news
+        (otherwise the next wait, comparing against a stale status, would return at once)."""
+        with self._cycles:
+            seen = self._cycle_count
+        self._dirty.set()
+        with self._cycles:
+            self._cycles.wait_for(
+                lambda: self._cycle_count > seen or self._stop.is_set(), PUSH_WAIT
+            )
+
+    def _cycle_done(self) -> None:
+        with self._cycles:
+            self._cycle_count += 1
+            self._cycles.notify_all()
+
+    def _last_status(self, folder: str) -> FolderStatus | None:
+        """What the last sync saw of `folder` (read without the lock: a stale value only costs
+        one extra sync)."""
+        if folder == layout.ANNOUNCE_FOLDER:
+            return self.record.announce_status
+        return self.record.inbox.status
 
     def _set_online(self, online: bool, error: StoreError | None = None) -> None:
         if online == self.online:
@@ -241,14 +274,17 @@ class AccountRuntime:
             try:
                 self.sync()
             except StoreError as exc:
+                self._cycle_done()
                 self._set_online(False, exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             except Exception:
+                self._cycle_done()
                 log.exception("sync of %s failed", self.account)
                 self._stop.wait(MAX_BACKOFF)
                 continue
+            self._cycle_done()
             self._set_online(True)
             backoff = 1.0
             self._dirty.wait(POLL_INTERVAL)
@@ -260,8 +296,8 @@ class AccountRuntime:
             try:
                 if waiter is None:
                     waiter = self._open_store(self.record)
-                if waiter.wait_for_change(folder, PUSH_WAIT):
-                    self._dirty.set()
+                if waiter.wait_for_change(folder, PUSH_WAIT, since=self._last_status(folder)):
+                    self._sync_and_wait()
                 backoff = 1.0
             except StoreError:
                 if waiter is not None:

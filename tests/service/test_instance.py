@@ -203,3 +203,18 @@ def test_background_sync_reports_an_outage_and_recovers(
     assert online["online"] is True
     laptop.service.stop()
     phone.service.stop()
+
+
+def test_a_change_just_before_the_push_wait_starts_is_not_missed(
+    laptop: Device, server: Server
+) -> None:
+    """The race the `since` baseline closes: an announcement lands after the laptop's last sync
+    but before its IDLE began. Without the baseline it would wait for the 60 s poll."""
+    configured(laptop, "Laptop")
+    laptop.wait_event("sync.state")
+    runtime = laptop.service.runtime(ACCOUNT)
+    status = runtime.record.announce_status
+    assert status is not None
+    server.mailbox.append("_Autocrypt_SMA", b"Subject: x\r\n\r\nnot an announcement\r\n")
+    assert server.mailbox.wait_for_change("_Autocrypt_SMA", 0.0, since=status) is True
+    laptop.service.stop()
