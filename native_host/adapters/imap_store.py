@@ -21,6 +21,17 @@ Behaviour matches ``MemoryStore`` (the reference), with these IMAP facts behind 
 - Messages are appended with ``\\Seen`` so that a mail client showing the folder shows no
   unread count.
 
+``wait_for_change`` (the ``ChangeWaiter`` port) blocks the store for its whole wait, so it runs
+on a store of its own (one connection per thread). With IDLE it EXAMINEs the folder, IDLEs and
+reads what the server sends in slices of at most 30 s (never one unbounded wait on the socket),
+and answers True on the first untagged EXISTS, EXPUNGE, FETCH, RECENT or VANISHED (or a BYE:
+Dovecot ends the session when the selected folder is deleted). IDLE is renewed (DONE, IDLE)
+every 4 minutes, well inside RFC 2177's 29; after 90 s without a byte from the server the
+renewal also sends NOOP. DONE and NOOP wait for their answer only as long as the socket timeout,
+so a dead link becomes a ``StoreError`` after at most about 90 s plus the timeout, and at once
+when the peer closes or resets it. Without IDLE it polls STATUS (``poll_interval``). ``close``
+from another thread interrupts a wait (the waiter gets ``StoreError``).
+
 imapclient's DEBUG logging would print message bodies: this module pins the ``imapclient``
 logger to INFO unless the application configured that logger explicitly.
 """
@@ -31,6 +42,7 @@ import contextlib
 import imaplib
 import logging
 import re
+import selectors
 import socket
 import ssl
 import threading
@@ -43,6 +55,7 @@ from native_host.ports import (
     FetchBatch,
     FolderMissing,
     FolderStatus,
+    StoreAuthError,
     StoredMessage,
     StoreError,
     Watermark,
@@ -62,16 +75,27 @@ _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 _FORBIDDEN = re.compile(r"[%*\x00-\x1f\x7f]")
 _UNUSABLE = {b"\\NONEXISTENT", b"\\NOSELECT"}  # a name that cannot hold messages
 _IDLE_PROBE_SECONDS = 60.0  # NOOP before a non-retryable command after this much idle time
+_IDLE_SLICE_SECONDS = 30.0  # the longest single wait on the socket during IDLE
+_IDLE_RENEW_SECONDS = 240.0  # DONE + IDLE again (RFC 2177: a server may drop IDLE after 30 min)
+_IDLE_QUIET_SECONDS = 90.0  # nothing heard for this long: DONE + NOOP prove the link
+_IDLE_MAX_LINES = 1000  # lines read from the socket in one go during IDLE
+_IDLE_MAX_LITERAL = 1 << 20  # IDLE news carries no bodies; a bigger literal is an error
 _NO_SUCH_MAILBOX = "_Autocrypt_SMA_no_such_mailbox_"  # EXAMINEd only to fail (and deselect)
 _SEEN = b"\\Seen"
 _DELETED = b"\\Deleted"
+# Untagged responses that say the selected mailbox changed (only a hint: the caller re-checks).
+_CHANGE_LINE = re.compile(
+    rb"\* (?:\d+ (?:EXISTS|EXPUNGE|FETCH|RECENT)|VANISHED)(?:[ ]|$)", re.IGNORECASE
+)
+_BYE_LINE = re.compile(rb"\* BYE(?:[ ]|$)", re.IGNORECASE)
+_LITERAL_END = re.compile(rb"\{(\d+)\+?\}$")  # a line announcing a literal (imaplib's rule)
 
 # The connection is gone or in an unknown state: drop it, the next call reconnects.
 _CONNECTION_ERRORS: tuple[type[Exception], ...] = (imaplib.IMAP4.abort, OSError, EOFError)
 _IMAP_ERRORS: tuple[type[Exception], ...] = (*_CONNECTION_ERRORS, imaplib.IMAP4.error)
 
 
-class ImapLoginError(StoreError):
+class ImapLoginError(StoreAuthError):
     """The server refused the credentials (retrying with the same ones will not help)."""
 
 
@@ -80,6 +104,21 @@ def _flags(entry_flags: Iterable[Any]) -> set[bytes]:
     for flag in entry_flags:
         out.add((flag if isinstance(flag, bytes) else str(flag).encode()).upper())
     return out
+
+
+def _changed(lines: Iterable[bytes]) -> bool:
+    return any(_CHANGE_LINE.match(line) for line in lines)
+
+
+def _said_bye(lines: Iterable[bytes]) -> bool:
+    return any(_BYE_LINE.match(line) for line in lines)
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` has something to read (data, EOF or an error) within `timeout` seconds."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(max(timeout, 0.0)))
 
 
 def _text(value: Any) -> str:
@@ -102,7 +141,14 @@ class ImapStore:
         timeout: float = 30.0,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        use_idle: bool = True,
+        poll_interval: float = 1.0,
+        idle_renew: float = _IDLE_RENEW_SECONDS,
+        idle_quiet: float = _IDLE_QUIET_SECONDS,
     ) -> None:
+        """`use_idle=False` makes `wait_for_change` poll STATUS every `poll_interval` seconds
+        even where the server offers IDLE; `idle_renew` and `idle_quiet` are the IDLE loop's
+        renewal interval and its "nothing heard" probe interval (seconds)."""
         if security not in ("none", "tls", "starttls"):
             raise ValueError(f"security must be 'none', 'tls' or 'starttls', not {security!r}")
         self.host = host
@@ -113,7 +159,13 @@ class ImapStore:
         self.verify_tls = verify_tls
         self.timeout = timeout
         self._ssl_context = ssl_context
+        self.use_idle = use_idle
+        self.poll_interval = poll_interval
+        self.idle_renew = idle_renew
+        self.idle_quiet = idle_quiet
         self._lock = threading.RLock()
+        self._closing = threading.Event()  # set by close(), from any thread
+        self._idle_socket: socket.socket | None = None  # while a wait is in IDLE
         self._client: Any = None
         self._closed = False
         self._last_used = 0.0
@@ -259,7 +311,16 @@ class ImapStore:
             raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Log out and close the connection; the store cannot be used afterwards."""
+        """Log out and close the connection; the store cannot be used afterwards.
+
+        From another thread this also ends a `wait_for_change` in progress (it raises
+        StoreError) instead of waiting for its timeout.
+        """
+        self._closing.set()
+        waiting = self._idle_socket
+        if waiting is not None:
+            with contextlib.suppress(OSError):
+                waiting.shutdown(socket.SHUT_RDWR)  # wakes the waiter; its DONE then fails
         with self._lock:
             self._closed = True
             client, self._client = self._client, None
@@ -576,3 +637,226 @@ class ImapStore:
                     raise
 
         self._run(f"subscribe {folder!r}", action, retry=True)
+
+    # --- ChangeWaiter -------------------------------------------------------------------------
+    def wait_for_change(
+        self, folder: str, timeout: float, since: FolderStatus | None = None
+    ) -> bool:
+        """True as soon as `folder` may have changed, False after `timeout` seconds without news.
+
+        With `since`, True at once if the folder's content already differs from it (compared
+        with the EXAMINE answer that starts the wait, so nothing slips in between). Holds this
+        store for the whole wait: use a store of its own. Raises FolderMissing if the folder
+        does not exist, StoreError if the link died (the caller reconnects with backoff; the
+        next call opens a fresh connection).
+        """
+        server = self.server_name(folder)
+        deadline = time.monotonic() + max(float(timeout), 0.0)
+        if self._closing.is_set():
+            raise StoreError("the IMAP store is closed")
+        if self.use_idle and b"IDLE" in self._capabilities:
+
+            def action(client: Any) -> bool:
+                return self._idle_wait(client, folder, server, deadline, since)
+
+            return self._run(f"wait for changes in {folder!r}", action, retry=False)
+        return self._poll_wait(folder, deadline, since)
+
+    def _poll_wait(self, folder: str, deadline: float, since: FolderStatus | None) -> bool:
+        """Without IDLE: STATUS every `poll_interval` seconds until it differs."""
+        before = self.status(folder)
+        if since is not None and not since.same_content(before):
+            return True
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._closing.wait(min(max(self.poll_interval, 0.01), remaining)):
+                raise StoreError("the IMAP store is closed")
+            try:
+                now = self.status(folder)
+            except FolderMissing:
+                return True  # deleted: a change (the caller's own check will say so)
+            if now != before:
+                return True
+
+    def _idle_wait(
+        self, client: Any, folder: str, server: str, deadline: float, since: FolderStatus | None
+    ) -> bool:
+        info = self._select(client, folder, server, readonly=True)  # FolderMissing if missing
+        if since is not None and not since.same_content(self._examined(client, server, info)):
+            self._deselect(client)
+            return True
+        if time.monotonic() >= deadline:
+            self._deselect(client)
+            return False
+        try:
+            changed, alive = self._idle_cycles(client, deadline)
+        except BaseException:
+            self._drop()  # in IDLE or broken: never reuse this connection
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                client._imap.untagged_responses.clear()  # what IDLE left there is read
+        if not alive:
+            self._drop()
+        else:
+            self._deselect(client)
+        return changed
+
+    def _examined(self, client: Any, server: str, info: dict[Any, Any]) -> FolderStatus:
+        """The folder's status as of its EXAMINE answer (STATUS where that lacks something)."""
+        try:
+            return FolderStatus(
+                uidvalidity=int(info[b"UIDVALIDITY"]),
+                uidnext=int(info[b"UIDNEXT"]),
+                messages=int(info[b"EXISTS"]),
+            )
+        except KeyError:
+            answer = client.folder_status(server, ["UIDVALIDITY", "UIDNEXT", "MESSAGES"])
+            return FolderStatus(
+                uidvalidity=int(answer[b"UIDVALIDITY"]),
+                uidnext=int(answer[b"UIDNEXT"]),
+                messages=int(answer[b"MESSAGES"]),
+            )
+
+    def _idle_cycles(self, client: Any, deadline: float) -> tuple[bool, bool]:
+        """IDLE until news or `deadline`, renewing it; (changed, connection still usable)."""
+        while True:
+            tag, news = self._idle_start(client)
+            started = heard = time.monotonic()
+            quiet = False
+            self._idle_socket = client.socket()
+            try:
+                if self._closing.is_set():
+                    raise StoreError("the IMAP store is closed")
+                while not (_changed(news) or _said_bye(news)):
+                    now = time.monotonic()
+                    quiet = now >= heard + self.idle_quiet
+                    until = min(deadline, started + self.idle_renew, heard + self.idle_quiet)
+                    if now >= until:
+                        break
+                    lines, woke = self._idle_read(client, min(until - now, _IDLE_SLICE_SECONDS))
+                    if lines:
+                        heard = time.monotonic()
+                        news.extend(line for line in lines if not line.startswith(b"* OK"))
+                    elif woke:
+                        # Readable but no line: the peer closed (or a spurious wake-up). The
+                        # DONE round trip below tells which, within the socket timeout.
+                        break
+            finally:
+                self._idle_socket = None
+            if _said_bye(news):
+                return True, False  # the server ends the session (Dovecot: folder deleted)
+            news.extend(self._finish(client, tag, b"DONE\r\n"))
+            if _said_bye(news):
+                return True, False
+            if quiet and not _changed(news):
+                news.extend(self._finish(client, client._imap._command("NOOP"), None))
+            if _said_bye(news):
+                return True, False
+            if _changed(news):
+                return True, True
+            if time.monotonic() >= deadline:
+                return False, True
+
+    def _idle_start(self, client: Any) -> tuple[str, list[bytes]]:
+        """Send IDLE and read up to its continuation; untagged lines that come first are kept.
+
+        (imapclient's `idle()` fails on an untagged response before the continuation.)
+        """
+        imap = client._imap
+        tag: str = imap._command("IDLE")
+        early: list[bytes] = []
+        while True:
+            response = imap._get_response()  # bounded by the socket timeout
+            if imap.tagged_commands.get(tag):
+                kind, data = imap.tagged_commands.pop(tag)
+                raise imaplib.IMAP4.error(f"IDLE refused: {kind} {_text(data[0]) if data else ''}")
+            if response is None:
+                return tag, early  # "+ idling"
+            early.append(bytes(response))
+            if len(early) > _IDLE_MAX_LINES:
+                raise imaplib.IMAP4.abort("no continuation for IDLE")
+
+    def _finish(self, client: Any, tag: str, send: bytes | None) -> list[bytes]:
+        """Optionally send `send` (DONE), then read up to the tagged answer to `tag`.
+
+        Returns the untagged lines on the way. Every read is bounded by the socket timeout, so
+        this is the round trip that proves a quiet link alive. A BYE then a closed connection
+        returns the lines with the BYE instead of raising.
+        """
+        imap = client._imap
+        lines: list[bytes] = []
+        try:
+            if send is not None:
+                imap.send(send)
+            while True:
+                response = imap._get_response()
+                if imap.tagged_commands.get(tag):
+                    kind, data = imap.tagged_commands.pop(tag)
+                    if kind != "OK":
+                        words = _text(data[0]) if data else ""
+                        raise imaplib.IMAP4.error(f"{kind} after IDLE: {words}")
+                    return lines
+                if response is not None:
+                    lines.append(bytes(response))
+        except _CONNECTION_ERRORS:
+            if _said_bye(lines):
+                return lines
+            raise
+
+    def _idle_read(self, client: Any, wait: float) -> tuple[list[bytes], bool]:
+        """Lines the server sent during IDLE: those already here, else what comes within `wait`.
+
+        Returns (lines, woke): woke is False when nothing at all came in time.
+        """
+        sock = client.socket()
+        try:
+            sock.setblocking(False)
+            # imaplib reads through a buffer: lines can be waiting there while the socket
+            # itself has nothing to report, so read first and only then wait on the socket.
+            lines = self._ready_lines(client)
+            if lines:
+                return lines, True
+            if not _readable(sock, wait):
+                return [], False
+            return self._ready_lines(client), True
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.timeout)
+
+    def _ready_lines(self, client: Any) -> list[bytes]:
+        """Complete lines readable now (the socket is non-blocking); finishes a partial line
+        or a literal within the socket timeout."""
+        imap = client._imap
+        sock = client.socket()
+        lines: list[bytes] = []
+        while len(lines) < _IDLE_MAX_LINES:
+            try:
+                line: bytes = imap.readline()
+            except (BlockingIOError, ssl.SSLWantReadError):
+                break
+            if not line:
+                break  # nothing more now (or EOF: the caller's DONE finds out)
+            try:
+                sock.settimeout(self.timeout)
+                while not line.endswith(b"\r\n"):  # the rest of the line is on its way
+                    more = imap.readline()
+                    if not more:
+                        raise imaplib.IMAP4.abort("socket error: EOF within a line")
+                    line += more
+                text = line[:-2]
+                literal = _LITERAL_END.search(text)
+                while literal is not None:  # read it (and what follows) to stay in step
+                    size = int(literal.group(1))
+                    if size > _IDLE_MAX_LITERAL:
+                        raise imaplib.IMAP4.abort(f"a {size}-byte literal during IDLE")
+                    imap.read(size)
+                    trailer = imap._get_line()
+                    text += b" " + trailer
+                    literal = _LITERAL_END.search(trailer)
+            finally:
+                sock.setblocking(False)
+            lines.append(text)
+        return lines
