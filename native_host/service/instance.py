@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 StoreFactory = Callable[[ImapSettings, str], PushStore]
 
 
+DEFAULT_IMAP_TIMEOUT = 30.0
+
+
+def imap_timeout() -> float:
+    """Seconds any one IMAP read may take ($SMA_IMAP_TIMEOUT; tests of dead links use a short one)."""
+    try:
+        value = float(os.environ.get("SMA_IMAP_TIMEOUT", DEFAULT_IMAP_TIMEOUT))
+    except ValueError:
+        return DEFAULT_IMAP_TIMEOUT
+    return value if 0.5 <= value <= 600 else DEFAULT_IMAP_TIMEOUT
+
+
 def open_imap(settings: ImapSettings, password: str) -> PushStore:
     from native_host.adapters.imap_store import ImapStore
 
@@ -37,6 +49,7 @@ def open_imap(settings: ImapSettings, password: str) -> PushStore:
         password,
         security=settings.security,
         verify_tls=settings.verify_tls,
+        timeout=imap_timeout(),
     )
 
 
