@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from native_host import PROTOCOL_VERSION, __version__
@@ -15,8 +16,11 @@ def ping(context: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def hello(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     # The host loop has bound the connection to params["instance"] before calling this.
-    # The add-on is here: resume background sync (and push) for this instance's accounts.
-    context.service().start_background()
+    # The add-on is here: resume background sync (and push) for this instance's accounts, off the
+    # reader thread, so the answer does not wait for the service layer to load.
+    threading.Thread(
+        target=lambda: context.service().start_background(), name="resume", daemon=True
+    ).start()
     return {"instance": context.instance, **ping(context, params)}
 
 
