@@ -106,6 +106,8 @@ class InstanceService:
             record = self.files.load(account) or AccountRecord(account, settings)
             record.imap = settings
             self.files.save(record)
+        if record.device is not None:
+            self.runtime(account).start()  # a joined device keeps syncing with the new settings
 
     def accounts(self) -> list[dict[str, Any]]:
         return [

@@ -218,3 +218,14 @@ def test_a_change_just_before_the_push_wait_starts_is_not_missed(
     server.mailbox.append("_Autocrypt_SMA", b"Subject: x\r\n\r\nnot an announcement\r\n")
     assert server.mailbox.wait_for_change("_Autocrypt_SMA", 0.0, since=status) is True
     laptop.service.stop()
+
+
+def test_reconfiguring_a_joined_account_keeps_it_syncing(laptop: Device, phone: Device) -> None:
+    configured(laptop, "Laptop")
+    laptop.wait_event("sync.state")
+    laptop.service.configure(ACCOUNT, SETTINGS, "right")  # say, a new password
+    configured(phone, "Phone")
+    data = laptop.wait_event("devices.changed", timeout=2.0)
+    assert {d["name"] for d in data["devices"]} == {"Laptop", "Phone"}
+    laptop.service.stop()
+    phone.service.stop()
