@@ -7,14 +7,17 @@ made through the server; nothing here makes a device trusted. Trust comes only f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from native_host.core import envelope
+from native_host.core.crypto import DevicePublic, verify_document
 from native_host.core.envelope import MessageType
 from native_host.errors import RemoteProtocolError
 from native_host.ports import StoredMessage, Watermark
 
 MAX_DEVICES = 1000  # announcements kept in memory; beyond it new device ids are refused
 MAX_REJECTIONS_KEPT = 100
+MAX_LOG_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Announcement:
     joined: int
     last_seen: int
     uid: int  # where it sits in the announcement folder (to replace it later)
+    keys: dict[str, str] | None = None  # the device's public keys, self-signed (a claim, not trust)
 
     def newer_than(self, other: Announcement) -> bool:
         # Later last_seen wins; the UID breaks ties so every device picks the same one.
@@ -42,12 +46,16 @@ class Directory:
     watermark: Watermark | None = None
     rejected: list[Rejection] = field(default_factory=list)
     superseded: set[int] = field(default_factory=set)  # UIDs of older announcements of a device
+    log_entries: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # device-log entries, unverified
 
     def reset(self) -> None:
         """Forget everything: the folder's UIDVALIDITY changed, so UIDs mean nothing now."""
         self.devices.clear()
         self.rejected.clear()
         self.superseded.clear()
+        self.log_entries.clear()
         self.watermark = None
 
     def receive(self, message: StoredMessage) -> Announcement | None:
@@ -56,6 +64,8 @@ class Directory:
             announcement = self._parse(message)
         except RemoteProtocolError as exc:
             self._reject(message.uid, str(exc))
+            return None
+        if announcement is None:
             return None
         current = self.devices.get(announcement.device_id)
         if current is None and len(self.devices) >= MAX_DEVICES:
@@ -69,17 +79,28 @@ class Directory:
         self.devices[announcement.device_id] = announcement
         return announcement
 
-    def _parse(self, message: StoredMessage) -> Announcement:
+    def _parse(self, message: StoredMessage) -> Announcement | None:
         if message.raw is None:
             raise RemoteProtocolError(f"{message.size} bytes is over the size limit; not fetched")
         parsed = envelope.parse(message.raw)
+        if parsed.type is MessageType.LOG:
+            # Verified by the device log, which alone decides who belongs (here: only kept).
+            if len(self.log_entries) >= MAX_LOG_ENTRIES:
+                raise RemoteProtocolError(f"more than {MAX_LOG_ENTRIES} log entries")
+            self.log_entries.append(parsed.data)
+            return None
         if parsed.type is not MessageType.ANNOUNCE:
             raise RemoteProtocolError(
                 f"a {parsed.type} message does not belong in the announcement folder"
             )
         data = parsed.data
+        keys = data.get("keys")
+        if keys is not None and not verify_document(parsed.document, DevicePublic.from_json(keys)):
+            raise RemoteProtocolError(
+                "announcement signature does not verify with the keys it carries"
+            )
         return Announcement(
-            parsed.sender, data["name"], data["joined"], data["last_seen"], message.uid
+            parsed.sender, data["name"], data["joined"], data["last_seen"], message.uid, keys
         )
 
     def _reject(self, uid: int, reason: str) -> None:

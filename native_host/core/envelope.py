@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from native_host.core.crypto import DeviceKeys, sign_document
 from native_host.errors import RemoteProtocolError
 from native_host.jsonstrict import InvalidJson, decode_object, encode
 from native_host.ports import RandomBytes
@@ -47,10 +48,21 @@ _SCHEMA_URI = "https://autocrypt-sma.invalid/schemas/sma/sma.json"
 
 class MessageType(StrEnum):
     ANNOUNCE = "announce"
+    LOG = "log"
+    PAIR_REQUEST = "pair-request"
+    PAIR_ACCEPT = "pair-accept"
+    PAIR_REVEAL = "pair-reveal"
+    PAIR_KEY = "pair-key"
+    PAIR_REJECT = "pair-reject"
 
 
+_SUBJECT_TEXT = {
+    MessageType.ANNOUNCE: "device announcement",
+    MessageType.LOG: "device log entry",
+}
 SUBJECTS = {
-    MessageType.ANNOUNCE: "Autocrypt SMA: device announcement (do not delete or move)",
+    t: f"Autocrypt SMA: {_SUBJECT_TEXT.get(t, 'pairing message')} (do not delete or move)"
+    for t in MessageType
 }
 
 
@@ -60,6 +72,8 @@ class SmaMessage:
     sender: str  # the device id the document claims; trusted only once a signature says so
     created: int  # the sender's clock: informative, never trusted for ordering
     data: dict[str, Any]
+    document: dict[str, Any]  # the whole signed document, for the caller's signature check
+    to: str | None = None  # the recipient device (inbox messages): a replay elsewhere is refused
 
 
 @cache
@@ -95,17 +109,24 @@ def build(
     account: str,
     now: float,
     random: RandomBytes,
+    keys: DeviceKeys | None = None,
+    to: str | None = None,
 ) -> bytes:
-    """The raw message to append; its document is validated so we never send what we would reject."""
+    """The raw message to append; its document is validated so we never send what we would
+    reject, and signed by the sender's device key when `keys` is given."""
     if not _ADDRESS_RE.fullmatch(account):
         raise ValueError("account must be a bare e-mail address")
-    document = {
+    document: dict[str, Any] = {
         "v": DOCUMENT_VERSION,
         "type": type.value,
         "from": sender,
         "created": int(now),
         "data": data,
     }
+    if to is not None:
+        document["to"] = to
+    if keys is not None:
+        document = sign_document(document, keys)
     _check("document", document)
     _check(type.value, data)
     body = base64.encodebytes(encode(document)).replace(b"\n", b"\r\n")
@@ -190,4 +211,11 @@ def parse(raw: bytes) -> SmaMessage:
     _check(kind.value, document["data"])
     if header_type != kind.value or header_device != document["from"]:
         raise RemoteProtocolError("headers disagree with the signed document")
-    return SmaMessage(kind, document["from"], document["created"], document["data"])
+    return SmaMessage(
+        kind,
+        document["from"],
+        document["created"],
+        document["data"],
+        document,
+        document.get("to"),
+    )

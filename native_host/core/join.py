@@ -8,9 +8,11 @@ append another.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from native_host import __version__
 from native_host.core import envelope, layout
+from native_host.core.crypto import DeviceKeys
 from native_host.core.directory import Announcement, Directory
 from native_host.core.envelope import MessageType
 from native_host.ports import Clock, FolderStore, RandomBytes
@@ -27,6 +29,7 @@ class Device:
     name: str
     account: str
     joined: int
+    keys: DeviceKeys | None = None  # signs the announcement and publishes the public half
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,22 @@ def refresh(store: FolderStore, directory: Directory) -> int:
 
 
 def announcement(device: Device, *, now: float, random: RandomBytes) -> bytes:
-    data = {
+    data: dict[str, Any] = {
         "name": device.name,
         "joined": device.joined,
         "last_seen": int(now),
         "software": f"autocrypt-sma {__version__}",
     }
+    if device.keys is not None:
+        data["keys"] = device.keys.public.to_json()
     return envelope.build(
-        MessageType.ANNOUNCE, device.device_id, data, account=device.account, now=now, random=random
+        MessageType.ANNOUNCE,
+        device.device_id,
+        data,
+        account=device.account,
+        now=now,
+        random=random,
+        keys=device.keys,
     )
 
 

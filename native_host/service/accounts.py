@@ -71,6 +71,7 @@ class AccountRecord:
             "announce": {
                 **FolderCursor(self.directory.watermark, self.announce_status).to_json(),
                 "devices": [asdict(a) for a in self.directory.devices.values()],
+                "log": self.directory.log_entries,
             },
             "inbox": self.inbox.to_json(),
         }
@@ -79,7 +80,7 @@ class AccountRecord:
     def from_json(cls, data: dict[str, Any]) -> AccountRecord:
         announce = data.get("announce") or {}
         cursor = FolderCursor.from_json(announce)
-        directory = Directory(watermark=cursor.watermark)
+        directory = Directory(watermark=cursor.watermark, log_entries=list(announce.get("log", [])))
         for item in announce.get("devices", []):
             directory.devices[item["device_id"]] = Announcement(**item)
         device = data.get("device")
