@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     IMAP_UNAVAILABLE = "imap_unavailable"
     KEYRING_UNAVAILABLE = "keyring_unavailable"
     PAIRING_NOT_FOUND = "pairing_not_found"
+    PAIRING_EXPIRED = "pairing_expired"
+    PAIRING_STATE = "pairing_state"
     INTERNAL_ERROR = "internal_error"
 
 

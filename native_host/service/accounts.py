@@ -62,6 +62,9 @@ class AccountRecord:
     directory: Directory = field(default_factory=Directory)
     announce_status: FolderStatus | None = None
     inbox: FolderCursor = field(default_factory=FolderCursor)
+    genesis: str | None = None  # the device-log genesis this device pinned (own, or via pairing)
+    pairings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)  # security problems already reported
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,9 @@ class AccountRecord:
                 "log": self.directory.log_entries,
             },
             "inbox": self.inbox.to_json(),
+            "genesis": self.genesis,
+            "pairings": self.pairings,
+            "alerts": self.alerts[-1000:],
         }
 
     @classmethod
@@ -91,11 +97,22 @@ class AccountRecord:
             directory=directory,
             announce_status=cursor.status,
             inbox=FolderCursor.from_json(data.get("inbox")),
+            genesis=data.get("genesis"),
+            pairings=dict(data.get("pairings") or {}),
+            alerts=list(data.get("alerts") or []),
         )
 
 
 def password_name(account: str) -> str:
     return f"imap-password:{account}"
+
+
+def device_key_name(account: str) -> str:
+    return f"device-key:{account}"
+
+
+def account_key_name(account: str) -> str:
+    return f"account-key:{account}"
 
 
 class AccountFiles:

@@ -156,6 +156,7 @@ class InstanceService:
                     self._emit,
                     clock=self._clock,
                     random=self._random,
+                    secrets=self.secrets,
                 )
                 self._runtimes[account] = runtime
             return runtime

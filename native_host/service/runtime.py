@@ -17,15 +17,18 @@ from typing import Any, Protocol
 from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import Device, JoinResult, join, refresh
+from native_host.errors import RemoteProtocolError
 from native_host.ports import (
     ChangeWaiter,
     Clock,
     FolderStatus,
     FolderStore,
     RandomBytes,
+    SecretStore,
     StoreError,
 )
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
+from native_host.service.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +63,13 @@ class SyncReport:
         }
 
 
-def device_view(announcement: Announcement, me: str | None) -> dict[str, Any]:
+def device_view(announcement: Announcement, me: str | None, member: bool) -> dict[str, Any]:
     return {
         "device_id": announcement.device_id,
         "name": announcement.name,
         "last_seen": announcement.last_seen,
-        # Only pairing makes another device trusted; until then this device trusts itself alone.
-        "paired": announcement.device_id == me,
+        # The device log alone says who belongs; an announcement is only a claim.
+        "paired": member,
         "self": announcement.device_id == me,
     }
 
@@ -81,8 +84,12 @@ class AccountRuntime:
         *,
         clock: Clock,
         random: RandomBytes,
+        secrets: SecretStore,
     ) -> None:
         self.record = record
+        self.trust = Trust(
+            record, secrets, emit, lambda: files.save(record), clock=clock, random=random
+        )
         self._files = files
         self._open_store = open_store
         self._emit = emit
@@ -127,17 +134,21 @@ class AccountRuntime:
                 # Persisted before any folder is touched: a crash mid-join resumes with this id.
                 record.device = DeviceRecord(device_id, name, joined)
                 self._files.save(record)
+            keys = self.trust.device_keys()  # in the keyring before the server sees this device
             device = Device(
-                record.device.device_id, record.device.name, record.account, record.device.joined
+                record.device.device_id,
+                record.device.name,
+                record.account,
+                record.device.joined,
+                keys,
             )
             try:
+                store = self._connected()
                 result = join(
-                    self._connected(),
-                    record.directory,
-                    device,
-                    clock=self._clock,
-                    random=self._random,
+                    store, record.directory, device, clock=self._clock, random=self._random
                 )
+                if result.first_device and self.trust.found_log(store):
+                    refresh(store, record.directory)
             except StoreError:
                 self._drop()
                 raise
@@ -148,10 +159,11 @@ class AccountRuntime:
     def devices(self) -> list[dict[str, Any]]:
         with self._lock:
             me = self.record.device.device_id if self.record.device else None
+            chain = self.trust.device_log()
             ordered = sorted(
                 self.record.directory.devices.values(), key=lambda a: (a.joined, a.device_id)
             )
-            return [device_view(a, me) for a in ordered]
+            return [device_view(a, me, chain.is_member(a.device_id)) for a in ordered]
 
     def sync(self) -> SyncReport:
         with self._lock:
@@ -174,14 +186,15 @@ class AccountRuntime:
         if status != record.announce_status:
             announcements = refresh(store, record.directory)
             record.announce_status = status
+        chain = self.trust.check_log()
+        self.trust.tick(store, chain)
         inbox_name = layout.inbox_folder(record.device.device_id)
         inbox_read = 0
         status = store.status(inbox_name)
         if status != record.inbox.status:
             inbox_read = self._read_inbox(store, inbox_name)
-            record.inbox.status = status
-        if announcements or inbox_read or record.announce_status is not None:
-            self._files.save(record)
+            record.inbox.status = store.status(inbox_name) if inbox_read else status
+        self._files.save(record)
         return SyncReport(
             announcements_read=announcements,
             inbox_read=inbox_read,
@@ -191,17 +204,30 @@ class AccountRuntime:
         )
 
     def _read_inbox(self, store: FolderStore, folder: str) -> int:
-        """Read what other devices dropped here. No message type is addressed to an inbox yet
-        (pairing brings the first), so everything is reported and left in place."""
+        """Handle what other devices dropped here, then delete it: each message is applied and
+        the state saved before the message goes, so a crash repeats it (harmlessly) but never
+        loses it."""
         batch = store.fetch(
             folder,
             self.record.inbox.watermark,
             limit=INBOX_BATCH,
             max_size=envelope.MAX_MESSAGE_BYTES,
         )
+        done: list[int] = []
         for message in batch.messages:
-            log.info("inbox %s: message uid %d left in place (no handler yet)", folder, message.uid)
+            try:
+                if message.raw is None:
+                    raise RemoteProtocolError(f"{message.size} bytes is over the size limit")
+                self.trust.receive(store, envelope.parse(message.raw))
+            except RemoteProtocolError as exc:
+                log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, exc)
+                alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}
+                self._emit("security.alert", alert)
+            done.append(message.uid)
         self.record.inbox.watermark = batch.after(self.record.inbox.watermark)
+        self._files.save(self.record)
+        if done:
+            store.delete_messages(folder, done)
         return len(batch.messages)
 
     # --- the background -----------------------------------------------------------------------

@@ -1,0 +1,362 @@
+"""Who belongs to the account, and how a new device gets in: device keys, the device log, the
+account key, and pairing, run against the store and the keyring.
+
+Order of every step: apply the input, persist the new state, and only then send or delete, so a
+crash repeats harmless work and never loses or half-installs anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from native_host.core import devicelog, envelope, layout
+from native_host.core import pairing as pm
+from native_host.core.crypto import DeviceKeys, DevicePublic, verify_document
+from native_host.core.envelope import MessageType, SmaMessage
+from native_host.errors import ErrorCode, HostError, RemoteProtocolError
+from native_host.ports import Clock, FolderStore, RandomBytes, SecretStore
+from native_host.service.accounts import AccountRecord, account_key_name, device_key_name
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], None]
+PAIRING_TYPES = {
+    MessageType.PAIR_REQUEST,
+    MessageType.PAIR_ACCEPT,
+    MessageType.PAIR_REVEAL,
+    MessageType.PAIR_KEY,
+    MessageType.PAIR_REJECT,
+}
+
+
+class Trust:
+    def __init__(
+        self,
+        record: AccountRecord,
+        secrets: SecretStore,
+        emit: Emit,
+        save: Callable[[], None],
+        *,
+        clock: Clock,
+        random: RandomBytes,
+    ) -> None:
+        self.record = record
+        self._save = save  # persists the record (the runtime's account file)
+        self.secrets = secrets
+        self._emit = emit
+        self._clock = clock
+        self._random = random
+
+    # --- keys ---------------------------------------------------------------------------------
+    def device_keys(self) -> DeviceKeys:
+        """This device's key pair, made on first use and kept only in the keyring."""
+        name = device_key_name(self.record.account)
+        stored = self.secrets.get(name)
+        if stored is not None:
+            return DeviceKeys.from_secret(stored)
+        keys = DeviceKeys.generate(self._random)
+        self.secrets.set(name, keys.to_secret())
+        return keys
+
+    def account_key_armored(self) -> str | None:
+        return self.secrets.get(account_key_name(self.record.account))
+
+    @property
+    def me(self) -> str:
+        assert self.record.device is not None
+        return self.record.device.device_id
+
+    # --- the device log -----------------------------------------------------------------------
+    def device_log(self) -> devicelog.DeviceLog:
+        chain = devicelog.DeviceLog(self.record.genesis)
+        chain.receive_all(self.record.directory.log_entries)
+        return chain
+
+    def found_log(self, store: FolderStore) -> bool:
+        """First device: make the account key and the genesis entry (once)."""
+        if self.record.genesis is not None or self.record.directory.log_entries:
+            return False
+        from native_host.adapters.pgp import generate_account_key
+
+        assert self.record.device is not None
+        keys = self.device_keys()
+        account_key = generate_account_key(self.record.account, self._clock())
+        self.secrets.set(account_key_name(self.record.account), account_key.secret_armored)
+        entry = devicelog.genesis(
+            self.me, keys, self.record.device.name, account_key.fingerprint, self._clock()
+        )
+        self.record.genesis = devicelog.entry_hash(entry)
+        self._publish_entry(store, entry)
+        return True
+
+    def _publish_entry(self, store: FolderStore, entry: dict[str, Any]) -> None:
+        raw = envelope.build(
+            MessageType.LOG,
+            self.me,
+            entry,
+            account=self.record.account,
+            now=self._clock(),
+            random=self._random,
+            keys=self.device_keys(),
+        )
+        store.append(layout.ANNOUNCE_FOLDER, raw)
+
+    def check_log(self) -> devicelog.DeviceLog:
+        """Verify the whole chain (every sync); report new problems as security alerts."""
+        chain = self.device_log()
+        for problem in chain.problems:
+            key = f"{problem.kind}:{problem.entry_hash}"
+            if key not in self.record.alerts:
+                self.record.alerts.append(key)
+                self._emit(
+                    "security.alert",
+                    {
+                        "account": self.record.account,
+                        "kind": "device_log",
+                        "message": str(problem.reason)[:500],
+                    },
+                )
+        return chain
+
+    def is_paired(self) -> bool:
+        return self.record.genesis is not None and self.device_log().is_member(self.me)
+
+    # --- pairing: the API side ----------------------------------------------------------------
+    def pairing(self, pairing_id: str) -> pm.Pairing:
+        data = self.record.pairings.get(pairing_id)
+        if data is None:
+            raise HostError(
+                ErrorCode.PAIRING_NOT_FOUND, f"no pairing {pairing_id!r} on this device"
+            )
+        return pm.Pairing.from_json(data)
+
+    def request(self, store: FolderStore, peer: str | None) -> str:
+        if self.is_paired():
+            raise HostError(ErrorCode.INVALID_REQUEST, "this device is already paired")
+        assert self.record.device is not None
+        targets = self._targets(peer)
+        outcome = pm.start(
+            me=self.me,
+            my_keys=self.device_keys().public,
+            name=self.record.device.name,
+            peer=peer,
+            now=int(self._clock()),
+            random=self._random,
+        )
+        self._commit(store, outcome, targets)
+        return outcome.pairing.pairing_id
+
+    def _targets(self, peer: str | None) -> list[str]:
+        """Who may answer a request: the named device, or every other announced device (a new
+        device has no log yet, so it cannot tell members apart; the code check does)."""
+        if peer is not None:
+            if peer not in self.record.directory.devices or peer == self.me:
+                raise HostError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"params.device_id: no other device {peer!r} is announced",
+                )
+            return [peer]
+        others = [d for d in self.record.directory.devices if d != self.me]
+        if not others:
+            raise HostError(
+                ErrorCode.INVALID_REQUEST, "no other device has joined this account's SMA yet"
+            )
+        return others
+
+    def decide(self, store: FolderStore, pairing_id: str, approve: bool) -> pm.Pairing:
+        current = self.pairing(pairing_id)
+        if current.state is pm.State.EXPIRED or (
+            current.state not in pm.TERMINAL and self._clock() >= current.expires_at
+        ):
+            self._commit(store, pm.step(current, pm.Tick(int(self._clock())), random=self._random))
+            raise HostError(
+                ErrorCode.PAIRING_EXPIRED, "the pairing expired (ten minutes); start a new one"
+            )
+        try:
+            if not approve:
+                outcome = pm.step(current, pm.Reject(), random=self._random)
+            elif current.role is pm.Role.RESPONDER:
+                outcome = pm.step(
+                    current, pm.Approve(self._secret_for(current)), random=self._random
+                )
+            else:
+                outcome = pm.step(current, pm.Approve(), random=self._random)
+        except pm.IllegalInput as exc:
+            raise HostError(ErrorCode.PAIRING_STATE, str(exc)) from None
+        self._commit(store, outcome)
+        return self.pairing(pairing_id)
+
+    def _secret_for(self, p: pm.Pairing) -> dict[str, Any]:
+        """What the responder sends: the account key, and the log with the new device admitted."""
+        armored = self.account_key_armored()
+        if armored is None or p.peer is None or p.peer_keys is None:
+            raise HostError(ErrorCode.PAIRING_STATE, "this device holds no account key to share")
+        chain = self.device_log()
+        entry = devicelog.admit(
+            chain,
+            self.me,
+            self.device_keys(),
+            p.peer,
+            p.peer_keys,
+            p.peer_name or "device",
+            self._clock(),
+        )
+        return {
+            "account_key": armored,
+            "genesis": self.record.genesis,
+            "log": [*chain.entries(), entry],
+        }
+
+    # --- pairing: messages from the inbox -----------------------------------------------------
+    def receive(self, store: FolderStore, message: SmaMessage) -> None:
+        """One verified-to-parse message from this device's inbox; raises RemoteProtocolError to
+        have it reported and dropped."""
+        if message.type not in PAIRING_TYPES:
+            raise RemoteProtocolError(f"no handler for {message.type} in an inbox")
+        if message.to != self.me:
+            raise RemoteProtocolError("addressed to another device (a replay?)")
+        pairing_id = message.data.get("pairing_id")
+        incoming = pm.Received(message.type.value, message.sender, message.data)
+        if message.type is MessageType.PAIR_REQUEST:
+            self._on_request(store, message, incoming)
+            return
+        data = self.record.pairings.get(str(pairing_id))
+        if data is None:
+            raise RemoteProtocolError("no such pairing here")
+        current = pm.Pairing.from_json(data)
+        signer = current.peer_keys
+        if (
+            message.type is MessageType.PAIR_ACCEPT
+            and current.role is pm.Role.INITIATOR
+            and signer is None
+        ):
+            signer = DevicePublic.from_json(
+                message.data.get("keys")
+            )  # self-signed; the code binds it
+        if signer is None or not verify_document(message.document, signer):
+            raise RemoteProtocolError(f"{message.type} signature does not verify")
+        self._commit(store, pm.step(current, incoming, random=self._random))
+
+    def _on_request(self, store: FolderStore, message: SmaMessage, incoming: pm.Received) -> None:
+        keys = DevicePublic.from_json(message.data.get("keys"))
+        if not verify_document(message.document, keys):
+            raise RemoteProtocolError("pairing request signature does not verify")
+        if str(message.data["pairing_id"]) in self.record.pairings:
+            return  # a replay: already answered once
+        if not self.is_paired():
+            return  # only a member can admit anyone; another device will answer
+        assert self.record.device is not None
+        outcome = pm.on_request(
+            incoming,
+            me=self.me,
+            my_keys=self.device_keys().public,
+            my_name=self.record.device.name,
+            now=int(self._clock()),
+            random=self._random,
+        )
+        self._commit(store, outcome)
+
+    # --- the clock and the log ----------------------------------------------------------------
+    def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        for data in list(self.record.pairings.values()):
+            current = pm.Pairing.from_json(data)
+            if current.state in pm.TERMINAL:
+                continue
+            if (
+                current.role is pm.Role.RESPONDER
+                and current.state is pm.State.APPROVED
+                and current.peer
+                and chain.is_member(current.peer)
+            ):
+                self._commit(store, pm.complete(current))
+                continue
+            self._commit(store, pm.step(current, pm.Tick(int(self._clock())), random=self._random))
+
+    # --- effects ------------------------------------------------------------------------------
+    def _commit(
+        self, store: FolderStore, outcome: pm.Outcome, targets: list[str] | None = None
+    ) -> None:
+        """Persist the new state first (the caller saves the record), then carry out the effects."""
+        p = outcome.pairing
+        self.record.pairings[p.pairing_id] = p.to_json()
+        self._save()
+        for effect in outcome.effects:
+            if isinstance(effect, pm.Send):
+                for to in targets if effect.to == "*" and targets else [effect.to]:
+                    self._send(store, to, effect.type, effect.data)
+            elif isinstance(effect, pm.Install):
+                self._install(store, p, effect.payload)
+            elif isinstance(effect, pm.Notify):
+                self._notify(effect.event, p)
+
+    def _send(self, store: FolderStore, to: str, kind: str, data: dict[str, Any]) -> None:
+        raw = envelope.build(
+            MessageType(kind),
+            self.me,
+            data,
+            account=self.record.account,
+            now=self._clock(),
+            random=self._random,
+            keys=self.device_keys(),
+            to=to,
+        )
+        store.append(layout.inbox_folder(to), raw)
+
+    def _install(self, store: FolderStore, p: pm.Pairing, payload: dict[str, Any]) -> None:
+        """Initiator, after its user confirmed and the transfer authenticated: check everything,
+        then install the account key, pin the log and publish the entry that admits us."""
+        from native_host.adapters.pgp import BadAccountKey, load_secret
+
+        try:
+            genesis = str(payload["genesis"])
+            chain = devicelog.DeviceLog(genesis)
+            chain.receive_all(list(payload["log"])[:10_000])
+            me = chain.members().get(self.me)
+            if me is None or me.keys != self.device_keys().public:
+                raise RemoteProtocolError("the log sent does not admit this device with its keys")
+            if p.peer is None or not chain.is_member(p.peer):
+                raise RemoteProtocolError("the device that answered is not in the log it sent")
+            key = load_secret(str(payload["account_key"]), address=self.record.account)
+            if chain.account_key and key.fingerprint.upper() != chain.account_key.upper():
+                raise RemoteProtocolError("the account key is not the one the log names")
+        except (KeyError, TypeError, ValueError, RemoteProtocolError, BadAccountKey) as exc:
+            failed = pm.Pairing.from_json(
+                {**p.to_json(), "state": pm.State.FAILED.value, "reason": f"install refused: {exc}"}
+            )
+            self.record.pairings[p.pairing_id] = failed.to_json()
+            self._save()
+            self._notify("security.alert", failed)
+            self._notify("pairing.updated", failed)
+            return
+        self.secrets.set(account_key_name(self.record.account), key.secret_armored)
+        self.record.genesis = genesis
+        self.record.directory.log_entries.extend(chain.entries())
+        self._save()
+        self._publish_entry(store, chain.entries()[-1])
+
+    def _notify(self, event: str, p: pm.Pairing) -> None:
+        if event == "security.alert":
+            self._emit(
+                "security.alert",
+                {
+                    "account": self.record.account,
+                    "kind": "pairing",
+                    "message": p.reason or "a pairing check failed",
+                },
+            )
+            return
+        self._emit(event, {"account": self.record.account, "pairing": self.view(p)})
+
+    def view(self, p: pm.Pairing) -> dict[str, Any]:
+        return {
+            "pairing_id": p.pairing_id,
+            "role": p.role.value,
+            "peer_device_id": p.peer,
+            "peer_name": p.peer_name,
+            "state": p.state.value,
+            "sas": p.sas if p.state in (pm.State.SHOWING, pm.State.APPROVED) else None,
+            "expires_at": p.expires_at,
+            "reason": p.reason,
+        }
