@@ -6,6 +6,7 @@ from native_host.api.dispatch import Method
 
 
 def all_methods() -> dict[str, Method]:
-    from native_host.api import account, sma, system
+    from native_host.api import account, pairing, sma, system
 
-    return {m.name: m for m in [*system.METHODS, *account.METHODS, *sma.METHODS]}
+    groups = [system.METHODS, account.METHODS, sma.METHODS, pairing.METHODS]
+    return {m.name: m for group in groups for m in group}

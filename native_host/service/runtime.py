@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
@@ -31,6 +31,7 @@ from native_host.service.accounts import AccountFiles, AccountRecord, DeviceReco
 from native_host.service.trust import Trust
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
@@ -154,6 +155,17 @@ class AccountRuntime:
                 raise
             self._files.save(record)
         self.start()
+        return result
+
+    def with_store(self, action: Callable[[FolderStore], T]) -> T:
+        """Run `action` on this account's connection, under its lock (for pairing steps)."""
+        with self._lock:
+            try:
+                result = action(self._connected())
+            except StoreError:
+                self._drop()
+                raise
+            self._files.save(self.record)
         return result
 
     def devices(self) -> list[dict[str, Any]]:

@@ -1,0 +1,83 @@
+"""pairing.request / list / approve / reject and account.key: bringing a new device in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from native_host.api.dispatch import Method
+from native_host.errors import ErrorCode, HostError
+from native_host.ports import StoreError
+from native_host.session import Context
+
+# The service layer is imported inside the handlers (see api/sma.py for why).
+
+
+def _runtime(context: Context, params: dict[str, Any]) -> Any:
+    return context.service().joined_runtime(params["account"])
+
+
+def _store_error(exc: StoreError) -> HostError:
+    from native_host.service.instance import store_error
+
+    return store_error(exc)
+
+
+def request(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = _runtime(context, params)
+    try:
+        pairing_id = runtime.with_store(
+            lambda store: runtime.trust.request(store, params.get("device_id"))
+        )
+    except StoreError as exc:
+        raise _store_error(exc) from None
+    return {"pairing_id": pairing_id}
+
+
+def list_pairings(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from native_host.core.pairing import Pairing
+
+    trust = _runtime(context, params).trust
+    pairings = [Pairing.from_json(d) for d in trust.record.pairings.values()]
+    pairings.sort(key=lambda p: p.expires_at, reverse=True)
+    return {"pairings": [trust.view(p) for p in pairings[:100]]}
+
+
+def _decide(context: Context, params: dict[str, Any], approve: bool) -> dict[str, Any]:
+    runtime = _runtime(context, params)
+    try:
+        result = runtime.with_store(
+            lambda store: runtime.trust.decide(store, params["pairing_id"], approve)
+        )
+    except StoreError as exc:
+        raise _store_error(exc) from None
+    return {"pairing": runtime.trust.view(result)}
+
+
+def approve(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return _decide(context, params, True)
+
+
+def reject(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return _decide(context, params, False)
+
+
+def account_key(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from native_host.adapters.pgp import load_secret
+
+    armored = _runtime(context, params).trust.account_key_armored()
+    if armored is None:
+        raise HostError(
+            ErrorCode.NOT_JOINED,
+            "this device holds no account key yet: pair it with a device that does",
+        )
+    key = load_secret(armored)
+    return {"fingerprint": key.fingerprint, "public_key": key.public_armored}
+
+
+METHODS = [
+    Method("pairing.request", request),
+    Method("pairing.list", list_pairings),
+    Method("pairing.approve", approve),
+    Method("pairing.reject", reject),
+    Method("account.key", account_key),
+]

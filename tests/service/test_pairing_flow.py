@@ -1,0 +1,130 @@
+"""Pairing end to end in the service layer, on the in-memory account (the host-level test runs the
+same flow on Dovecot): codes agree, approval transfers the key, the log admits the new device."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from native_host.adapters.pgp import load_secret
+from native_host.core import envelope, layout
+from native_host.errors import ErrorCode, HostError
+from native_host.service.accounts import account_key_name
+from tests.service.test_instance import ACCOUNT, Device, Server, configured
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def state(device: Device, pairing_id: str) -> str:
+    return str(device.service.runtime(ACCOUNT).trust.record.pairings[pairing_id]["state"])
+
+
+def showing(laptop: Device, phone: Device) -> str:
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pairing_id = phone.service.runtime(ACCOUNT).with_store(
+        lambda store: phone.service.runtime(ACCOUNT).trust.request(store, None)
+    )
+    wait_for(
+        lambda: state(laptop, pairing_id) == "showing" and state(phone, pairing_id) == "showing"
+    )
+    return pairing_id
+
+
+@pytest.fixture(autouse=True)
+def _stop(laptop: Device, phone: Device) -> Any:
+    yield
+    laptop.service.stop()
+    phone.service.stop()
+
+
+def test_pairing_transfers_the_account_key_and_admits_the_device(
+    laptop: Device, phone: Device
+) -> None:
+    pairing_id = showing(laptop, phone)
+    requested = laptop.wait_event("pairing.requested")
+    old, new = laptop.service.runtime(ACCOUNT).trust, phone.service.runtime(ACCOUNT).trust
+    codes = {old.view(old.pairing(pairing_id))["sas"], new.view(new.pairing(pairing_id))["sas"]}
+    assert len(codes) == 1
+    assert requested["pairing"]["sas"] in codes
+    assert not new.is_paired()
+    laptop.service.runtime(ACCOUNT).with_store(lambda s: old.decide(s, pairing_id, True))
+    phone.service.runtime(ACCOUNT).with_store(lambda s: new.decide(s, pairing_id, True))
+    wait_for(
+        lambda: state(phone, pairing_id) == "completed" and state(laptop, pairing_id) == "completed"
+    )
+    assert new.is_paired()
+    assert phone.secrets.get(account_key_name(ACCOUNT)) == laptop.secrets.get(
+        account_key_name(ACCOUNT)
+    )
+    fingerprint = load_secret(phone.secrets.get(account_key_name(ACCOUNT)) or "").fingerprint
+    assert old.device_log().account_key == fingerprint
+    devices = laptop.service.runtime(ACCOUNT).devices()
+    assert all(d["paired"] for d in devices)
+
+
+def test_the_account_key_never_crosses_the_server_in_the_clear(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    pairing_id = showing(laptop, phone)
+    seen: list[bytes] = []
+    original = server.mailbox.append
+
+    def spy(folder: str, message: bytes) -> int | None:
+        seen.append(message)
+        return original(folder, message)
+
+    server.mailbox.append = spy  # type: ignore[method-assign]
+    old, new = laptop.service.runtime(ACCOUNT).trust, phone.service.runtime(ACCOUNT).trust
+    laptop.service.runtime(ACCOUNT).with_store(lambda s: old.decide(s, pairing_id, True))
+    phone.service.runtime(ACCOUNT).with_store(lambda s: new.decide(s, pairing_id, True))
+    wait_for(lambda: state(phone, pairing_id) == "completed")
+    secret = laptop.secrets.get(account_key_name(ACCOUNT)) or ""
+    body = secret.splitlines()[3]
+    assert seen
+    for raw in seen:
+        document = envelope.parse(raw).document
+        assert body not in str(document)
+
+
+def test_rejecting_on_either_side_transfers_nothing(laptop: Device, phone: Device) -> None:
+    pairing_id = showing(laptop, phone)
+    old, new = laptop.service.runtime(ACCOUNT).trust, phone.service.runtime(ACCOUNT).trust
+    phone.service.runtime(ACCOUNT).with_store(lambda s: new.decide(s, pairing_id, False))
+    wait_for(lambda: state(laptop, pairing_id) == "rejected")
+    with pytest.raises(HostError) as late:
+        laptop.service.runtime(ACCOUNT).with_store(lambda s: old.decide(s, pairing_id, True))
+    assert late.value.code is ErrorCode.PAIRING_STATE
+    assert phone.secrets.get(account_key_name(ACCOUNT)) is None
+
+
+def test_a_pairing_expires_after_ten_minutes(laptop: Device, phone: Device) -> None:
+    pairing_id = showing(laptop, phone)
+    laptop.service.runtime(ACCOUNT)._clock.advance(601)  # type: ignore[attr-defined]
+    old = laptop.service.runtime(ACCOUNT).trust
+    with pytest.raises(HostError) as expired:
+        laptop.service.runtime(ACCOUNT).with_store(lambda s: old.decide(s, pairing_id, True))
+    assert expired.value.code is ErrorCode.PAIRING_EXPIRED
+    assert state(laptop, pairing_id) == "expired"
+
+
+def test_a_forged_inbox_message_is_reported_and_dropped(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    configured(laptop, "Laptop")
+    me = laptop.service.runtime(ACCOUNT).record.device
+    assert me is not None
+    server.mailbox.append(
+        layout.inbox_folder(me.device_id), b"Subject: hi\r\nAutocrypt-SMA: 1\r\n\r\nx"
+    )
+    alert = laptop.wait_event("security.alert")
+    assert alert["kind"] == "inbox"
+    wait_for(lambda: server.mailbox.status(layout.inbox_folder(me.device_id)).messages == 0)
