@@ -24,6 +24,7 @@ from native_host.api.dispatch import Method, error_message, resolve, run
 from native_host.api.envelope import parse_request, request_id_of
 from native_host.errors import ErrorCode, HostError
 from native_host.session import Session
+from native_host.threads import start_daemon
 
 log = logging.getLogger("native_host")
 
@@ -95,12 +96,7 @@ class WorkerPool:
         self._pending = threading.Semaphore(max_pending)
         self._idle = threading.Condition()
         self._count = 0
-        self._threads = [
-            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = [start_daemon(self._work, f"worker-{i}") for i in range(workers)]
 
     def submit(self, job: Callable[[], None]) -> bool:
         if not self._pending.acquire(blocking=False):
@@ -266,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     host = Host(reader, writer, all_methods(), HostConfig.from_env())
     log.info("started for %s", args[1] if len(args) > 1 else "a direct caller")
-    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+    start_daemon(_warm_up, "warm-up")
     try:
         return host.serve()
     except (_Terminated, KeyboardInterrupt):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from native_host import PROTOCOL_VERSION, __version__
 from native_host.api.dispatch import Method
 from native_host.session import Context
+from native_host.threads import start_daemon
 
 
 def ping(context: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -18,9 +18,7 @@ def hello(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     # The host loop has bound the connection to params["instance"] before calling this.
     # The add-on is here: resume background sync (and push) for this instance's accounts, off the
     # reader thread, so the answer does not wait for the service layer to load.
-    threading.Thread(
-        target=lambda: context.service().start_background(), name="resume", daemon=True
-    ).start()
+    start_daemon(lambda: context.service().start_background(), "resume")
     return {"instance": context.instance, **ping(context, params)}
 
 
