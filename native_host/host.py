@@ -215,8 +215,9 @@ class Host:
         self.session.bind(instance)
 
 
-class _Terminated(Exception):
-    pass
+class _Terminated(BaseException):
+    """SIGTERM. A BaseException, like KeyboardInterrupt, so that no `except Exception` on the
+    way (the per-frame safety net) can swallow the app's request to exit."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -200,3 +200,13 @@ def test_requests_pipelined_in_one_burst_are_all_answered(host: CheckedHost) -> 
     host.send_bytes(burst)
     for n in range(500):
         assert host.wait_response(n)["result"]["protocol_version"] == PROTOCOL_VERSION
+
+
+def test_sigterm_right_after_an_answer_still_exits(spawn: Callable[..., CheckedHost]) -> None:
+    """SIGTERM landing while the host flushes an answer once went to the per-frame safety net and
+    was swallowed; the host then ignored the app's request to exit."""
+    for _ in range(15):
+        host = spawn()
+        host.call("ping")
+        host.proc.send_signal(signal.SIGTERM)
+        assert host.wait_exit(timeout=5) == 0
