@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     call.set_defaults(run=_call)
 
+    from native_host.cli_pairing import add_commands
+
+    add_commands(commands)
+
     demo = commands.add_parser("demo", help="two devices join one SMA on a throwaway IMAP server")
     demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")
     demo.set_defaults(run=_demo)

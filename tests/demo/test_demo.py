@@ -11,7 +11,11 @@ def test_demo_runs_and_both_devices_see_each_other() -> None:
     cli = Path(sys.executable).with_name("autocrypt-sma")
     done = subprocess.run([str(cli), "demo"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "both devices see each other" in done.stdout
+    assert "Done: two devices, one Autocrypt identity." in done.stdout
+    laptop_code = done.stdout.split("laptop  shows  ")[1][:19]
+    desktop_code = done.stdout.split("desktop shows  ")[1][:19]
+    assert laptop_code == desktop_code
+    assert "paired = [True, True]" in done.stdout
     assert "subscribed, so shown in mail clients: none" in done.stdout
     assert "was told by push" in done.stdout
     assert done.stdout.count("(this device)") == 2  # each of the two lists marks its own
