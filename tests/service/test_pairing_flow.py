@@ -24,7 +24,8 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 
 
 def state(device: Device, pairing_id: str) -> str:
-    return str(device.service.runtime(ACCOUNT).trust.record.pairings[pairing_id]["state"])
+    pairing = device.service.runtime(ACCOUNT).trust.record.pairings.get(pairing_id)
+    return str(pairing["state"]) if pairing else "unknown"
 
 
 def showing(laptop: Device, phone: Device) -> str:

@@ -1,0 +1,213 @@
+"""The mail provider attacks pairing and the device log through the folders it holds. Each attack
+fails or is harmless, the user is told where it matters, and honest pairing still works after."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from native_host.core import devicelog, envelope, layout
+from native_host.core.crypto import DeviceKeys
+from native_host.core.envelope import MessageType
+from native_host.service.accounts import account_key_name
+from tests.service.test_instance import ACCOUNT, Device, Server, configured
+from tests.service.test_pairing_flow import state, wait_for
+
+MALLORY = "00000000deadbeef"
+
+
+def intercept(server: Server, rule: Callable[[str, bytes], bytes | None]) -> Callable[[], None]:
+    """Route every append through `rule` (None drops it); returns the undo."""
+    original = server.mailbox.append
+
+    def append(folder: str, message: bytes) -> int | None:
+        changed = rule(folder, message)
+        return None if changed is None else original(folder, changed)
+
+    server.mailbox.append = append  # type: ignore[method-assign]
+    return lambda: setattr(server.mailbox, "append", original)
+
+
+def kind(message: bytes) -> str:
+    return envelope.parse(message).type.value
+
+
+def runtime(device: Device) -> Any:
+    return device.service.runtime(ACCOUNT)
+
+
+def request(device: Device) -> str:
+    r = runtime(device)
+    return str(r.with_store(lambda s: r.trust.request(s, None)))
+
+
+def decide(device: Device, pairing_id: str, approve: bool) -> None:
+    r = runtime(device)
+    r.with_store(lambda s: r.trust.decide(s, pairing_id, approve))
+
+
+def sas(device: Device, pairing_id: str) -> str | None:
+    data = runtime(device).trust.record.pairings.get(pairing_id)
+    return data["sas"] if data else None
+
+
+def honest_pairing_completes(laptop: Device, phone: Device) -> None:
+    pairing_id = request(phone)
+    wait_for(lambda: sas(laptop, pairing_id) is not None and sas(phone, pairing_id) is not None)
+    assert sas(laptop, pairing_id) == sas(phone, pairing_id)
+    decide(laptop, pairing_id, True)
+    decide(phone, pairing_id, True)
+    wait_for(
+        lambda: state(phone, pairing_id) == "completed" and state(laptop, pairing_id) == "completed"
+    )
+
+
+def test_a_swapped_accept_makes_the_codes_differ_and_transfers_nothing_usable(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    mallory = DeviceKeys.generate(os.urandom)
+
+    def swap(folder: str, message: bytes) -> bytes | None:
+        if kind(message) != "pair-accept":
+            return message
+        parsed = envelope.parse(message)
+        forged = {
+            **parsed.data,
+            "keys": mallory.public.to_json(),
+            "eph": parsed.data["eph"][:-4] + "AAA=",
+        }
+        return envelope.build(
+            MessageType.PAIR_ACCEPT,
+            parsed.sender,
+            forged,
+            account=ACCOUNT,
+            now=1.9e9,
+            random=os.urandom,
+            keys=mallory,
+            to=parsed.to,
+        )
+
+    undo = intercept(server, swap)
+    pairing_id = request(phone)
+    wait_for(lambda: runtime(phone).trust.pairing(pairing_id).state.value in ("showing", "failed"))
+    undo()
+    phone_view = runtime(phone).trust.pairing(pairing_id)
+    if phone_view.state.value == "showing":
+        wait_for(lambda: sas(laptop, pairing_id) is not None)
+        assert sas(laptop, pairing_id) != sas(phone, pairing_id)  # the users see it
+        decide(laptop, pairing_id, True)  # even if one user approves anyway...
+        decide(phone, pairing_id, True)
+        wait_for(lambda: state(phone, pairing_id) in ("failed", "showing"), timeout=3)
+    assert phone.secrets.get(account_key_name(ACCOUNT)) is None  # ...nothing usable arrived
+    honest_pairing_completes(laptop, phone)
+
+
+def test_a_replayed_request_opens_no_new_pairing(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    seen: list[tuple[str, bytes]] = []
+    undo = intercept(server, lambda f, m: seen.append((f, m)) or m)
+    honest_pairing_completes(laptop, phone)
+    undo()
+    before = dict(runtime(laptop).trust.record.pairings)
+    for folder, message in seen:
+        if kind(message) in ("pair-request", "pair-accept", "pair-reveal", "pair-key"):
+            server.mailbox.append(folder, message)
+    wait_for(
+        lambda: all(
+            server.mailbox.status(f).messages == 0 for f, _ in seen if f != layout.ANNOUNCE_FOLDER
+        )
+    )
+    assert runtime(laptop).trust.record.pairings.keys() == before.keys()
+    assert all(p["state"] == "completed" for p in runtime(laptop).trust.record.pairings.values())
+
+
+def test_a_forged_log_entry_admits_nobody_and_raises_an_alert(
+    laptop: Device, server: Server
+) -> None:
+    configured(laptop, "Laptop")
+    laptop.wait_event("sync.state")
+    trust = runtime(laptop).trust
+    chain = trust.device_log()
+    mallory = DeviceKeys.generate(os.urandom)
+    entry = devicelog.genesis(MALLORY, mallory, "Mallory", "A" * 40, 1.9e9)  # a foreign log...
+    forged = dict(chain.entries()[-1])
+    forged.update(
+        {
+            "seq": 1,
+            "prev": devicelog.entry_hash(chain.entries()[-1]),
+            "op": "add",
+            "device_id": MALLORY,
+        }
+    )
+    forged.update(
+        {"keys": mallory.public.to_json(), "name": "Mallory", "account_key": None, "by": trust.me}
+    )
+    for doc in (entry, forged):  # ...and an add that claims the laptop signed it
+        raw = envelope.build(
+            MessageType.LOG, MALLORY, doc, account=ACCOUNT, now=1.9e9, random=os.urandom
+        )
+        server.mailbox.append(layout.ANNOUNCE_FOLDER, raw)
+    alert = laptop.wait_event("security.alert", timeout=5)
+    assert alert["kind"] == "device_log"
+    assert not trust.device_log().is_member(MALLORY)
+
+
+def test_an_injected_announcement_is_shown_unpaired(laptop: Device, server: Server) -> None:
+    configured(laptop, "Laptop")
+    mallory = DeviceKeys.generate(os.urandom)
+    data = {
+        "name": "Totally my phone",
+        "joined": 1,
+        "last_seen": 2,
+        "keys": mallory.public.to_json(),
+    }
+    raw = envelope.build(
+        MessageType.ANNOUNCE,
+        MALLORY,
+        data,
+        account=ACCOUNT,
+        now=1.9e9,
+        random=os.urandom,
+        keys=mallory,
+    )
+    server.mailbox.append(layout.ANNOUNCE_FOLDER, raw)
+    wait_for(lambda: any(d["device_id"] == MALLORY for d in runtime(laptop).devices()))
+    [fake] = [d for d in runtime(laptop).devices() if d["device_id"] == MALLORY]
+    assert fake["paired"] is False
+
+
+def test_tampered_or_dropped_messages_stall_the_pairing_and_transfer_nothing(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+
+    def tamper(folder: str, message: bytes) -> bytes | None:
+        if kind(message) == "pair-key":
+            head, body = message.split(b"\r\n\r\n", 1)
+            return (
+                head + b"\r\n\r\n" + body[:40] + (b"A" if body[40:41] != b"A" else b"B") + body[41:]
+            )
+        return message
+
+    undo = intercept(server, tamper)
+    pairing_id = request(phone)
+    wait_for(lambda: sas(laptop, pairing_id) is not None and sas(phone, pairing_id) is not None)
+    decide(phone, pairing_id, True)
+    decide(laptop, pairing_id, True)
+    alert = phone.wait_event("security.alert", timeout=5)
+    assert alert["kind"] == "inbox"
+    assert phone.secrets.get(account_key_name(ACCOUNT)) is None
+    undo()
+    dropped = intercept(server, lambda f, m: None if kind(m) == "pair-reveal" else m)
+    second = request(phone)
+    wait_for(lambda: state(laptop, second) == "accepted")
+    assert sas(laptop, second) is None  # no reveal, no code: the user sees nothing to approve
+    dropped()
+    honest_pairing_completes(laptop, phone)
