@@ -157,9 +157,14 @@ class Send:
 
 @dataclass(frozen=True)
 class Install:
-    """Initiator: every check passed and the user confirmed: install this payload."""
+    """Initiator: the transfer authenticated and the user confirmed: install this payload.
+
+    `pending` is the state to keep on disk until the install is done: the outcome's COMPLETED
+    state must only be saved after the key is in place, or a crash would leave a "completed"
+    pairing without a key."""
 
     payload: dict[str, Any]
+    pending: Pairing
 
 
 @dataclass(frozen=True)
@@ -367,7 +372,15 @@ def _install(p: Pairing) -> Outcome:
     except (RemoteProtocolError, ValueError) as exc:
         return _fail(p, f"the key transfer did not verify: {exc}")
     done = replace(p, state=State.COMPLETED, key_box=None, eph_private=b"\0" * 32)
-    return Outcome(done, [Install(payload), Notify("pairing.completed")])
+    return Outcome(done, [Install(payload, pending=p), Notify("pairing.completed")])
+
+
+def resume_install(p: Pairing) -> Outcome:
+    """After a crash between the user's confirmation and the end of the install: do it again
+    (installing is idempotent)."""
+    if p.role is Role.INITIATOR and p.state is State.SHOWING and p.confirmed and p.key_box:
+        return _install(p)
+    return Outcome(p)
 
 
 def _receive(p: Pairing, message: Received) -> Outcome:

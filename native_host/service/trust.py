@@ -31,6 +31,14 @@ PAIRING_TYPES = {
 }
 
 
+def _hash_or_none(entry: Any) -> str | None:
+    """Entries from the server may be garbage (the log reports them); they just do not match."""
+    try:
+        return devicelog.entry_hash(entry)
+    except (TypeError, ValueError):
+        return None
+
+
 class Trust:
     def __init__(
         self,
@@ -264,6 +272,9 @@ class Trust:
             current = pm.Pairing.from_json(data)
             if current.state in pm.TERMINAL:
                 continue
+            if current.role is pm.Role.INITIATOR and current.confirmed and current.key_box:
+                self._commit(store, pm.resume_install(current))  # a crash interrupted it
+                continue
             if (
                 current.role is pm.Role.RESPONDER
                 and current.state is pm.State.APPROVED
@@ -278,16 +289,21 @@ class Trust:
     def _commit(
         self, store: FolderStore, outcome: pm.Outcome, targets: list[str] | None = None
     ) -> None:
-        """Persist the new state first (the caller saves the record), then carry out the effects."""
+        """Persist the new state first, then carry out the effects (send, install, notify).
+
+        The one exception is an install: until it is done the pre-install state stays on disk
+        (see pm.Install), and the install itself saves the completed state."""
         p = outcome.pairing
-        self.record.pairings[p.pairing_id] = p.to_json()
+        installs = [e for e in outcome.effects if isinstance(e, pm.Install)]
+        self.record.pairings[p.pairing_id] = (installs[0].pending if installs else p).to_json()
         self._save()
         for effect in outcome.effects:
             if isinstance(effect, pm.Send):
                 for to in targets if effect.to == "*" and targets else [effect.to]:
                     self._send(store, to, effect.type, effect.data)
             elif isinstance(effect, pm.Install):
-                self._install(store, p, effect.payload)
+                if not self._install(store, p, effect.payload):
+                    return  # refused: the pairing is now failed, nothing more to tell
             elif isinstance(effect, pm.Notify):
                 self._notify(effect.event, p)
 
@@ -304,7 +320,7 @@ class Trust:
         )
         store.append(layout.inbox_folder(to), raw)
 
-    def _install(self, store: FolderStore, p: pm.Pairing, payload: dict[str, Any]) -> None:
+    def _install(self, store: FolderStore, p: pm.Pairing, payload: dict[str, Any]) -> bool:
         """Initiator, after its user confirmed and the transfer authenticated: check everything,
         then install the account key, pin the log and publish the entry that admits us."""
         from native_host.adapters.pgp import BadAccountKey, load_secret
@@ -329,12 +345,24 @@ class Trust:
             self._save()
             self._notify("security.alert", failed)
             self._notify("pairing.updated", failed)
-            return
+            return False
+        # Idempotent, in an order that survives a crash anywhere: key, pin, publish (a duplicate
+        # entry is harmless: the log keys entries by hash), and only then "completed".
         self.secrets.set(account_key_name(self.record.account), key.secret_armored)
         self.record.genesis = genesis
-        self.record.directory.log_entries.extend(chain.entries())
+        known = {
+            devicelog.entry_hash(e)
+            for e in self.record.directory.log_entries
+            if isinstance(e, dict)
+        }
+        self.record.directory.log_entries.extend(
+            e for e in chain.entries() if devicelog.entry_hash(e) not in known
+        )
         self._save()
         self._publish_entry(store, chain.entries()[-1])
+        self.record.pairings[p.pairing_id] = p.to_json()
+        self._save()
+        return True
 
     def _notify(self, event: str, p: pm.Pairing) -> None:
         if event == "security.alert":
