@@ -9,10 +9,12 @@ pgpy parses far more than it checks: it verifies no self-signature, revocation o
 its own, and it would inflate a compressed packet without limit. So input is first handled here,
 without pgpy: size bound, strict ASCII armor with CRC check, a walk over the packet stream that
 allows only the packets a transferable key may contain (no compressed data, no user attributes,
-no partial lengths, version 4 only). pgpy then parses exactly those bytes; the user id
-self-signature and the subkey binding signature are verified explicitly with `key.verify`, and
-the values that matter (signature type, key flags, key expiry) are read from the hashed subpacket
-area of the signature bytes ourselves, so nothing an attacker can add unsigned is believed.
+no partial lengths, version 4 only). pgpy then parses each of those packets on its own, never
+the stream (its parsers trust inner length fields and can be led past a packet's end into bytes
+that were never checked, see `_parse`). The user id self-signature and the subkey binding
+signature are verified explicitly with `key.verify`, and the values that matter (signature type,
+key flags, key expiry) are read from the hashed subpacket area ourselves, so nothing an attacker
+can add unsigned is believed.
 
 Every key leaving this module is in minimal form: primary key, one user id, its self-signature,
 one Cv25519 encryption subkey and its binding signature (Autocrypt Level 1 keydata); nothing
@@ -25,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import logging
 import math
 import re
@@ -84,6 +87,7 @@ _FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}")
 _ADDRESS_FORBIDDEN = frozenset('<>;,"()[]\\')
 _ARMOR_HEADER_RE = re.compile(r"[!-9;-~]+: .*")
 _PROBE = b"autocrypt-sma key probe"
+_SENTINEL = b"\x00" * 16
 
 _PGPY_LOCK = threading.Lock()
 
@@ -116,7 +120,7 @@ class PublicAccountKey:
         """The key's only user id, e.g. `<alice@example.org>`."""
         data = _dearmor(self.public_armored, PUBLIC_BLOCK)
         uid = next(p for p in _packets(data) if p.tag == TAG_USER_ID)
-        return uid.body.decode("utf-8")
+        return uid.body.decode("utf-8", "replace")
 
     def autocrypt_header_value(self, address: str, prefer_encrypt: bool) -> str:
         """The value of the `Autocrypt:` header (Autocrypt Level 1), unfolded.
@@ -192,9 +196,9 @@ def load_secret(
     actually work (a sign/verify and an encrypt/decrypt probe).
     """
     expected = None if address is None else _check_address(address)
-    data = _prepare(armored, SECRET_BLOCK, max_bytes)
+    packets = _prepare(armored, SECRET_BLOCK, max_bytes)
     with _pgpy() as pgpy:
-        key = _parse(pgpy, data, SECRET_BLOCK)
+        key = _parse(pgpy, packets)
         result = _normalize(pgpy, key, secret=True, now=time.time(), address=expected)
     assert isinstance(result, AccountKey)
     return result
@@ -205,9 +209,9 @@ def load_public(
 ) -> PublicAccountKey:
     """`load_secret`'s structural and signature checks for an armored public key."""
     expected = None if address is None else _check_address(address)
-    data = _prepare(armored, PUBLIC_BLOCK, max_bytes)
+    packets = _prepare(armored, PUBLIC_BLOCK, max_bytes)
     with _pgpy() as pgpy:
-        key = _parse(pgpy, data, PUBLIC_BLOCK)
+        key = _parse(pgpy, packets)
         return _normalize(pgpy, key, secret=False, now=time.time(), address=expected)
 
 
@@ -227,6 +231,7 @@ def _pgpy() -> Iterator[Any]:
         try:
             import pgpy
             import pgpy.constants
+            import pgpy.packet
 
             yield pgpy
         finally:
@@ -234,19 +239,48 @@ def _pgpy() -> Iterator[Any]:
                 log.debug("pgpy: %s: %s", w.category.__name__, w.message)
 
 
-def _parse(pgpy: Any, data: bytes, block: str) -> Any:
-    # pgpy looks for armor anywhere in its input (even inside a binary user id), so it is given
-    # our own canonical armor of exactly the bytes checked by _packets.
+def _parse(pgpy: Any, packets: list[_Packet]) -> Any:
+    """Build pgpy's key object one vetted packet at a time.
+
+    Never hand pgpy the stream: its parsers trust inner length fields, so a signature whose
+    subpacket claims too many bytes makes it read on past the packet's end and resynchronise
+    inside the next packet's body, where it would find (and inflate, without limit) a compressed
+    packet that `_prepare` never saw. Each packet is therefore parsed from a buffer holding
+    exactly its own bytes plus a sentinel; it must consume exactly its own bytes (reading into
+    the sentinel means an inner length lied), and the key is assembled the way
+    `PGPKey.parse` does it.
+    """
+    groups: list[tuple[int, Any, list[Any]]] = []
+    for p in packets:
+        if p.tag == TAG_TRUST:
+            continue
+        buf = bytearray(p.raw + _SENTINEL)
+        try:
+            obj = pgpy.packet.Packet(buf)
+        except Exception as exc:
+            raise BadAccountKey(f"unparsable packet (tag {p.tag}, {type(exc).__name__})") from None
+        if (
+            buf != _SENTINEL  # pgpy read past the packet's end (or stopped short of it)
+            or int(obj.header.tag) != p.tag
+            or isinstance(obj, pgpy.packet.Opaque)
+        ):
+            raise BadAccountKey(f"unsupported or malformed packet (tag {p.tag})")
+        if p.tag == TAG_SIGNATURE:
+            groups[-1][2].append(obj)  # _prepare made sure a key packet comes first
+        else:
+            groups.append((p.tag, obj, []))
+    key = None
     try:
-        parsed = pgpy.PGPKey.from_blob(_armor(data, block))
+        for tag, obj, sigs in groups:
+            holder = pgpy.PGPUID() | obj if tag == TAG_USER_ID else pgpy.PGPKey() | obj
+            for sig in sigs:
+                holder |= pgpy.PGPSignature() | sig
+            if key is None:
+                key = holder
+            else:
+                key |= holder
     except Exception as exc:
-        raise BadAccountKey(f"not a parsable OpenPGP key ({type(exc).__name__})") from None
-    if not isinstance(parsed, tuple) or len(parsed) != 2:
-        raise BadAccountKey("not a parsable OpenPGP key")
-    key, others = parsed
-    # pgpy means to leave the parsed key itself out of `others` but does not
-    if any(other is not key for other in others.values()):
-        raise BadAccountKey("more than one key")
+        raise BadAccountKey(f"not a well-formed key ({type(exc).__name__})") from None
     return key
 
 
@@ -351,19 +385,27 @@ def _normalize_checked(
         if seen_cv25519:
             raise BadAccountKey("no Cv25519 subkey with a valid binding signature for encryption")
         raise BadAccountKey("the key has no Cv25519 (ECDH Curve25519) encryption subkey")
-    sub_index, _sub, binding = chosen
+    sub_index, subkey, binding = chosen
 
     # minimal form, cut out of pgpy's own serialization
     public_bytes = _minimal(bytes(key.pubkey), selfsig, sub_index, binding, TAG_PUBLIC_SUBKEY)
     fingerprint = str(key.fingerprint).replace(" ", "").upper()
     if not _FINGERPRINT_RE.fullmatch(fingerprint):
         raise BadAccountKey("unexpected fingerprint format")
+    # what goes out must be the key that was checked: recompute both fingerprints from the bytes
+    out = _packets(public_bytes)
+    sub_fingerprint = str(subkey.fingerprint).replace(" ", "").upper()
+    if (
+        _v4_fingerprint(out[0].body) != fingerprint
+        or _v4_fingerprint(out[3].body) != sub_fingerprint
+    ):
+        raise BadAccountKey("the key does not serialise back to itself")
     public_armored = _armor(public_bytes, PUBLIC_BLOCK)
     if not secret:
         return PublicAccountKey(fingerprint, public_armored)
     secret_bytes = _minimal(bytes(key), selfsig, sub_index, binding, TAG_SECRET_SUBKEY)
     secret_armored = _armor(secret_bytes, SECRET_BLOCK)
-    _probe(pgpy, secret_armored, fingerprint)
+    _probe(pgpy, secret_bytes, fingerprint)
     return AccountKey(fingerprint, public_armored, secret_armored)
 
 
@@ -428,6 +470,12 @@ def _minimal(data: bytes, selfsig: Any, sub_index: int, binding: Any, sub_tag: i
     return b"".join(_new_packet(p.tag, p.body) for p in chosen)
 
 
+def _v4_fingerprint(public_key_body: bytes) -> str:
+    """RFC 4880 section 12.2: SHA-1 over 0x99, the two-octet length and the public key body."""
+    framed = b"\x99" + len(public_key_body).to_bytes(2, "big") + public_key_body
+    return hashlib.sha1(framed, usedforsecurity=False).hexdigest().upper()
+
+
 def _new_packet(tag: int, body: bytes) -> bytes:
     n = len(body)
     if n < 192:
@@ -439,16 +487,13 @@ def _new_packet(tag: int, body: bytes) -> bytes:
     return header + body
 
 
-def _probe(pgpy: Any, secret_armored: str, fingerprint: str) -> None:
+def _probe(pgpy: Any, secret_bytes: bytes, fingerprint: str) -> None:
     """Re-read the minimal secret key and show that its secret parts match its public parts."""
     failure = ""
     try:
-        key, others = pgpy.PGPKey.from_blob(secret_armored)
+        key = _parse(pgpy, _packets(secret_bytes))
         c = pgpy.constants
-        if (
-            any(o is not key for o in others.values())
-            or str(key.fingerprint).replace(" ", "").upper() != fingerprint
-        ):
+        if str(key.fingerprint).replace(" ", "").upper() != fingerprint:
             failure = "it does not re-read as the same key"
         elif not key.pubkey.verify(_PROBE, key.sign(_PROBE, hash=c.HashAlgorithm.SHA256)):
             failure = "its primary key does not make valid signatures"
@@ -476,7 +521,7 @@ def _alg_name(key: Any) -> str:
 # Input checks done without pgpy: size, armor, packet stream
 
 
-def _prepare(armored: object, block: str, max_bytes: int) -> bytes:
+def _prepare(armored: object, block: str, max_bytes: int) -> list[_Packet]:
     if not isinstance(armored, str):
         raise BadAccountKey("the key must be an ASCII-armored string")
     if len(armored) > max_bytes:
@@ -504,7 +549,7 @@ def _prepare(armored: object, block: str, max_bytes: int) -> bytes:
         raise BadAccountKey("the key must have exactly one user id")
     if not any(p.tag == sub_tag for p in packets):
         raise BadAccountKey("the key has no subkey")
-    return data
+    return packets
 
 
 class _Packet(NamedTuple):

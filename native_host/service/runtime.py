@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
+# While a pairing is under way (rare, ten minutes at most) the inboxes are also checked this
+# often: some servers delay IDLE news (Dovecot by about 0.5 s), and pairing takes four hops.
+PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
 INBOX_BATCH = 100
@@ -325,7 +328,9 @@ class AccountRuntime:
             self._cycle_done()
             self._set_online(True)
             backoff = 1.0
-            self._dirty.wait(POLL_INTERVAL)
+            self._dirty.wait(
+                PAIRING_POLL_INTERVAL if self.trust.pairing_active() else POLL_INTERVAL
+            )
 
     def _push_loop(self, folder: str) -> None:
         backoff = 1.0

@@ -39,6 +39,9 @@ def _hash_or_none(entry: Any) -> str | None:
         return None
 
 
+_TERMINAL_STATES = {s.value for s in pm.TERMINAL}
+
+
 class Trust:
     def __init__(
         self,
@@ -127,6 +130,9 @@ class Trust:
                     },
                 )
         return chain
+
+    def pairing_active(self) -> bool:
+        return any(p.get("state") not in _TERMINAL_STATES for p in self.record.pairings.values())
 
     def is_paired(self) -> bool:
         return self.record.genesis is not None and self.device_log().is_member(self.me)
