@@ -38,8 +38,12 @@ class Server:
         return self.mailbox
 
 
+LIVE_DEVICES: list[Device] = []  # stopped after every test (tests/service/conftest.py)
+
+
 class Device:
     def __init__(self, root: Path, server: Server, seed: int) -> None:
+        LIVE_DEVICES.append(self)
         self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.secrets = MemorySecrets()
         self.root = root

@@ -40,13 +40,6 @@ def showing(laptop: Device, phone: Device) -> str:
     return pairing_id
 
 
-@pytest.fixture(autouse=True)
-def _stop(laptop: Device, phone: Device) -> Any:
-    yield
-    laptop.service.stop()
-    phone.service.stop()
-
-
 def test_pairing_transfers_the_account_key_and_admits_the_device(
     laptop: Device, phone: Device
 ) -> None:
