@@ -16,7 +16,6 @@ promises when the link fails:
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,8 +25,7 @@ import pytest
 
 from native_host.adapters.imap_store import ImapStore
 from native_host.ports import StoreError
-from tests.servers.common import wait_for_greeting
-from tests.servers.dovecot_server import DovecotServer, find_dovecot
+from tests.servers.dovecot_server import DovecotServer
 from tests.servers.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.imap
@@ -37,34 +35,8 @@ TIMEOUT = 2.0  # the socket timeout of the store under test
 T = TypeVar("T")
 
 
-class RestartableDovecot(DovecotServer):
-    """A DovecotServer that can go down and come back on the same port with the same mail.
-
-    (DovecotServer.stop() removes its directory; this keeps it and relaunches the master with
-    the config file already written.)
-    """
-
-    def halt(self) -> None:
-        self._stop_process()  # doveadm stop; the directory, config and maildirs stay
-
-    def relaunch(self) -> None:
-        dovecot, _doveadm = find_dovecot()
-        with (self.directory / "dovecot.out").open("ab") as out:
-            self._process = subprocess.Popen(
-                [dovecot, "-F", "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                start_new_session=True,
-            )
-        wait_for_greeting(
-            self.host,
-            self.port,
-            timeout=30,
-            process=self._process,
-            log=self.directory / "dovecot.out",
-        )
+# A Dovecot that can go down and come back on the same port with the same mail.
+RestartableDovecot = DovecotServer
 
 
 def message(n: int, tag: str = "m") -> bytes:

@@ -275,7 +275,11 @@ class DovecotServer:
             _CONFIG.format(port=self.port, tls_port=self.tls_port, **settings)
         )
         began = time.monotonic()
-        with (self.directory / "dovecot.out").open("wb") as out:
+        self._run_master(dovecot, mode="wb")
+        self.startup_seconds = time.monotonic() - began
+
+    def _run_master(self, dovecot: str, mode: str) -> None:
+        with (self.directory / "dovecot.out").open(mode) as out:
             # -F keeps the master in the foreground, so this Popen is the server. Its output
             # goes to a file: Dovecot's children inherit the descriptors and would hold a pipe.
             self._process = subprocess.Popen(
@@ -293,7 +297,15 @@ class DovecotServer:
             process=self._process,
             log=self.directory / "dovecot.out",
         )
-        self.startup_seconds = time.monotonic() - began
+
+    def halt(self) -> None:
+        """Stop the server but keep its directory, config and mail (for a restart)."""
+        self._stop_process()
+
+    def relaunch(self) -> None:
+        """Start it again after `halt`, on the same port with the same mail."""
+        dovecot, _doveadm = find_dovecot()
+        self._run_master(dovecot, mode="ab")
 
     def stop(self) -> None:
         """`doveadm stop`, wait for the master (about 1 s), reap, remove the temp dir."""
