@@ -40,6 +40,10 @@ def _hash_or_none(entry: Any) -> str | None:
 
 
 _TERMINAL_STATES = {s.value for s in pm.TERMINAL}
+# The server can inject any number of requests: only a few pairings may run at once (each asks
+# the user something), and only the newest finished ones are kept for pairing.list.
+MAX_ACTIVE_PAIRINGS = 4
+MAX_FINISHED_PAIRINGS = 50
 
 
 class Trust:
@@ -131,8 +135,19 @@ class Trust:
                 )
         return chain
 
+    def _active_count(self) -> int:
+        return sum(
+            1 for p in self.record.pairings.values() if p.get("state") not in _TERMINAL_STATES
+        )
+
     def pairing_active(self) -> bool:
-        return any(p.get("state") not in _TERMINAL_STATES for p in self.record.pairings.values())
+        return self._active_count() > 0
+
+    def _prune(self) -> None:
+        finished = [p for p in self.record.pairings.values() if p.get("state") in _TERMINAL_STATES]
+        finished.sort(key=lambda p: p.get("expires_at", 0))
+        for old in finished[: max(0, len(finished) - MAX_FINISHED_PAIRINGS)]:
+            self.record.pairings.pop(old["pairing_id"], None)
 
     def is_paired(self) -> bool:
         return self.record.genesis is not None and self.device_log().is_member(self.me)
@@ -261,6 +276,10 @@ class Trust:
             return  # a replay: already answered once
         if not self.is_paired():
             return  # only a member can admit anyone; another device will answer
+        if self._active_count() >= MAX_ACTIVE_PAIRINGS:
+            raise RemoteProtocolError(
+                f"more than {MAX_ACTIVE_PAIRINGS} pairings at once; request ignored"
+            )
         assert self.record.device is not None
         outcome = pm.on_request(
             incoming,
@@ -274,6 +293,7 @@ class Trust:
 
     # --- the clock and the log ----------------------------------------------------------------
     def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        self._prune()
         for data in list(self.record.pairings.values()):
             current = pm.Pairing.from_json(data)
             if current.state in pm.TERMINAL:
