@@ -65,6 +65,7 @@ class AccountRecord:
     genesis: str | None = None  # the device-log genesis this device pinned (own, or via pairing)
     pairings: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)  # security problems already reported
+    unpublished: list[dict[str, Any]] = field(default_factory=list)  # log entries to append
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class AccountRecord:
             "genesis": self.genesis,
             "pairings": self.pairings,
             "alerts": self.alerts[-1000:],
+            "unpublished": self.unpublished,
         }
 
     @classmethod
@@ -100,6 +102,7 @@ class AccountRecord:
             genesis=data.get("genesis"),
             pairings=dict(data.get("pairings") or {}),
             alerts=list(data.get("alerts") or []),
+            unpublished=list(data.get("unpublished") or []),
         )
 
 

@@ -153,6 +153,7 @@ class AccountRuntime:
                 )
                 if result.first_device and self.trust.found_log(store):
                     refresh(store, record.directory)
+                self.trust.publish_pending(store)  # what a crash or a cut left queued
             except StoreError:
                 self._drop()
                 raise

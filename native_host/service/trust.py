@@ -103,20 +103,35 @@ class Trust:
             self.me, keys, self.record.device.name, account_key.fingerprint, self._clock()
         )
         self.record.genesis = devicelog.entry_hash(entry)
-        self._publish_entry(store, entry)
+        self._record_entry(entry)
+        self.publish_pending(store)
         return True
 
-    def _publish_entry(self, store: FolderStore, entry: dict[str, Any]) -> None:
-        raw = envelope.build(
-            MessageType.LOG,
-            self.me,
-            entry,
-            account=self.record.account,
-            now=self._clock(),
-            random=self._random,
-            keys=self.device_keys(),
-        )
-        store.append(layout.ANNOUNCE_FOLDER, raw)
+    def _record_entry(self, entry: dict[str, Any]) -> None:
+        """Know an entry of ours at once and queue it for the server, saved before it is sent:
+        a crash between the two leaves it queued, and the next sync sends it (a duplicate on
+        the server is harmless: the log keys entries by hash)."""
+        if _hash_or_none(entry) not in {
+            _hash_or_none(e) for e in self.record.directory.log_entries
+        }:
+            self.record.directory.log_entries.append(entry)
+        self.record.unpublished.append(entry)
+        self._save()
+
+    def publish_pending(self, store: FolderStore) -> None:
+        while self.record.unpublished:
+            raw = envelope.build(
+                MessageType.LOG,
+                self.me,
+                self.record.unpublished[0],
+                account=self.record.account,
+                now=self._clock(),
+                random=self._random,
+                keys=self.device_keys(),
+            )
+            store.append(layout.ANNOUNCE_FOLDER, raw)
+            self.record.unpublished.pop(0)
+            self._save()
 
     def check_log(self) -> devicelog.DeviceLog:
         """Verify the whole chain (every sync); report new problems as security alerts."""
@@ -294,6 +309,7 @@ class Trust:
     # --- the clock and the log ----------------------------------------------------------------
     def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
         self._prune()
+        self.publish_pending(store)
         for data in list(self.record.pairings.values()):
             current = pm.Pairing.from_json(data)
             if current.state in pm.TERMINAL:
@@ -372,22 +388,18 @@ class Trust:
             self._notify("security.alert", failed)
             self._notify("pairing.updated", failed)
             return False
-        # Idempotent, in an order that survives a crash anywhere: key, pin, publish (a duplicate
-        # entry is harmless: the log keys entries by hash), and only then "completed".
+        # Idempotent, in an order that survives a crash anywhere: key, pin, queue the entry that
+        # admits us (see _record_entry), "completed", and only then send.
         self.secrets.set(account_key_name(self.record.account), key.secret_armored)
         self.record.genesis = genesis
-        known = {
-            devicelog.entry_hash(e)
-            for e in self.record.directory.log_entries
-            if isinstance(e, dict)
-        }
+        known = {_hash_or_none(e) for e in self.record.directory.log_entries}
         self.record.directory.log_entries.extend(
-            e for e in chain.entries() if devicelog.entry_hash(e) not in known
+            e for e in chain.entries()[:-1] if devicelog.entry_hash(e) not in known
         )
-        self._save()
-        self._publish_entry(store, chain.entries()[-1])
+        self._record_entry(chain.entries()[-1])
         self.record.pairings[p.pairing_id] = p.to_json()
         self._save()
+        self.publish_pending(store)
         return True
 
     def _notify(self, event: str, p: pm.Pairing) -> None:

@@ -211,19 +211,3 @@ def test_tampered_or_dropped_messages_stall_the_pairing_and_transfer_nothing(
     assert sas(laptop, second) is None  # no reveal, no code: the user sees nothing to approve
     dropped()
     honest_pairing_completes(laptop, phone)
-
-
-def test_a_flood_of_requests_opens_only_a_few_pairings(
-    laptop: Device, phone: Device, server: Server
-) -> None:
-    configured(laptop, "Laptop")
-    configured(phone, "Phone")
-    for _ in range(12):
-        request(phone)
-    wait_for(
-        lambda: server.mailbox.status(layout.inbox_folder(runtime(laptop).trust.me)).messages == 0
-    )
-    active = [
-        p for p in runtime(laptop).trust.record.pairings.values() if p["state"] != "completed"
-    ]
-    assert len(active) == 4

@@ -122,3 +122,41 @@ def test_a_forged_inbox_message_is_reported_and_dropped(
     alert = laptop.wait_event("security.alert")
     assert alert["kind"] == "inbox"
     wait_for(lambda: server.mailbox.status(layout.inbox_folder(me.device_id)).messages == 0)
+
+
+def test_a_genesis_whose_append_failed_is_published_by_the_next_join(
+    laptop: Device, server: Server
+) -> None:
+    from native_host.ports import StoreError
+
+    original = server.mailbox.append
+    failed: list[bool] = []
+
+    def flaky(folder: str, message: bytes) -> int | None:
+        if not failed and envelope.parse(message).type.value == "log":
+            failed.append(True)
+            raise StoreError("connection cut")
+        return original(folder, message)
+
+    server.mailbox.append = flaky  # type: ignore[method-assign]
+    laptop.service.configure(ACCOUNT, laptop_settings(), "right")
+    runtime = laptop.service.runtime(ACCOUNT)
+    with pytest.raises(StoreError):
+        runtime.join("Laptop")
+    assert runtime.trust.record.unpublished  # saved, queued, not lost
+    runtime.join("Laptop")
+    assert runtime.trust.record.unpublished == []
+    logs = [
+        m
+        for m in server.mailbox.fetch(
+            layout.ANNOUNCE_FOLDER, None, limit=50, max_size=1 << 20
+        ).messages
+    ]
+    assert sum(envelope.parse(m.raw or b"").type.value == "log" for m in logs) == 1
+    assert runtime.trust.is_paired()
+
+
+def laptop_settings() -> Any:
+    from tests.service.test_instance import SETTINGS
+
+    return SETTINGS
