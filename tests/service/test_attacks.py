@@ -211,3 +211,45 @@ def test_tampered_or_dropped_messages_stall_the_pairing_and_transfer_nothing(
     assert sas(laptop, second) is None  # no reveal, no code: the user sees nothing to approve
     dropped()
     honest_pairing_completes(laptop, phone)
+
+
+def test_a_flood_of_requests_opens_at_most_four_pairings(laptop: Device, server: Server) -> None:
+    """Driven by hand (no background threads), so the bound itself is what is tested."""
+    from native_host.core import pairing as pm
+    from native_host.errors import RemoteProtocolError
+
+    configured(laptop, "Laptop")
+    laptop.service.stop()
+    trust = runtime(laptop).trust
+    refused: list[str] = []
+    for n in range(8):
+        keys = DeviceKeys.generate(os.urandom)
+        sender = f"{n + 1:016x}"
+        server.mailbox.create_folder(layout.inbox_folder(sender))  # where the accept goes
+        outcome = pm.start(
+            me=sender,
+            my_keys=keys.public,
+            name=f"d{n}",
+            peer=trust.me,
+            now=int(1.9e9),
+            random=os.urandom,
+        )
+        data = outcome.effects[0].data  # type: ignore[union-attr]
+        raw = envelope.build(
+            MessageType.PAIR_REQUEST,
+            sender,
+            data,
+            account=ACCOUNT,
+            now=1.9e9,
+            random=os.urandom,
+            keys=keys,
+            to=trust.me,
+        )
+        try:
+            runtime(laptop).with_store(lambda s, r=raw: trust.receive(s, envelope.parse(r)))
+        except RemoteProtocolError as exc:
+            refused.append(str(exc))
+    active = [p for p in trust.record.pairings.values() if p["state"] == "accepted"]
+    assert len(active) == 4
+    assert len(refused) == 4
+    assert all("pairings at once" in reason for reason in refused)
