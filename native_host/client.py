@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,6 +137,21 @@ class HostProcess:
 
     def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
         return self.events.get(timeout=timeout)
+
+    def wait_event(
+        self,
+        name: str,
+        timeout: float = 10.0,
+        check: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
+        """The data of the next `name` event (passing `check`); other events are passed over.
+        Raises queue.Empty after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next_event(timeout=max(0.01, deadline - time.monotonic()))
+            if event["event"] == name and (check is None or check(event["data"])):
+                data: dict[str, Any] = event["data"]
+                return data
 
     # --- lifecycle ----------------------------------------------------------------------------
     def wait_exit(self, timeout: float = 5.0) -> int:

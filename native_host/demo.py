@@ -34,18 +34,9 @@ def show(title: str, devices: list[dict[str, Any]]) -> None:
         say(f"    - {device['name']:<20} id {device['device_id']}  last seen {seen}{mark}")
 
 
-def wait_event(host: HostProcess, name: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = host.next_event(timeout=max(0.01, deadline - time.monotonic()))
-        if event["event"] == name:
-            data: dict[str, Any] = event["data"]
-            return data
-
-
 def code_shown(host: HostProcess, event: str, timeout: float) -> dict[str, Any]:
     while True:
-        pairing: dict[str, Any] = wait_event(host, event, timeout)["pairing"]
+        pairing: dict[str, Any] = host.wait_event(event, timeout)["pairing"]
         if pairing["sas"]:
             return pairing
 
@@ -67,7 +58,7 @@ def pair(laptop: HostProcess, desktop: HostProcess) -> bool:
         return False
     laptop.call("pairing.approve", {**account, "pairing_id": pairing_id})
     desktop.call("pairing.approve", {**account, "pairing_id": pairing_id})
-    wait_event(desktop, "pairing.completed", 15)
+    desktop.wait_event("pairing.completed", 15)
     took = time.monotonic() - started
     keys = [host.call("account.key", account)["fingerprint"] for host in (laptop, desktop)]
     say(
@@ -131,7 +122,7 @@ def run_demo(keep: bool = False) -> int:
                 f"announces itself (first device: {second['first_device']})."
             )
             show("The desktop lists:", second["devices"])
-            pushed = wait_event(laptop, "devices.changed", timeout=10)
+            pushed = laptop.wait_event("devices.changed", timeout=10)
             say(
                 f"6. The laptop was told by push (IMAP IDLE), {time.monotonic() - started:.2f} s after the desktop joined:"
             )

@@ -198,10 +198,12 @@ class AccountRuntime:
         store = self._connected()
         before = dict(record.directory.devices)
         announcements = 0
+        moved = False  # an idle cycle writes nothing to disk (pairing steps save themselves)
         status = store.status(layout.ANNOUNCE_FOLDER)
         if status != record.announce_status:
             announcements = refresh(store, record.directory)
             record.announce_status = status
+            moved = True
         chain = self.trust.check_log()
         self.trust.tick(store, chain)
         inbox_name = layout.inbox_folder(record.device.device_id)
@@ -210,7 +212,9 @@ class AccountRuntime:
         if status != record.inbox.status:
             inbox_read = self._read_inbox(store, inbox_name)
             record.inbox.status = store.status(inbox_name) if inbox_read else status
-        self._files.save(record)
+            moved = True
+        if moved:
+            self._files.save(record)
         return SyncReport(
             announcements_read=announcements,
             inbox_read=inbox_read,

@@ -59,6 +59,9 @@ class Trust:
     ) -> None:
         self.record = record
         self._save = save  # persists the record (the runtime's account file)
+        self._log_cache: tuple[tuple[str | None, int, str | None], devicelog.DeviceLog] | None = (
+            None
+        )
         self.secrets = secrets
         self._emit = emit
         self._clock = clock
@@ -85,9 +88,16 @@ class Trust:
 
     # --- the device log -----------------------------------------------------------------------
     def device_log(self) -> devicelog.DeviceLog:
-        chain = devicelog.DeviceLog(self.record.genesis)
-        chain.receive_all(self.record.directory.log_entries)
-        return chain
+        """The verified log, rebuilt only when the entries or the pinned genesis changed: entries
+        are only ever appended (or all dropped on a UIDVALIDITY reset), so their count and the
+        last one identify what was verified."""
+        entries = self.record.directory.log_entries
+        key = (self.record.genesis, len(entries), _hash_or_none(entries[-1]) if entries else None)
+        if self._log_cache is None or self._log_cache[0] != key:
+            chain = devicelog.DeviceLog(self.record.genesis)
+            chain.receive_all(entries)
+            self._log_cache = (key, chain)
+        return self._log_cache[1]
 
     def found_log(self, store: FolderStore) -> bool:
         """First device: make the account key and the genesis entry (once)."""
@@ -140,6 +150,7 @@ class Trust:
             key = f"{problem.kind}:{problem.entry_hash}"
             if key not in self.record.alerts:
                 self.record.alerts.append(key)
+                self._save()
                 self._emit(
                     "security.alert",
                     {

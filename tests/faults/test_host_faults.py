@@ -54,17 +54,6 @@ def settings(mail: dict[str, Any], *, direct: bool = False) -> dict[str, Any]:
     return out
 
 
-def wait_event(
-    host: CheckedHost, name: str, timeout: float, check: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = host.next_event(timeout=max(0.01, deadline - time.monotonic()))
-        if event["event"] == name and check(event["data"]):
-            data: dict[str, Any] = event["data"]
-            return data
-
-
 def announcements_on_server(mail: dict[str, Any]) -> int:
     """Announcements only: the folder also holds the device log."""
     d = mail["direct"]
@@ -78,7 +67,7 @@ def joined_laptop(spawn: Callable[..., CheckedHost], mail: dict[str, Any]) -> Ch
     laptop.call("hello", {"instance": "laptop"})
     laptop.call("account.configure", settings(mail))
     laptop.call("sma.join", {"account": mail["account"], "device_name": "Laptop"})
-    wait_event(laptop, "sync.state", 10, lambda d: d["online"])
+    laptop.wait_event("sync.state", 10, lambda d: d["online"])
     return laptop
 
 
@@ -88,7 +77,7 @@ def test_outage_is_reported_and_recovered_from_without_loss(
     laptop = joined_laptop(spawn, mail)
     proxy.refuse()
     proxy.cut()
-    offline = wait_event(laptop, "sync.state", 10, lambda d: not d["online"])
+    offline = laptop.wait_event("sync.state", 10, lambda d: not d["online"])
     assert offline["error"]["code"] == "imap_unavailable"
     assert (
         laptop.request("sync", {"account": mail["account"]})["error"]["code"] == "imap_unavailable"
@@ -99,9 +88,9 @@ def test_outage_is_reported_and_recovered_from_without_loss(
     phone.call("account.configure", settings(mail, direct=True))
     phone.call("sma.join", {"account": mail["account"], "device_name": "Phone"})
     proxy.accept()
-    changed = wait_event(laptop, "devices.changed", 20, lambda d: len(d["devices"]) == 2)
+    changed = laptop.wait_event("devices.changed", 20, lambda d: len(d["devices"]) == 2)
     assert {d["name"] for d in changed["devices"]} == {"Laptop", "Phone"}
-    assert wait_event(laptop, "sync.state", 5, lambda d: d["online"])["online"] is True
+    assert laptop.wait_event("sync.state", 5, lambda d: d["online"])["online"] is True
     assert announcements_on_server(mail) == 2  # nothing appended twice
 
 
@@ -130,14 +119,14 @@ def test_a_dovecot_restart_costs_nothing(
     dovecot.halt()
     proxy.cut()  # a stopped machine takes its connections with it
     try:
-        wait_event(laptop, "sync.state", 10, lambda d: not d["online"])
+        laptop.wait_event("sync.state", 10, lambda d: not d["online"])
         assert (
             laptop.request("sync", {"account": mail["account"]})["error"]["code"]
             == "imap_unavailable"
         )
     finally:
         dovecot.relaunch()
-    wait_event(laptop, "sync.state", 20, lambda d: d["online"])
+    laptop.wait_event("sync.state", 20, lambda d: d["online"])
     result = laptop.call("sync", {"account": mail["account"]})
     assert result["devices"] == 1
     devices = laptop.call("devices.list", {"account": mail["account"]})["devices"]

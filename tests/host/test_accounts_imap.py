@@ -44,15 +44,6 @@ def device(spawn: Callable[..., CheckedHost], instance: str) -> CheckedHost:
     return host
 
 
-def wait_event(host: CheckedHost, name: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = host.next_event(timeout=max(0.01, deadline - time.monotonic()))
-        if event["event"] == name:
-            data: dict[str, Any] = event["data"]
-            return data
-
-
 def test_two_devices_join_and_discover_each_other_by_push(
     spawn: Callable[..., CheckedHost], mail: dict[str, Any]
 ) -> None:
@@ -67,7 +58,7 @@ def test_two_devices_join_and_discover_each_other_by_push(
     assert second["first_device"] is False
     assert {d["name"] for d in second["devices"]} == {"Laptop", "Phone"}
     # The laptop is told without asking: IDLE on the announcement folder, then a sync.
-    changed = wait_event(laptop, "devices.changed", timeout=5)
+    changed = laptop.wait_event("devices.changed", timeout=5)
     latency = time.monotonic() - started
     assert {d["name"] for d in changed["devices"]} == {"Laptop", "Phone"}
     assert latency < 2.0, f"push took {latency:.2f} s"

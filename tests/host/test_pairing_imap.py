@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.host.harness import CheckedHost
-from tests.host.test_accounts_imap import device, dovecot, mail, wait_event
+from tests.host.test_accounts_imap import device, dovecot, mail
 
 __all__ = ["dovecot", "mail"]
 
@@ -28,10 +28,10 @@ def test_full_pairing_flow(spawn: Callable[..., CheckedHost], mail: dict[str, An
     assert phone.request("account.key", account)["error"]["code"] == "not_joined"
     started = time.monotonic()
     pairing_id = phone.call("pairing.request", account)["pairing_id"]
-    requested = wait_event(laptop, "pairing.requested", 10)["pairing"]
-    shown = wait_event(phone, "pairing.updated", 10)["pairing"]
+    requested = laptop.wait_event("pairing.requested", 10)["pairing"]
+    shown = phone.wait_event("pairing.updated", 10)["pairing"]
     while shown["sas"] is None:
-        shown = wait_event(phone, "pairing.updated", 10)["pairing"]
+        shown = phone.wait_event("pairing.updated", 10)["pairing"]
     assert requested["pairing_id"] == pairing_id
     assert requested["sas"] == shown["sas"]
     assert requested["peer_name"] == "Phone"
@@ -39,9 +39,9 @@ def test_full_pairing_flow(spawn: Callable[..., CheckedHost], mail: dict[str, An
     assert [p["sas"] for p in listed] == [requested["sas"]]
     laptop.call("pairing.approve", {**account, "pairing_id": pairing_id})
     phone.call("pairing.approve", {**account, "pairing_id": pairing_id})
-    wait_event(phone, "pairing.completed", 10)
+    phone.wait_event("pairing.completed", 10)
     installed = time.monotonic() - started
-    wait_event(laptop, "pairing.completed", 10)
+    laptop.wait_event("pairing.completed", 10)
     elapsed = time.monotonic() - started
     print(
         f"pairing wall time: new device holds the key after {installed:.2f} s, both completed after {elapsed:.2f} s"
