@@ -2,7 +2,9 @@
 
 Two devices of one person (a laptop's and a desktop's Thunderbird profile) each start the
 native-messaging host the way Thunderbird does, configure the account (the password goes to the
-OS keyring), and join its SMA over real IMAP; the laptop hears of the desktop by push.
+OS keyring), and join its SMA over real IMAP; the laptop hears of the desktop by push. The
+desktop pairs with the laptop (codes compared, account key transferred), and a key the laptop
+learns from a correspondent's mail reaches the desktop by key sync.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from native_host.core import layout
 from native_host.throwaway_imap import ThrowawayImap
 
 ACCOUNT = "alice@example.org"
+CORRESPONDENT = "bob@example.net"
 
 
 def say(text: str = "") -> None:
@@ -69,6 +72,47 @@ def pair(laptop: HostProcess, desktop: HostProcess) -> bool:
     paired = [d["paired"] for d in desktop.call("devices.list", account)["devices"]]
     say(f"   The device log now admits both devices: paired = {paired}")
     return keys[0] == keys[1] and all(paired)
+
+
+def correspondent_message(now: float) -> tuple[str, str]:
+    """A mail from Bob with an Autocrypt header, as the laptop's Thunderbird receives it."""
+    import base64
+    import email.utils
+
+    from native_host.adapters.pgp import generate_account_key
+
+    bob = generate_account_key(CORRESPONDENT, now)
+    value = bob.autocrypt_header_value(CORRESPONDENT, prefer_encrypt=True)
+    folded = "\r\n ".join(value[i : i + 76] for i in range(0, len(value), 76))
+    raw = (
+        f"From: Bob <{CORRESPONDENT}>\r\nTo: <{ACCOUNT}>\r\nSubject: hello\r\n"
+        f"Date: {email.utils.formatdate(now)}\r\nAutocrypt: {folded}\r\n"
+        "Content-Type: text/plain\r\n\r\nHi Alice!\r\n"
+    ).encode()
+    return base64.b64encode(raw).decode(), bob.fingerprint
+
+
+def key_sync(laptop: HostProcess, desktop: HostProcess) -> bool:
+    """Mail from a correspondent arrives on the laptop; the desktop knows the key a moment later."""
+    account = {"account": ACCOUNT}
+    message, fingerprint = correspondent_message(time.time())
+    started = time.monotonic()
+    result = laptop.call("peers.ingest", {**account, "message": message})
+    say(
+        f"10. Mail from {CORRESPONDENT} arrives on the laptop with an Autocrypt header: "
+        f"peer state updated = {result['updated']}."
+    )
+    desktop.wait_event("peers.updated", 15, check=lambda d: CORRESPONDENT in d["addrs"])
+    took = time.monotonic() - started
+    peer = desktop.call("peers.get", {**account, "addr": CORRESPONDENT})["peer"]
+    say(
+        f"11. {took:.2f} s later the desktop knows Bob's key, signed and encrypted device to device "
+        "through the SMA:"
+    )
+    say(f"     key {peer['public_key_fingerprint']}, prefer-encrypt {peer['prefer_encrypt']}")
+    advice = desktop.call("peers.recommend", {**account, "recipients": [CORRESPONDENT]})
+    say(f"   Writing to Bob from the desktop, Autocrypt recommends: {advice['recommendation']}")
+    return peer is not None and peer["public_key_fingerprint"] == fingerprint
 
 
 def run_demo(keep: bool = False) -> int:
@@ -143,6 +187,7 @@ def run_demo(keep: bool = False) -> int:
                 }
             )
             ok = pair(laptop, desktop) and ok
+            ok = ok and key_sync(laptop, desktop)
             for host in (laptop, desktop):
                 host.call("account.remove", {"account": ACCOUNT})  # leaves nothing in the keyring
     except (HostCallError, TimeoutError, RuntimeError) as exc:

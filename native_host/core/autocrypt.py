@@ -274,11 +274,21 @@ def _json_key(value: Any) -> bytes | None:
     return key
 
 
+_AUTO_SUBMITTED_RE = re.compile(r"\s*(?:\([^()]*\)\s*)*([A-Za-z0-9-]+)")
+
+
+def _auto_replied(value: str | None) -> bool:
+    """RFC 3834 section 5: the keyword may carry comments and parameters, as in the common
+    ``Auto-Submitted: auto-replied (vacation)`` of Sieve and Cyrus vacation responders."""
+    match = _AUTO_SUBMITTED_RE.match(value) if value is not None else None
+    return match is not None and match.group(1).lower() == "auto-replied"
+
+
 def _ignored(info: MessageInfo) -> bool:
     return (
         info.from_addr is None
         or info.content_type == "multipart/report"
-        or info.auto_submitted == "auto-replied"
+        or _auto_replied(info.auto_submitted)
     )
 
 
@@ -353,6 +363,44 @@ def update_from_gossip(
     if current.gossip_timestamp is not None and current.gossip_timestamp > effective_date:
         return current
     return replace(current, gossip_timestamp=effective_date, gossip_key=keydata)
+
+
+def contributions(
+    info: MessageInfo,
+    now: int,
+    *,
+    key_ok: KeyCheck,
+    gossip_values: Iterable[str] = (),
+) -> list[PeerState]:
+    """What one message says, as peer states to `merge` into the table (sender first).
+
+    Merging these gives exactly the spec's update rules (step 1 drops what is older than the
+    autocrypt_timestamp; last_seen only grows; a newer header replaces key and preference
+    together), except for equal dates, where the spec lets the last message processed win and
+    `merge` picks by a hash instead, so that the result does not depend on arrival order.
+    Gossip counts only from the encrypted part, so `gossip_values` are the caller's to find.
+    """
+    if _ignored(info):
+        return []
+    sender = info.from_addr
+    assert sender is not None  # checked by _ignored
+    date = effective_date(info, now)
+    header = _the_valid_header(info, key_ok)
+    states = [
+        PeerState(addr=sender, last_seen=date)
+        if header is None
+        else PeerState(
+            addr=sender,
+            last_seen=date,
+            autocrypt_timestamp=date,
+            public_key=header.keydata,
+            prefer_encrypt=header.prefer_encrypt,
+        )
+    ]
+    for addr, keydata in sorted(gossip_candidates(info, gossip_values, key_ok=key_ok).items()):
+        if addr != sender:
+            states.append(PeerState(addr=addr, gossip_timestamp=date, gossip_key=keydata))
+    return states
 
 
 # --- merge between devices ------------------------------------------------------------------

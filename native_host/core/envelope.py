@@ -54,11 +54,13 @@ class MessageType(StrEnum):
     PAIR_REVEAL = "pair-reveal"
     PAIR_KEY = "pair-key"
     PAIR_REJECT = "pair-reject"
+    KEY_UPDATE = "key-update"
 
 
 _SUBJECT_TEXT = {
     MessageType.ANNOUNCE: "device announcement",
     MessageType.LOG: "device log entry",
+    MessageType.KEY_UPDATE: "key update",
 }
 SUBJECTS = {
     t: f"Autocrypt SMA: {_SUBJECT_TEXT.get(t, 'pairing message')} (do not delete or move)"
@@ -88,7 +90,7 @@ def _validators() -> dict[str, Validator]:
     registry: Registry[Any] = Registry().with_resource(_SCHEMA_URI, Resource.from_contents(schema))
     return {
         name: Draft202012Validator({"$ref": f"{_SCHEMA_URI}#/$defs/{name}"}, registry=registry)
-        for name in ("document", *(t.value for t in MessageType))
+        for name in ("document", "key-update-payload", *(t.value for t in MessageType))
     }
 
 
@@ -99,6 +101,12 @@ def _check(name: str, value: dict[str, Any]) -> None:
     if error is not None:
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise RemoteProtocolError(f"{name}{path}: fails {error.validator}")
+
+
+def check_payload(name: str, value: dict[str, Any]) -> None:
+    """Check a decrypted payload against its schema (the sender was a member, but a bug or a
+    newer version must not get further than this)."""
+    _check(name, value)
 
 
 def build(

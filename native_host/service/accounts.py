@@ -127,6 +127,10 @@ class AccountFiles:
     def _path(self, account: str) -> Path:
         return self.root / (hashlib.sha256(account.lower().encode()).hexdigest()[:32] + ".json")
 
+    def peer_db(self, account: str) -> Path:
+        """The account's SQLite state (peers and key-sync links), next to its record."""
+        return self._path(account).with_suffix(".sqlite3")
+
     def load(self, account: str) -> AccountRecord | None:
         data = read_json(self._path(account))
         return AccountRecord.from_json(data) if data else None
@@ -136,6 +140,9 @@ class AccountFiles:
 
     def delete(self, account: str) -> None:
         self._path(account).unlink(missing_ok=True)
+        db = self.peer_db(account)
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            path.unlink(missing_ok=True)
 
     def all(self) -> list[AccountRecord]:
         if not self.root.is_dir():

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from native_host.core.keysync import PeerRepo
 from native_host.errors import ErrorCode, HostError
 from native_host.ports import (
     Clock,
@@ -157,9 +158,18 @@ class InstanceService:
                     clock=self._clock,
                     random=self._random,
                     secrets=self.secrets,
+                    peer_repo=self._open_peers(account),
                 )
                 self._runtimes[account] = runtime
             return runtime
+
+    def _open_peers(self, account: str) -> PeerRepo:
+        from native_host.adapters.sqlite_peers import PeerDatabaseError, SqlitePeerRepo
+
+        try:
+            return SqlitePeerRepo(self.files.peer_db(account))
+        except PeerDatabaseError as exc:
+            raise HostError(ErrorCode.INTERNAL_ERROR, f"local state of {account}: {exc}") from None
 
     def _store_for(self, record: AccountRecord) -> PushStore:
         try:

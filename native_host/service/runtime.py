@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import Device, JoinResult, join, refresh
+from native_host.core.keysync import PeerRepo
 from native_host.errors import RemoteProtocolError
 from native_host.ports import (
     ChangeWaiter,
@@ -28,6 +29,7 @@ from native_host.ports import (
     StoreError,
 )
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
+from native_host.service.peers import PeerBook
 from native_host.service.trust import Trust
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
 PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
+MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
 INBOX_BATCH = 100
 
 
@@ -89,6 +92,7 @@ class AccountRuntime:
         clock: Clock,
         random: RandomBytes,
         secrets: SecretStore,
+        peer_repo: PeerRepo | None = None,
     ) -> None:
         self.record = record
         self.trust = Trust(
@@ -107,6 +111,15 @@ class AccountRuntime:
         self._cycle_count = 0
         self._threads: list[threading.Thread] = []
         self.online: bool | None = None
+        if peer_repo is None:
+            from native_host.adapters.memory_peers import MemoryPeerRepo
+
+            peer_repo = MemoryPeerRepo()
+        self.peers = PeerBook(
+            peer_repo, record.account, emit, self._dirty.set, clock=clock, random=random
+        )
+        if record.device is not None:
+            self.peers.set_device(record.device.device_id)
 
     @property
     def account(self) -> str:
@@ -138,6 +151,7 @@ class AccountRuntime:
                 # Persisted before any folder is touched: a crash mid-join resumes with this id.
                 record.device = DeviceRecord(device_id, name, joined)
                 self._files.save(record)
+            self.peers.set_device(record.device.device_id)
             keys = self.trust.device_keys()  # in the keyring before the server sees this device
             device = Device(
                 record.device.device_id,
@@ -213,6 +227,7 @@ class AccountRuntime:
             inbox_read = self._read_inbox(store, inbox_name)
             record.inbox.status = store.status(inbox_name) if inbox_read else status
             moved = True
+        self.peers.flush(store, chain, self.trust.device_keys())
         if moved:
             self._files.save(record)
         return SyncReport(
@@ -238,7 +253,11 @@ class AccountRuntime:
             try:
                 if message.raw is None:
                     raise RemoteProtocolError(f"{message.size} bytes is over the size limit")
-                self.trust.receive(store, envelope.parse(message.raw))
+                parsed = envelope.parse(message.raw)
+                if parsed.type is envelope.MessageType.KEY_UPDATE:
+                    self.peers.receive(parsed, self.trust.device_log(), self.trust.device_keys())
+                else:
+                    self.trust.receive(store, parsed)
             except RemoteProtocolError as exc:
                 log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, exc)
                 alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}
@@ -333,9 +352,11 @@ class AccountRuntime:
             self._cycle_done()
             self._set_online(True)
             backoff = 1.0
-            self._dirty.wait(
-                PAIRING_POLL_INTERVAL if self.trust.pairing_active() else POLL_INTERVAL
-            )
+            wait = PAIRING_POLL_INTERVAL if self.trust.pairing_active() else POLL_INTERVAL
+            due = self.peers.sync.next_due()
+            if due is not None:
+                wait = max(MIN_WAIT, min(wait, due - self._clock()))
+            self._dirty.wait(wait)
 
     def _push_loop(self, folder: str) -> None:
         backoff = 1.0

@@ -63,6 +63,7 @@ class Trust:
             None
         )
         self.secrets = secrets
+        self._device_keys: DeviceKeys | None = None
         self._emit = emit
         self._clock = clock
         self._random = random
@@ -70,12 +71,16 @@ class Trust:
     # --- keys ---------------------------------------------------------------------------------
     def device_keys(self) -> DeviceKeys:
         """This device's key pair, made on first use and kept only in the keyring."""
+        if self._device_keys is not None:
+            return self._device_keys  # read once: every sync cycle signs or opens something
         name = device_key_name(self.record.account)
         stored = self.secrets.get(name)
         if stored is not None:
-            return DeviceKeys.from_secret(stored)
+            self._device_keys = DeviceKeys.from_secret(stored)
+            return self._device_keys
         keys = DeviceKeys.generate(self._random)
         self.secrets.set(name, keys.to_secret())
+        self._device_keys = keys
         return keys
 
     def account_key_armored(self) -> str | None:

@@ -19,3 +19,6 @@ def test_demo_runs_and_both_devices_see_each_other() -> None:
     assert "subscribed, so shown in mail clients: none" in done.stdout
     assert "was told by push" in done.stdout
     assert done.stdout.count("(this device)") == 2  # each of the two lists marks its own
+    assert "the desktop knows Bob's key" in done.stdout
+    assert "Autocrypt recommends: encrypt" not in done.stdout  # own preference is nopreference
+    assert "Autocrypt recommends: available" in done.stdout

@@ -1,0 +1,444 @@
+"""Key sync: every device's Autocrypt peer table converges to the same state, whatever the order.
+
+The peer table is a state-based CRDT: `autocrypt.merge` is commutative, associative and
+idempotent, so a device may apply what it receives in any order, any number of times. What is
+left is making sure everything arrives, with few messages and bounded server storage:
+
+- Each device numbers its own changes (`seq`, one counter per device); a row remembers the seq
+  of its last change and, when that change came verbatim from another device, which one
+  (`origin`), so it is not echoed back there.
+- To each other member it sends, in one *batch*, every row changed since what that member
+  confirmed (`acked`), cut into compressed chunks; chunk i covers the sender's seq range
+  (lo, hi]. A new batch covers all an old one did, so it *replaces* it: the old messages are
+  deleted from the member's inbox. However long a member stays offline, its inbox holds at
+  most one batch from each device (Principle 3: storage does not grow with mail received).
+- Every message also carries `ack`: how far (contiguously) the sender has received the
+  recipient's ranges. Acks only move forward; an ack short of what was sent (a message was
+  dropped) or silence (a batch or an ack was dropped) leads to a resend, with backoff.
+- A device that pairs late gets one snapshot: its approver starts it at acked=0; every other
+  member starts it at its current seq and relies on the approver forwarding what it learns
+  later (a merge that changes a row gives it a new seq there, so it flows on). The newcomer
+  itself starts every older member at 0, which sends them what it learned before it paired.
+- Sends are debounced: a burst of changes (a backlog scan) goes out as one batch once the
+  changes pause (SEND_QUIET) or have waited SEND_MAX_DELAY.
+
+Pure: the table and the links are behind `PeerRepo` (SQLite in production, a dict in tests),
+the clock is injected, and sealing a chunk into an SMA message is done by `seal_chunk` /
+`open_chunk` with injected randomness.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from native_host.core import envelope
+from native_host.core.autocrypt import PeerState, merge
+from native_host.core.crypto import (
+    DeviceKeys,
+    DevicePublic,
+    canonical,
+    decrypt_from,
+    encrypt_to,
+    verify_document,
+)
+from native_host.core.devicelog import Member
+from native_host.core.envelope import MessageType, SmaMessage
+from native_host.errors import RemoteProtocolError
+from native_host.jsonstrict import InvalidJson, decode_object
+from native_host.ports import Clock, RandomBytes
+
+SEND_QUIET = 0.3  # seconds without a new change before a batch goes out...
+SEND_MAX_DELAY = 3.0  # ...or this long after the first unsent change, whichever comes first
+RETRY_MIN = 60.0  # a batch not confirmed after this long is sent again (then 2x, 4x, ...)
+RETRY_MAX = 6 * 3600.0
+RETRY_AFTER_SHORT_ACK = 10.0  # the member answered but is missing part of what was sent
+CHUNK_JSON_BYTES = 640 * 1024  # rows per chunk, measured as JSON before compression
+CHUNK_MAX_COMPRESSED = 512 * 1024  # keeps every sealed message under envelope.MAX_MESSAGE_BYTES
+MAX_PLAIN_BYTES = 8 * 1024 * 1024  # a chunk never decompresses to more (zip bombs)
+MAX_ROWS = 5000  # rows in one chunk
+MAX_INTERVALS = 64  # received ranges remembered per member beyond the contiguous one
+MAX_SEQ = 2**62
+PAGE = 1000  # rows read from the repo at a time while building a batch
+
+
+@dataclass(frozen=True)
+class StoredPeer:
+    state: PeerState
+    seq: int  # this device's change counter when the row last changed
+    origin: str | None  # the member whose update made exactly this state; None: ours or mixed
+
+
+@dataclass(frozen=True)
+class Link:
+    """What this device knows about syncing with one other member."""
+
+    device: str
+    acked: int = 0  # the member confirmed every row change of ours up to here
+    sent: int = 0  # our last batch covered up to here
+    covered: tuple[tuple[int, int], ...] = ()  # the member's seq ranges (lo, hi] we received
+    ack_sent: int = 0  # how much of `covered` we last told the member
+    pending: tuple[int, ...] = ()  # UIDs of our last batch in the member's inbox
+    last_send: float = 0.0
+    retry_at: float | None = None
+    retry_wait: float = RETRY_MIN
+
+    @property
+    def received(self) -> int:
+        """How far the member's changes reached us without a gap."""
+        return self.covered[0][1] if self.covered and self.covered[0][0] == 0 else 0
+
+
+class PeerRepo(Protocol):
+    """The peer table and the links; one writer. Every method runs inside `transaction`."""
+
+    def transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
+        """All-or-nothing. `durable`: on disk before it returns (a server deletion follows)."""
+        ...
+
+    def get(self, addr: str) -> StoredPeer | None: ...
+
+    def put(self, state: PeerState, origin: str | None) -> int:
+        """Store the row under the next seq, which it returns."""
+        ...
+
+    def head(self) -> int:
+        """The highest seq handed out (0 for an empty table)."""
+        ...
+
+    def changed_since(self, seq: int, limit: int) -> list[StoredPeer]:
+        """Rows whose seq is above `seq`, lowest seq first."""
+        ...
+
+    def page(self, after: str | None, limit: int) -> list[PeerState]:
+        """Rows by address, after `after`."""
+        ...
+
+    def count(self) -> int: ...
+
+    def link(self, device: str) -> Link | None: ...
+
+    def links(self) -> list[Link]: ...
+
+    def save_link(self, link: Link) -> None: ...
+
+    def drop_link(self, device: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A batch due for one member: rows changed in (lo, hi], and our ack of its changes."""
+
+    device: str
+    lo: int
+    hi: int
+    ack: int
+
+
+def add_range(
+    covered: tuple[tuple[int, int], ...], lo: int, hi: int
+) -> tuple[tuple[int, int], ...]:
+    """Union of ranges (lo, hi]; touching ranges join. Beyond MAX_INTERVALS the highest are
+    forgotten, which only costs a resend."""
+    if hi <= lo:
+        return covered
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted((*covered, (lo, hi))):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return tuple(merged[: MAX_INTERVALS + 1])
+
+
+@dataclass
+class _Pending:
+    first: float | None = None
+    last: float = 0.0
+    clean: dict[str, int] = field(default_factory=dict)  # device -> head checked: nothing new
+
+
+class KeySync:
+    """The sync logic of one device for one account (see the module docstring)."""
+
+    def __init__(self, repo: PeerRepo, me: str, clock: Clock) -> None:
+        self.repo = repo
+        self.me = me
+        self._clock = clock
+        self._pending = _Pending()
+
+    # --- changes ------------------------------------------------------------------------------
+    def ingest(self, states: Iterable[PeerState]) -> list[PeerState]:
+        """Merge what this device learned itself (from mail); returns the rows that changed."""
+        with self.repo.transaction():
+            changed = self._merge_all(states, origin=None)
+        if changed:
+            self._touch()
+        return changed
+
+    def _merge_all(self, states: Iterable[PeerState], origin: str | None) -> list[PeerState]:
+        changed: list[PeerState] = []
+        for incoming in states:
+            current = self.repo.get(incoming.addr)
+            new = incoming if current is None else merge(current.state, incoming)
+            if current is not None and new == current.state:
+                continue
+            self.repo.put(new, origin if origin is not None and new == incoming else None)
+            changed.append(new)
+        return changed
+
+    def _touch(self) -> None:
+        now = self._clock()
+        if self._pending.first is None:
+            self._pending.first = now
+        self._pending.last = now
+
+    def _ensure_links(self, members: Mapping[str, Member]) -> bool:
+        """Start a link for each member first seen; drop links of devices no longer members.
+        False when this device is not a member itself (it may not sync yet)."""
+        mine = members.get(self.me)
+        if mine is None:
+            return False
+        known = {link.device for link in self.repo.links()}
+        for device, member in members.items():
+            if device == self.me or device in known:
+                continue
+            snapshot = member.added_by == self.me or member.seq < mine.seq
+            self.repo.save_link(Link(device, acked=0 if snapshot else self.repo.head()))
+        for device in known - set(members):
+            self.repo.drop_link(device)
+        return True
+
+    # --- receiving ----------------------------------------------------------------------------
+    def apply(
+        self, sender: str, payload: dict[str, Any], members: Mapping[str, Member]
+    ) -> list[PeerState]:
+        """Merge one chunk from `sender` (already authenticated and decrypted); durable before it
+        returns, so the caller may then delete the message."""
+        lo, hi, ack, rows, bad = parse_payload(payload)
+        now = self._clock()
+        with self.repo.transaction(durable=True):
+            if not self._ensure_links(members):
+                raise RemoteProtocolError("a key update, but this device is not a member")
+            link = self.repo.link(sender)
+            if link is None:
+                raise RemoteProtocolError(f"a key update from {sender}, which is not a member")
+            changed = self._merge_all(rows, origin=sender)
+            acked = max(link.acked, min(ack, link.sent))
+            retry_at, retry_wait = link.retry_at, link.retry_wait
+            if acked >= link.sent:
+                retry_at, retry_wait = None, RETRY_MIN
+            elif ack < link.sent:  # it read its inbox and still misses part of what we sent
+                soon = now + RETRY_AFTER_SHORT_ACK
+                retry_at = soon if retry_at is None else min(retry_at, soon)
+            link = replace(
+                link,
+                acked=acked,
+                covered=add_range(link.covered, lo, hi),
+                retry_at=retry_at,
+                retry_wait=retry_wait,
+            )
+            self.repo.save_link(link)
+        if changed or link.received > link.ack_sent:
+            self._touch()
+        if bad:
+            raise PartlyRejected(changed, bad)
+        return changed
+
+    # --- sending ------------------------------------------------------------------------------
+    def plan(self, members: Mapping[str, Member]) -> list[Outgoing]:
+        """The batches due now (empty while changes are still streaming in)."""
+        now = self._clock()
+        with self.repo.transaction():
+            if not self._ensure_links(members):
+                return []
+            head = self.repo.head()
+            links = self.repo.links()
+        pending = self._pending
+        quiet = pending.first is None or (
+            now - pending.last >= SEND_QUIET or now - pending.first >= SEND_MAX_DELAY
+        )
+        due: list[Outgoing] = []
+        for link in links:
+            retry = link.acked < link.sent and link.retry_at is not None and now >= link.retry_at
+            if retry or (quiet and (link.received > link.ack_sent or self._fresh(link, head))):
+                due.append(Outgoing(link.device, link.acked, head, link.received))
+        if quiet:
+            pending.first = None
+        return due
+
+    def _fresh(self, link: Link, head: int) -> bool:
+        """Any row changed since our last batch to `link` that did not come from it?"""
+        start = max(link.sent, self._pending.clean.get(link.device, 0))
+        while start < head:
+            with self.repo.transaction():
+                rows = self.repo.changed_since(start, PAGE)
+            if not rows:
+                break
+            if any(row.origin != link.device for row in rows):
+                return True
+            start = rows[-1].seq
+        self._pending.clean[link.device] = head
+        return False
+
+    def chunks(self, out: Outgoing) -> Iterator[bytes]:
+        """The batch's chunks, compressed, read from the repo a page at a time (rows changed
+        meanwhile have a seq above `out.hi` and go in the next batch)."""
+        lo = out.lo
+        rows: list[tuple[int, dict[str, Any]]] = []
+        size = 0
+        start = out.lo
+        while start < out.hi:
+            with self.repo.transaction():
+                page = [r for r in self.repo.changed_since(start, PAGE) if r.seq <= out.hi]
+            if not page:
+                break
+            for row in page:
+                if row.origin != out.device:
+                    doc = row.state.to_json()
+                    rows.append((row.seq, doc))
+                    size += len(json.dumps(doc)) + 1
+                if size >= CHUNK_JSON_BYTES or len(rows) >= MAX_ROWS:
+                    yield from _compressed(lo, row.seq, out.ack, rows)
+                    lo, rows, size = row.seq, [], 0
+            start = page[-1].seq
+        yield from _compressed(lo, out.hi, out.ack, rows)
+
+    def sent(self, out: Outgoing, uids: Iterable[int | None]) -> tuple[int, ...]:
+        """Record a batch on the server; returns the UIDs of the batch it replaces (to delete)."""
+        now = self._clock()
+        with self.repo.transaction():
+            link = self.repo.link(out.device)
+            if link is None:
+                return ()
+            sent = max(link.sent, out.hi)
+            retry = link.retry_at is not None and now >= link.retry_at
+            wait = min(link.retry_wait * 2, RETRY_MAX) if retry else link.retry_wait
+            self.repo.save_link(
+                replace(
+                    link,
+                    sent=sent,
+                    ack_sent=max(link.ack_sent, out.ack),
+                    pending=tuple(u for u in uids if u is not None),
+                    last_send=now,
+                    retry_at=now + wait if link.acked < sent else None,
+                    retry_wait=wait,
+                )
+            )
+        self._pending.clean[out.device] = max(self._pending.clean.get(out.device, 0), out.hi)
+        return tuple(u for u in link.pending if u is not None)
+
+    def next_due(self) -> float | None:
+        """When `plan` may next have something (None: nothing waits but new input)."""
+        times: list[float] = []
+        if self._pending.first is not None:
+            times.append(min(self._pending.last + SEND_QUIET, self._pending.first + SEND_MAX_DELAY))
+        with self.repo.transaction():
+            links = self.repo.links()
+        times += [
+            link.retry_at for link in links if link.retry_at is not None and link.acked < link.sent
+        ]
+        return min(times) if times else None
+
+
+class PartlyRejected(RemoteProtocolError):
+    """A chunk was applied, but some of its rows were malformed and skipped."""
+
+    def __init__(self, changed: list[PeerState], bad: int) -> None:
+        super().__init__(f"{bad} malformed peer rows skipped in a key update")
+        self.changed = changed
+
+
+def _compressed(
+    lo: int, hi: int, ack: int, rows: list[tuple[int, dict[str, Any]]]
+) -> Iterator[bytes]:
+    """One chunk covering (lo, hi], or two halves (recursively) split at a row's seq if it
+    compresses too badly to fit in a message."""
+    docs = [doc for _seq, doc in rows]
+    data = zlib.compress(canonical({"lo": lo, "hi": hi, "ack": ack, "peers": docs}), 6)
+    if len(data) <= CHUNK_MAX_COMPRESSED or len(rows) <= 1:
+        yield data
+        return
+    half = len(rows) // 2
+    cut = rows[half - 1][0]
+    yield from _compressed(lo, cut, ack, rows[:half])
+    yield from _compressed(cut, hi, ack, rows[half:])
+
+
+def parse_payload(
+    payload: dict[str, Any],
+) -> tuple[int, int, int, list[PeerState], int]:
+    """(lo, hi, ack, rows, malformed row count); the shape was checked by the schema."""
+    lo, hi, ack = payload["lo"], payload["hi"], payload["ack"]
+    if not lo <= hi:
+        raise RemoteProtocolError("key update range is reversed")
+    rows: list[PeerState] = []
+    bad = 0
+    for doc in payload["peers"]:
+        try:
+            rows.append(PeerState.from_json(doc))
+        except ValueError:
+            bad += 1
+    return lo, hi, ack, rows, bad
+
+
+# --- the wire ---------------------------------------------------------------------------------
+
+
+def _associated(sender: str, recipient: str) -> bytes:
+    return f"autocrypt-sma key-update {sender} {recipient}".encode()
+
+
+def seal_chunk(
+    chunk: bytes,
+    *,
+    sender: str,
+    sender_keys: DeviceKeys,
+    recipient: str,
+    recipient_keys: DevicePublic,
+    account: str,
+    now: float,
+    random: RandomBytes,
+) -> bytes:
+    """The SMA message for one chunk: encrypted to the recipient's device key, then signed."""
+    box = encrypt_to(recipient_keys, chunk, _associated(sender, recipient), random)
+    return envelope.build(
+        MessageType.KEY_UPDATE,
+        sender,
+        {"box": box},
+        account=account,
+        now=now,
+        random=random,
+        keys=sender_keys,
+        to=recipient,
+    )
+
+
+def open_chunk(
+    message: SmaMessage, *, me: str, my_keys: DeviceKeys, signer: DevicePublic
+) -> dict[str, Any]:
+    """Verify, decrypt and decompress one chunk (bounded), or raise RemoteProtocolError."""
+    if message.type is not MessageType.KEY_UPDATE:
+        raise RemoteProtocolError(f"{message.type} is not a key update")
+    if message.to != me:
+        raise RemoteProtocolError("addressed to another device (a replay?)")
+    if not verify_document(message.document, signer):
+        raise RemoteProtocolError("key update signature does not verify")
+    compressed = decrypt_from(my_keys, message.data.get("box"), _associated(message.sender, me))
+    inflater = zlib.decompressobj()
+    try:
+        plain = inflater.decompress(compressed, MAX_PLAIN_BYTES)
+    except zlib.error:
+        raise RemoteProtocolError("key update does not decompress") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise RemoteProtocolError(f"key update decompresses to more than {MAX_PLAIN_BYTES} bytes")
+    try:
+        payload = decode_object(plain)
+    except InvalidJson as exc:
+        raise RemoteProtocolError(f"key update payload: {exc}") from None
+    envelope.check_payload("key-update-payload", payload)
+    return payload

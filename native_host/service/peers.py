@@ -1,0 +1,237 @@
+"""The account's Autocrypt peers on this device: mail in, queries out, and key sync over the SMA.
+
+The protocol is in core/keysync.py and core/autocrypt.py; this module feeds them real input (a
+message from the add-on, a chunk from the inbox), runs the sends on the runtime's connection,
+and reports changes as `peers.updated` events.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, cast
+
+from native_host.core import autocrypt, layout
+from native_host.core.autocrypt import InvalidMessage, PeerState, canonical_addr
+from native_host.core.devicelog import DeviceLog
+from native_host.core.envelope import SmaMessage
+from native_host.core.keysync import KeySync, PartlyRejected, PeerRepo, open_chunk, seal_chunk
+from native_host.errors import ErrorCode, HostError, RemoteProtocolError
+from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], None]
+MAX_EVENT_ADDRS = 100
+MAX_LIST = 500
+
+
+def _key_ok(keydata: bytes) -> bool:
+    from native_host.adapters.pgp import usable_peer_key
+
+    return usable_peer_key(keydata)
+
+
+def _gossip_values(block: bytes) -> list[str]:
+    """Autocrypt-Gossip values from the decrypted inner part's header block (bounded)."""
+    cut = min((i for i in (block.find(b"\r\n\r\n"), block.find(b"\n\n")) if i >= 0), default=-1)
+    head = block[:cut] if cut >= 0 else block
+    if len(head) > autocrypt.MAX_HEADER_BLOCK_BYTES:
+        raise InvalidMessage("gossip header block above 64 KiB")
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+    return [str(v) for v in (parsed.get_all("Autocrypt-Gossip") or [])][:100]
+
+
+def peer_view(state: PeerState, *, detail: bool = False) -> dict[str, Any]:
+    view = state.to_json()
+    if detail:
+        from native_host.adapters.pgp import peer_key_fingerprint
+
+        view["public_key_fingerprint"] = (
+            peer_key_fingerprint(state.public_key) if state.public_key else None
+        )
+        view["gossip_key_fingerprint"] = (
+            peer_key_fingerprint(state.gossip_key) if state.gossip_key else None
+        )
+    return view
+
+
+def _decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise HostError(ErrorCode.INVALID_PARAMS, f"params.{what}: not valid base64") from None
+
+
+class PeerBook:
+    def __init__(
+        self,
+        repo: PeerRepo,
+        account: str,
+        emit: Emit,
+        wake: Callable[[], None],
+        *,
+        clock: Clock,
+        random: RandomBytes,
+    ) -> None:
+        self.repo = repo
+        self.account = account
+        self._me = canonical_addr(account)
+        self.sync = KeySync(repo, "", clock)
+        self._emit = emit
+        self._wake = wake  # the sync loop sleeps until a batch is due; new changes move that
+        self._clock = clock
+        self._random = random
+        self.appended = 0  # SMA messages this device appended for key sync (for benchmarks)
+
+    def set_device(self, device_id: str) -> None:
+        self.sync.me = device_id
+
+    # --- the API ------------------------------------------------------------------------------
+    def ingest(self, message_b64: str, gossip_b64: str | None = None) -> dict[str, Any]:
+        raw = _decode(message_b64, "message")
+        try:
+            info = autocrypt.message_headers(raw)
+            gossip = (
+                _gossip_values(_decode(gossip_b64, "gossip"))
+                if gossip_b64 is not None and info.content_type == "multipart/encrypted"
+                else []
+            )
+        except InvalidMessage as exc:
+            raise HostError(ErrorCode.INVALID_PARAMS, f"params.message: {exc}") from None
+        sender = info.from_addr
+        result: dict[str, Any] = {"updated": False, "addr": sender}
+        if not info.from_addrs:
+            result["ignored"] = "no From address"
+            return result
+        if sender is None:
+            result["ignored"] = "more than one From address"
+            return result
+        if sender == self._me:
+            result["ignored"] = "sent from this account"
+            return result
+        states = autocrypt.contributions(
+            info, int(self._clock()), key_ok=_key_ok, gossip_values=gossip
+        )
+        if not states:
+            result["ignored"] = "an automatic reply or a delivery report"
+            return result
+        states = [s for s in states if s.addr != self._me]
+        was_idle = self.sync.next_due() is None
+        changed = self.sync.ingest(states)
+        if changed:
+            self._updated(changed, "mail")
+            if was_idle:
+                self._wake()
+        result["updated"] = any(s.addr == sender for s in changed)
+        if len(changed) > int(result["updated"]):
+            result["gossip_updated"] = len(changed) - int(result["updated"])
+        return result
+
+    def get(self, addr: str) -> dict[str, Any] | None:
+        with self.repo.transaction():
+            row = self.repo.get(canonical_addr(addr))
+        return None if row is None else peer_view(row.state, detail=True)
+
+    def page(self, limit: int, cursor: str | None) -> dict[str, Any]:
+        limit = max(1, min(limit, MAX_LIST))
+        with self.repo.transaction():
+            page = self.repo.page(cursor, limit + 1)
+            total = self.repo.count()
+        more = len(page) > limit
+        page = page[:limit]
+        return {
+            "peers": [peer_view(s) for s in page],
+            "cursor": page[-1].addr if more else None,
+            "total": total,
+        }
+
+    def recommend(self, recipients: list[str], reply_to_encrypted: bool) -> dict[str, Any]:
+        now = int(self._clock())
+        each: list[dict[str, Any]] = []
+        with self.repo.transaction():
+            rows = {addr: self.repo.get(canonical_addr(addr)) for addr in recipients}
+        for addr in recipients:
+            row = rows[addr]
+            each.append(
+                {
+                    "addr": canonical_addr(addr),
+                    "recommendation": autocrypt.recommend(
+                        None if row is None else row.state,
+                        now,
+                        reply_to_encrypted,
+                        own_prefer_mutual=False,
+                        key_usable=_key_ok,
+                    ),
+                }
+            )
+        overall = autocrypt.recommend_many(
+            [cast(autocrypt.Recommendation, e["recommendation"]) for e in each]
+        )
+        return {"recommendation": overall, "recipients": each}
+
+    def _updated(self, changed: list[PeerState], source: str) -> None:
+        self._emit(
+            "peers.updated",
+            {
+                "account": self.account,
+                "source": source,
+                "count": len(changed),
+                "addrs": [s.addr for s in changed[:MAX_EVENT_ADDRS]],
+            },
+        )
+
+    # --- the SMA ------------------------------------------------------------------------------
+    def receive(self, message: SmaMessage, chain: DeviceLog, my_keys: Any) -> None:
+        """One key-update chunk from this device's inbox, applied durably (the caller deletes it
+        afterwards); raises RemoteProtocolError to have it reported and dropped."""
+        members = chain.members()
+        member = members.get(message.sender)
+        if member is None:
+            raise RemoteProtocolError(f"key update from {message.sender}, not a member")
+        payload = open_chunk(message, me=self.sync.me, my_keys=my_keys, signer=member.keys)
+        try:
+            changed = self.sync.apply(message.sender, payload, members)
+        except PartlyRejected as exc:
+            if exc.changed:
+                self._updated(exc.changed, "sync")
+            raise
+        if changed:
+            self._updated(changed, "sync")
+
+    def flush(self, store: FolderStore, chain: DeviceLog, my_keys: Any) -> int:
+        """Send every batch that is due; returns how many messages were appended."""
+        members = chain.members()
+        appended = 0
+        for out in self.sync.plan(members):
+            member = members.get(out.device)
+            if member is None:
+                continue
+            folder = layout.inbox_folder(out.device)
+            uids: list[int | None] = []
+            try:
+                for chunk in self.sync.chunks(out):
+                    raw = seal_chunk(
+                        chunk,
+                        sender=self.sync.me,
+                        sender_keys=my_keys,
+                        recipient=out.device,
+                        recipient_keys=member.keys,
+                        account=self.account,
+                        now=self._clock(),
+                        random=self._random,
+                    )
+                    uids.append(store.append(folder, raw))
+                    appended += 1
+            except FolderMissing:
+                log.warning("key sync: the inbox of %s is missing; skipped", out.device)
+                continue
+            replaced = self.sync.sent(out, uids)
+            if replaced:
+                store.delete_messages(folder, list(replaced))
+        self.appended += appended
+        return appended
