@@ -34,6 +34,7 @@ import re
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -765,3 +766,390 @@ def _as_datetime(now: datetime | float) -> datetime:
     if isinstance(now, bool) or not isinstance(now, int | float) or not 0 <= now < 2**32:
         raise ValueError("now must be a time from 1970 to 2106")
     return datetime.fromtimestamp(int(now), UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Correspondents' keys (Autocrypt keydata received in mail)
+#
+# Peer keys are judged differently from the account key: they come from other OpenPGP programs,
+# so RSA and NIST curves are accepted and material we do not need (third-party certifications,
+# user attributes, v3 signatures, subkeys we could not encrypt to) is skipped rather than
+# refused. The only question is "can we encrypt to this key now?", answered with a bool, since a
+# bad key in a header just means the header is ignored (Autocrypt Level 1, "keydata").
+
+# Every keydata from a valid Autocrypt header is smaller: headers above 10 KiB are invalid and
+# base64 inflates by 4/3, so 10 KiB of binary never refuses a legitimate header while keeping
+# pgpy's work six times below MAX_KEY_BYTES (which bounds armored keys from our own keyring).
+MAX_PEER_KEY_BYTES = 10 * 1024
+MAX_PEER_PACKETS = 32
+MAX_PEER_SUBKEYS = 8
+PEER_CACHE_SIZE = 4096
+
+TAG_USER_ATTRIBUTE = 17
+SIG_DIRECT_KEY = 0x1F
+
+ALG_RSA = 1
+ALG_RSA_ENCRYPT = 2
+ALG_RSA_SIGN = 3
+ALG_ELGAMAL = 16
+ALG_ECDSA = 19
+
+# RSA and ElGamal moduli: 2048 bits is today's floor; GnuPG makes nothing above 8192 bits. The
+# RSA public exponent is the sender's choice, and OpenSSL accepts one as long as the modulus (up
+# to 3072 bits), which would make each verification as slow as a decryption: real keys use
+# 65537 (a few old ones 3, 17 or 41), so anything beyond 64 bits is refused.
+MIN_PEER_MODULUS_BITS = 2048
+MAX_PEER_MODULUS_BITS = 8192
+MAX_PEER_RSA_EXPONENT_BITS = 64
+
+# curve OIDs as they appear in key packets (RFC 4880bis / RFC 6637), without tag and length
+_OID_ED25519 = bytes.fromhex("2b06010401da470f01")
+_OID_CV25519 = bytes.fromhex("2b060104019755010501")
+_OID_NIST = frozenset(
+    {
+        bytes.fromhex("2a8648ce3d030107"),  # P-256
+        bytes.fromhex("2b81040022"),  # P-384
+        bytes.fromhex("2b81040023"),  # P-521
+    }
+)
+_ENCRYPTION_FLAGS = FLAG_ENCRYPT_COMMS | FLAG_ENCRYPT_STORAGE
+
+_PEER_CACHE: OrderedDict[bytes, _PeerVerdict] = OrderedDict()
+_PEER_CACHE_LOCK = threading.Lock()
+
+
+def usable_peer_key(keydata: bytes, *, now: float | None = None) -> bool:
+    """Whether a correspondent's Autocrypt keydata is a key we may encrypt to at `now`.
+
+    The same key arrives with every mail from that correspondent, so verdicts are memoized (see
+    `_peer_verdict`). Never raises on bad input: a key in a mail header is attacker-controlled,
+    and the only consequence of a bad one is that the header is ignored.
+    """
+    try:
+        return _peer_verdict(keydata, now).usable
+    except Exception:
+        log.debug("peer key check failed unexpectedly", exc_info=True)
+        return False
+
+
+def peer_key_fingerprint(keydata: bytes, *, now: float | None = None) -> str | None:
+    """The primary key's fingerprint (40 upper-case hex digits) if `usable_peer_key`, else None.
+
+    Unusable keys get no fingerprint so that nothing is shown to the user that looks like a
+    key they could rely on.
+    """
+    try:
+        verdict = _peer_verdict(keydata, now)
+    except Exception:
+        log.debug("peer key check failed unexpectedly", exc_info=True)
+        return None
+    return verdict.fingerprint if verdict.usable else None
+
+
+class _PeerVerdict(NamedTuple):
+    usable: bool
+    fingerprint: str | None
+    # the verdict holds for every `now` in [valid_from, valid_until): in between, no expiry
+    # time in the key is crossed, so a cached verdict is reused only inside this interval
+    valid_from: float
+    valid_until: float
+
+
+_NEVER_USABLE = _PeerVerdict(False, None, -math.inf, math.inf)
+
+
+def _peer_verdict(keydata: bytes, now: float | None) -> _PeerVerdict:
+    """The verdict for `keydata` at `now`, from the cache when no expiry lies in between.
+
+    Keyed by SHA-256 of the bytes (not the bytes themselves, to keep the cache's memory bounded
+    by entry count). The lock is not held while checking: pgpy has its own lock, and a second
+    thread checking the same key at worst repeats the work.
+    """
+    if not isinstance(keydata, bytes | bytearray):
+        return _NEVER_USABLE
+    if not keydata or len(keydata) > MAX_PEER_KEY_BYTES:
+        return _NEVER_USABLE  # refused before hashing: no cache entry to evict others with
+    at = time.time() if now is None else float(now)
+    if math.isnan(at):
+        return _NEVER_USABLE
+    digest = hashlib.sha256(keydata).digest()
+    with _PEER_CACHE_LOCK:
+        cached = _PEER_CACHE.get(digest)
+        if cached is not None and cached.valid_from <= at < cached.valid_until:
+            _PEER_CACHE.move_to_end(digest)
+            return cached
+    verdict = _peer_check(bytes(keydata), at)
+    with _PEER_CACHE_LOCK:
+        _PEER_CACHE[digest] = verdict
+        _PEER_CACHE.move_to_end(digest)
+        while len(_PEER_CACHE) > PEER_CACHE_SIZE:
+            _PEER_CACHE.popitem(last=False)
+    return verdict
+
+
+def _peer_check(data: bytes, now: float) -> _PeerVerdict:
+    """Structure first, without pgpy (cheap, bounded); then signatures, with pgpy."""
+    try:
+        peer = _peer_structure(data)
+    except BadAccountKey:
+        return _NEVER_USABLE
+    if peer is None:
+        return _NEVER_USABLE
+    before = [t for t in peer.marks if t <= now]
+    after = [t for t in peer.marks if t > now]
+    valid_from = max(before, default=-math.inf)
+    valid_until = min(after, default=math.inf)
+    try:
+        with _pgpy() as pgpy:
+            usable = _peer_usable(pgpy, peer, now)
+    except Exception as exc:  # pgpy raising on odd input: unusable, never a crash
+        log.debug("peer key rejected (%s)", type(exc).__name__)
+        return _NEVER_USABLE
+    fingerprint = _v4_fingerprint(peer.primary.packet.body)
+    return _PeerVerdict(usable, fingerprint, valid_from, valid_until)
+
+
+@dataclass
+class _PeerSig:
+    packet: _Packet
+    info: _SigInfo
+
+
+@dataclass
+class _PeerPart:
+    """A key or user id packet with the signatures that follow it."""
+
+    packet: _Packet
+    created: int = 0
+    alg: int = 0
+    bits: int = 0  # RSA/ElGamal modulus size
+    exponent_bits: int = 0  # RSA public exponent size
+    oid: bytes = b""  # ECC curve
+    sigs: list[_PeerSig] = field(default_factory=list)
+
+
+@dataclass
+class _PeerKey:
+    primary: _PeerPart
+    uids: list[_PeerPart]
+    subkeys: list[_PeerPart]  # only those with an algorithm we can encrypt to
+    marks: list[float]  # every time at which some signature or key expires
+
+
+def _peer_structure(data: bytes) -> _PeerKey | None:
+    """Walk the packets without pgpy: None if the key cannot be usable whatever it signs.
+
+    Refuses what is not one v4 transferable public key (secret keys, other packet types, too
+    many packets or subkeys); drops what a usable key may carry but we never need (trust
+    packets, user attributes, non-v4 signatures, signatures we cannot read, subkeys we could
+    not encrypt to). Hashed subpackets are read here so pgpy is only asked to verify.
+    """
+    packets = _packets(data)
+    if not packets or len(packets) > MAX_PEER_PACKETS or packets[0].tag != TAG_PUBLIC_KEY:
+        return None
+    primary = _peer_part(packets[0])
+    if primary is None or not _peer_can_certify(primary):
+        return None
+    uids: list[_PeerPart] = []
+    subkeys: list[_PeerPart] = []
+    subkey_count = 0
+    current: _PeerPart | None = primary
+    for p in packets[1:]:
+        if p.tag == TAG_SIGNATURE:
+            if current is None or not p.body or p.body[0] != 4:
+                continue
+            try:
+                info = _sig_info(p.raw)
+            except BadAccountKey:
+                continue  # e.g. an unknown critical subpacket: the signature is invalid
+            current.sigs.append(_PeerSig(p, info))
+        elif p.tag == TAG_USER_ID:
+            current = _PeerPart(p)
+            uids.append(current)
+        elif p.tag == TAG_PUBLIC_SUBKEY:
+            subkey_count += 1
+            if subkey_count > MAX_PEER_SUBKEYS:
+                return None
+            current = _peer_part(p)
+            if current is not None and _peer_can_encrypt(current):
+                subkeys.append(current)
+            else:
+                current = None
+        elif p.tag == TAG_USER_ATTRIBUTE:
+            current = None
+        elif p.tag != TAG_TRUST:
+            return None  # secret key material, a second key, or no key packet at all
+    if not uids or not (subkeys or _peer_can_encrypt(primary)):
+        return None
+    marks: list[float] = []
+    for part in [primary, *uids, *subkeys]:
+        key_created = (primary if part.packet.tag == TAG_USER_ID else part).created
+        for sig in part.sigs:
+            if sig.info.sig_expires:
+                marks.append(sig.info.created + sig.info.sig_expires)
+            if sig.info.key_expires:
+                marks.append(key_created + sig.info.key_expires)
+    return _PeerKey(primary, uids, subkeys, marks)
+
+
+def _peer_part(p: _Packet) -> _PeerPart | None:
+    """A v4 key packet's creation time, algorithm and size (or curve); None if malformed."""
+    body = p.body
+    if len(body) < 8 or body[0] != 4:
+        return None
+    created = int.from_bytes(body[1:5], "big")
+    alg = body[5]
+    rest = body[6:]
+    if alg in (ALG_RSA, ALG_RSA_ENCRYPT, ALG_RSA_SIGN, ALG_ELGAMAL):
+        modulus, rest = _peer_mpi(rest)  # RSA n or ElGamal p
+        exponent, _ = _peer_mpi(rest) if alg != ALG_ELGAMAL else (None, b"")
+        if modulus is None or (alg != ALG_ELGAMAL and exponent is None):
+            return None
+        exponent_bits = 0 if exponent is None else exponent.bit_length()
+        return _PeerPart(p, created, alg, bits=modulus.bit_length(), exponent_bits=exponent_bits)
+    if alg in (ALG_ECDH, ALG_ECDSA, ALG_EDDSA):
+        n = rest[0]
+        if n in (0, 0xFF) or 1 + n > len(rest):
+            return None
+        return _PeerPart(p, created, alg, oid=bytes(rest[1 : 1 + n]))
+    return _PeerPart(p, created, alg)  # DSA and the rest: neither certifies nor encrypts here
+
+
+def _peer_mpi(data: bytes) -> tuple[int | None, bytes]:
+    """The multiprecision integer at the start of `data` and what follows it (RFC 4880 3.2)."""
+    if len(data) < 2:
+        return None, b""
+    end = 2 + (int.from_bytes(data[:2], "big") + 7) // 8
+    if end > len(data):
+        return None, b""
+    return int.from_bytes(data[2:end], "big"), data[end:]
+
+
+def _peer_can_certify(part: _PeerPart) -> bool:
+    """Primary key algorithms whose self-signatures we verify (DSA is not among them)."""
+    if part.alg in (ALG_RSA, ALG_RSA_SIGN):
+        return (
+            MIN_PEER_MODULUS_BITS <= part.bits <= MAX_PEER_MODULUS_BITS
+            and part.exponent_bits <= MAX_PEER_RSA_EXPONENT_BITS
+        )
+    if part.alg == ALG_ECDSA:
+        return part.oid in _OID_NIST
+    return part.alg == ALG_EDDSA and part.oid == _OID_ED25519
+
+
+def _peer_can_encrypt(part: _PeerPart) -> bool:
+    if part.alg in (ALG_RSA, ALG_RSA_ENCRYPT, ALG_ELGAMAL):
+        return MIN_PEER_MODULUS_BITS <= part.bits <= MAX_PEER_MODULUS_BITS
+    return part.alg == ALG_ECDH and (part.oid == _OID_CV25519 or part.oid in _OID_NIST)
+
+
+def _peer_usable(pgpy: Any, peer: _PeerKey, now: float) -> bool:
+    """The signature checks, each signature verified only if its verdict can matter.
+
+    pgpy gets the key, user id and subkey packets but none of the signatures attached: it
+    then verifies exactly the signature it is given, and its own expiry and revocation
+    bookkeeping (which reads the wall clock, not `now`) stays out of the way.
+    """
+    primary = _peer_pgpy_packet(pgpy, peer.primary.packet)
+    if primary is None:
+        return False
+    key = pgpy.PGPKey() | primary
+    keyid = key.fingerprint.keyid
+
+    def verifies(subject: Any, sig: _PeerSig, *, strong_hash: bool = True) -> bool:
+        info = sig.info
+        if info.pk_alg != peer.primary.alg or _expired(info.created, info.sig_expires, now):
+            return False
+        if strong_hash and info.hash_alg not in STRONG_HASHES:
+            return False
+        obj = _peer_pgpy_packet(pgpy, sig.packet)
+        if obj is None:
+            return False
+        try:
+            wrapped = pgpy.PGPSignature() | obj
+            return wrapped.signer == keyid and bool(key.verify(subject, wrapped))
+        except Exception:
+            return False
+
+    # revocations are honoured whatever hash they use: a forged one can only make us refuse
+    if any(
+        s.info.sig_type == SIG_KEY_REVOCATION and verifies(key, s, strong_hash=False)
+        for s in peer.primary.sigs
+    ):
+        return False
+
+    # self-signatures, newest first: the newest valid one says how the primary may be used and
+    # when it expires; at least one must bind an unrevoked user id
+    candidates: list[tuple[float, Any, _PeerSig]] = [
+        (s.info.created, None, s) for s in peer.primary.sigs if s.info.sig_type == SIG_DIRECT_KEY
+    ]
+    for uid_part in peer.uids:
+        obj = _peer_pgpy_packet(pgpy, uid_part.packet)
+        if obj is None:
+            continue
+        uid = pgpy.PGPUID() | obj
+        key |= uid
+        if any(
+            s.info.sig_type == SIG_CERT_REVOCATION and verifies(uid, s, strong_hash=False)
+            for s in uid_part.sigs
+        ):
+            continue
+        candidates += [
+            (s.info.created, uid, s) for s in uid_part.sigs if s.info.sig_type in SIG_CERTIFICATIONS
+        ]
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    newest: _SigInfo | None = None
+    binds_uid = False
+    for _, uid, sig in candidates:
+        if newest is not None and (binds_uid or uid is None):
+            continue
+        if not verifies(key if uid is None else uid, sig):
+            continue
+        if newest is None:
+            newest = sig.info
+        binds_uid = binds_uid or uid is not None
+        if binds_uid:
+            break
+    if newest is None or not binds_uid:
+        return False
+    if _expired(peer.primary.created, newest.key_expires, now):
+        return False
+    flags = newest.key_flags
+    if flags is not None and flags & _ENCRYPTION_FLAGS and _peer_can_encrypt(peer.primary):
+        return True
+
+    for part in peer.subkeys:
+        obj = _peer_pgpy_packet(pgpy, part.packet)
+        if obj is None:
+            continue
+        sub = pgpy.PGPKey() | obj
+        key |= sub
+        if any(
+            s.info.sig_type == SIG_SUBKEY_REVOCATION and verifies(sub, s, strong_hash=False)
+            for s in part.sigs
+        ):
+            continue
+        bindings = sorted(
+            (s for s in part.sigs if s.info.sig_type == SIG_SUBKEY_BINDING),
+            key=lambda s: s.info.created,
+            reverse=True,
+        )
+        binding = next((s.info for s in bindings if verifies(sub, s)), None)
+        if binding is None or _expired(part.created, binding.key_expires, now):
+            continue
+        # no key flags at all (older keys): the algorithm decides, and it can encrypt
+        if binding.key_flags is None or binding.key_flags & _ENCRYPTION_FLAGS:
+            return True
+    return False
+
+
+def _peer_pgpy_packet(pgpy: Any, p: _Packet) -> Any | None:
+    """pgpy's object for one packet, parsed from exactly its own bytes (see `_parse`)."""
+    buf = bytearray(p.raw + _SENTINEL)
+    try:
+        obj = pgpy.packet.Packet(buf)
+        if buf != _SENTINEL or int(obj.header.tag) != p.tag or isinstance(obj, pgpy.packet.Opaque):
+            return None
+    except Exception:
+        return None
+    return obj

@@ -68,11 +68,10 @@ MIGRATIONS: tuple[str, ...] = (
 
 BUSY_TIMEOUT_MS = 5000  # another process (a second host instance) holding the write lock
 
-_PEER_COLUMNS = (
-    "addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt, gossip_timestamp, gossip_key"
-)
-_PUT = f"""
-    INSERT INTO peers ({_PEER_COLUMNS}, seq, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+# Literal SQL throughout (no string building): nothing but parameters reaches a statement.
+_PUT = """
+    INSERT INTO peers (addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt,
+                       gossip_timestamp, gossip_key, seq, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (addr) DO UPDATE SET
         last_seen = excluded.last_seen,
         autocrypt_timestamp = excluded.autocrypt_timestamp,
@@ -83,7 +82,44 @@ _PUT = f"""
         seq = excluded.seq,
         origin = excluded.origin
 """
-_LINK_COLUMNS = "device, acked, sent, covered, ack_sent, pending, last_send, retry_at, retry_wait"
+_GET = """
+    SELECT addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt, gossip_timestamp,
+           gossip_key, seq, origin
+    FROM peers WHERE addr = ?
+"""
+_CHANGED_SINCE = """
+    SELECT addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt, gossip_timestamp,
+           gossip_key, seq, origin
+    FROM peers WHERE seq > ? ORDER BY seq LIMIT ?
+"""
+_FIRST_PAGE = """
+    SELECT addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt, gossip_timestamp,
+           gossip_key
+    FROM peers ORDER BY addr LIMIT ?
+"""
+_PAGE = """
+    SELECT addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt, gossip_timestamp,
+           gossip_key
+    FROM peers WHERE addr > ? ORDER BY addr LIMIT ?
+"""
+_ALL = """
+    SELECT addr, last_seen, autocrypt_timestamp, public_key, prefer_encrypt, gossip_timestamp,
+           gossip_key
+    FROM peers
+"""
+_LINK = """
+    SELECT device, acked, sent, covered, ack_sent, pending, last_send, retry_at, retry_wait
+    FROM links WHERE device = ?
+"""
+_LINKS = """
+    SELECT device, acked, sent, covered, ack_sent, pending, last_send, retry_at, retry_wait
+    FROM links ORDER BY device
+"""
+_SAVE_LINK = """
+    INSERT OR REPLACE INTO links
+        (device, acked, sent, covered, ack_sent, pending, last_send, retry_at, retry_wait)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
 
 
 class PeerDatabaseError(Exception):
@@ -220,9 +256,7 @@ class SqlitePeerRepo:
     # --- peers --------------------------------------------------------------------------------
     def get(self, addr: str) -> StoredPeer | None:
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_PEER_COLUMNS}, seq, origin FROM peers WHERE addr = ?", (addr,)
-            ).fetchone()
+            row = self._conn.execute(_GET, (addr,)).fetchone()
         return None if row is None else _stored(row)
 
     def put(self, state: PeerState, origin: str | None) -> int:
@@ -254,25 +288,16 @@ class SqlitePeerRepo:
 
     def changed_since(self, seq: int, limit: int) -> list[StoredPeer]:
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_PEER_COLUMNS}, seq, origin FROM peers WHERE seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+            rows = self._conn.execute(_CHANGED_SINCE, (seq, limit)).fetchall()
         return [_stored(row) for row in rows]
 
     def page(self, after: str | None, limit: int) -> list[PeerState]:
         # SQLite's default (BINARY) collation compares UTF-8 bytes, which orders like Python str.
         with self._lock:
             if after is None:
-                cursor = self._conn.execute(
-                    f"SELECT {_PEER_COLUMNS} FROM peers ORDER BY addr LIMIT ?", (limit,)
-                )
+                cursor = self._conn.execute(_FIRST_PAGE, (limit,))
             else:
-                cursor = self._conn.execute(
-                    f"SELECT {_PEER_COLUMNS} FROM peers WHERE addr > ? ORDER BY addr LIMIT ?",
-                    (after, limit),
-                )
+                cursor = self._conn.execute(_PAGE, (after, limit))
             rows = cursor.fetchall()
         return [_state(row) for row in rows]
 
@@ -284,28 +309,24 @@ class SqlitePeerRepo:
     def snapshot(self) -> dict[str, PeerState]:
         """Every row's state, for tests comparing devices."""
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers").fetchall()
+            rows = self._conn.execute(_ALL).fetchall()
         return {row[0]: _state(row) for row in rows}
 
     # --- links --------------------------------------------------------------------------------
     def link(self, device: str) -> Link | None:
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_LINK_COLUMNS} FROM links WHERE device = ?", (device,)
-            ).fetchone()
+            row = self._conn.execute(_LINK, (device,)).fetchone()
         return None if row is None else _link(row)
 
     def links(self) -> list[Link]:
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_LINK_COLUMNS} FROM links ORDER BY device"
-            ).fetchall()
+            rows = self._conn.execute(_LINKS).fetchall()
         return [_link(row) for row in rows]
 
     def save_link(self, link: Link) -> None:
         with self._lock:
             self._conn.execute(
-                f"INSERT OR REPLACE INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _SAVE_LINK,
                 (
                     link.device,
                     link.acked,

@@ -207,7 +207,7 @@ class KeySync:
         for device, member in members.items():
             if device == self.me or device in known:
                 continue
-            snapshot = member.added_by == self.me or member.seq < mine.seq
+            snapshot = _starts_at_zero(member, mine)
             self.repo.save_link(Link(device, acked=0 if snapshot else self.repo.head()))
         for device in known - set(members):
             self.repo.drop_link(device)
@@ -228,6 +228,14 @@ class KeySync:
             if link is None:
                 raise RemoteProtocolError(f"a key update from {sender}, which is not a member")
             changed = self._merge_all(rows, origin=sender)
+            covered = link.covered
+            if not covered and not _starts_at_zero(members[self.me], members[sender]):
+                # The sender started us at its head when it learned of us; what it had before
+                # comes through our approver. Without this we would never ack its ranges (what
+                # we miss of the range before the first we see also comes that way).
+                covered = add_range(covered, 0, lo)
+            # A range sent again from below what we acked: our ack was lost; repeat it.
+            ack_sent = min(link.ack_sent, lo) if lo < hi else link.ack_sent
             acked = max(link.acked, min(ack, link.sent))
             retry_at, retry_wait = link.retry_at, link.retry_wait
             if acked >= link.sent:
@@ -238,7 +246,8 @@ class KeySync:
             link = replace(
                 link,
                 acked=acked,
-                covered=add_range(link.covered, lo, hi),
+                covered=add_range(covered, lo, hi),
+                ack_sent=ack_sent,
                 retry_at=retry_at,
                 retry_wait=retry_wait,
             )
@@ -259,8 +268,8 @@ class KeySync:
             head = self.repo.head()
             links = self.repo.links()
         pending = self._pending
-        quiet = pending.first is None or (
-            now - pending.last >= SEND_QUIET or now - pending.first >= SEND_MAX_DELAY
+        quiet = pending.first is None or (  # as in next_due: `now - last` may round below
+            now >= pending.last + SEND_QUIET or now >= pending.first + SEND_MAX_DELAY
         )
         due: list[Outgoing] = []
         for link in links:
@@ -343,6 +352,12 @@ class KeySync:
             link.retry_at for link in links if link.retry_at is not None and link.acked < link.sent
         ]
         return min(times) if times else None
+
+
+def _starts_at_zero(member: Member, sender: Member) -> bool:
+    """Whether `sender` sends `member` all it has (the late-pairing rule): it approved the
+    member, or the member is the older of the two. Otherwise it starts at its head."""
+    return member.added_by == sender.device_id or member.seq < sender.seq
 
 
 class PartlyRejected(RemoteProtocolError):

@@ -182,14 +182,19 @@ class TestPeerRepoContract:
             repo.put(state(2), None)
             repo.save_link(Link("devA", acked=1))
             repo.save_link(Link("devB", acked=1))
-        with pytest.raises(Boom), repo.transaction():
-            repo.put(state(1, last_seen=9), "devA")
-            repo.put(state(3), None)
-            repo.save_link(Link("devA", acked=2))
-            repo.drop_link("devB")
-            repo.save_link(Link("devC"))
-            assert repo.head() == 4
-            raise Boom
+
+        def doomed() -> None:
+            with repo.transaction():
+                repo.put(state(1, last_seen=9), "devA")
+                repo.put(state(3), None)
+                repo.save_link(Link("devA", acked=2))
+                repo.drop_link("devB")
+                repo.save_link(Link("devC"))
+                assert repo.head() == 4
+                raise Boom
+
+        with pytest.raises(Boom):
+            doomed()
         with repo.transaction():
             assert repo.head() == 2
             assert repo.count() == 2
@@ -199,12 +204,16 @@ class TestPeerRepoContract:
             assert repo.put(state(3), None) == 3  # the rolled-back seqs are reused
 
     def test_nested_failure_undoes_only_the_inner_part(self, repo: PeerRepo) -> None:
-        with repo.transaction():
-            repo.put(state(1), None)
-            with pytest.raises(Boom), repo.transaction():
+        def doomed() -> None:
+            with repo.transaction():
                 repo.put(state(2), None)
                 repo.save_link(Link("devA"))
                 raise Boom
+
+        with repo.transaction():
+            repo.put(state(1), None)
+            with pytest.raises(Boom):
+                doomed()
             assert repo.head() == 1
             repo.put(state(3), None)
         with repo.transaction():

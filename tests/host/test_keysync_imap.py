@@ -126,7 +126,11 @@ def test_a_key_learned_on_one_device_reaches_the_other(
         + b"\r\nSubject: no key\r\n\r\n"
     ).decode()
     assert phone.call("peers.ingest", {**account, "message": plain})["updated"] is True
-    laptop.wait_event("peers.updated", 15, check=lambda d: "alice@example.org" in d["addrs"])
+    laptop.wait_event(
+        "peers.updated",
+        15,
+        check=lambda d: d["source"] == "sync" and "alice@example.org" in d["addrs"],
+    )
     for host in (laptop, phone):
         peer = host.call("peers.get", {**account, "addr": "alice@example.org"})["peer"]
         assert base64.b64decode(peer["public_key"]) == new_key
