@@ -131,7 +131,7 @@ def measure(host: str, port: int, username: str, password: str, count: int) -> d
             arrived = time.perf_counter() - started
             wait_for(lambda: storage(a)["inbox_messages"] == 0, 60, "inboxes to drain again")
             after = storage(a)
-            same = a.peers.repo.snapshot() == b.peers.repo.snapshot()  # type: ignore[attr-defined]
+            same = a.peers.repo.snapshot() == b.peers.repo.snapshot()
             figures.update(
                 {
                     "propagate_updates": count,

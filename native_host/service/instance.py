@@ -20,7 +20,14 @@ from native_host.ports import (
     StoreAuthError,
     StoreError,
 )
-from native_host.service.accounts import AccountFiles, AccountRecord, ImapSettings, password_name
+from native_host.service.accounts import (
+    AccountFiles,
+    AccountRecord,
+    ImapSettings,
+    account_key_name,
+    device_key_name,
+    password_name,
+)
 from native_host.service.runtime import AccountRuntime, Emit, PushStore
 
 log = logging.getLogger(__name__)
@@ -134,7 +141,12 @@ class InstanceService:
         if runtime is not None:
             runtime.stop()
         try:
-            self.secrets.delete(password_name(account))
+            for name in (
+                password_name(account),
+                device_key_name(account),
+                account_key_name(account),
+            ):
+                self.secrets.delete(name)
         except SecretStoreUnavailable as exc:
             raise keyring_error(exc) from None
         self.files.delete(account)

@@ -143,6 +143,10 @@ class AccountRuntime:
     def join(self, name: str) -> JoinResult:
         with self._lock:
             record = self.record
+            if record.device is None:
+                # A new device identity: secrets left in the keyring by an earlier life of this
+                # instance and account (removed, then configured again) must not carry over.
+                self.trust.forget_secrets()
             if record.device is None or record.device.name != name:
                 device_id = (
                     record.device.device_id if record.device else layout.new_device_id(self._random)

@@ -83,6 +83,12 @@ class Trust:
         self._device_keys = keys
         return keys
 
+    def forget_secrets(self) -> None:
+        """Delete this device's key pair and the account key from the keyring."""
+        self._device_keys = None
+        self.secrets.delete(device_key_name(self.record.account))
+        self.secrets.delete(account_key_name(self.record.account))
+
     def account_key_armored(self) -> str | None:
         return self.secrets.get(account_key_name(self.record.account))
 

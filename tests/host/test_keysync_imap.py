@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -64,8 +64,12 @@ def paired(
 def imap(mail: dict[str, Any]) -> Iterator[ImapStore]:
     settings = mail["imap"]
     store = ImapStore(
-        settings["host"], settings["port"], settings["username"], mail["password"],
-        security="none", timeout=15.0,
+        settings["host"],
+        settings["port"],
+        settings["username"],
+        mail["password"],
+        security="none",
+        timeout=15.0,
     )
     yield store
     store.close()
@@ -100,9 +104,7 @@ def test_a_key_learned_on_one_device_reaches_the_other(
         {**account, "message": correspondent_mail("Alice@Example.org", new_key, T0 + 1000)},
     )
     assert ingested == {"updated": True, "addr": "alice@example.org"}
-    event = phone.wait_event(
-        "peers.updated", 15, check=lambda d: "alice@example.org" in d["addrs"]
-    )
+    event = phone.wait_event("peers.updated", 15, check=lambda d: "alice@example.org" in d["addrs"])
     elapsed = time.monotonic() - started
     print(f"key sync: ingest on the laptop -> key on the phone in {elapsed:.2f} s")
     assert event["source"] == "sync"
@@ -145,9 +147,7 @@ def test_a_key_learned_on_one_device_reaches_the_other(
     # Storage: both inboxes drain, and the announcement folder did not grow with key updates.
     inboxes = [f for f in imap.list_folders(layout.ANNOUNCE_FOLDER) if f != layout.ANNOUNCE_FOLDER]
     assert len(inboxes) == 2
-    wait_until(
-        lambda: all(imap.status(f).messages == 0 for f in inboxes), 15, "empty SMA inboxes"
-    )
+    wait_until(lambda: all(imap.status(f).messages == 0 for f in inboxes), 15, "empty SMA inboxes")
     assert imap.status(layout.ANNOUNCE_FOLDER).messages == announce_before
     for host in (laptop, phone):
         assert host.problems() == []
@@ -163,10 +163,12 @@ def test_ingest_rejects_bad_input_clearly(
     assert bad["code"] == "invalid_params"
     huge = base64.b64encode(b"X-Filler: " + b"a" * 70_000 + b"\r\n\r\n").decode()
     error = laptop.request("peers.ingest", {**account, "message": huge})["error"]
-    assert error["code"] == "invalid_params" and "64 KiB" in error["message"]
+    assert error["code"] == "invalid_params"
+    assert "64 KiB" in error["message"]
     two_from = base64.b64encode(b"From: a@x.org, b@x.org\r\n\r\n").decode()
     result = laptop.call("peers.ingest", {**account, "message": two_from})
-    assert result["updated"] is False and "From" in result["ignored"]
+    assert result["updated"] is False
+    assert "From" in result["ignored"]
     own = base64.b64encode(f"From: {mail['account']}\r\n\r\n".encode()).decode()
     assert laptop.call("peers.ingest", {**account, "message": own})["ignored"]
     assert laptop.call("peers.get", {**account, "addr": "nobody@x.org"}) == {"peer": None}
