@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     PAIRING_NOT_FOUND = "pairing_not_found"
     PAIRING_EXPIRED = "pairing_expired"
     PAIRING_STATE = "pairing_state"
+    NOT_PAIRED = "not_paired"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -29,7 +29,8 @@ def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def devices(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"devices": context.service().joined_runtime(params["account"]).devices()}
+    runtime = context.service().joined_runtime(params["account"])
+    return {"devices": runtime.devices(params.get("stale_after_days", 90))}
 
 
 def sync(context: Context, params: dict[str, Any]) -> dict[str, Any]:

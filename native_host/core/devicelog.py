@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -53,6 +53,7 @@ class Op(StrEnum):
     ADD = "add"  # a member admits a new device
     REMOVE = "remove"  # a member removes a device (possibly itself)
     ROLL = "roll"  # a member records a new account key
+    RENAME = "rename"  # a member gives a device (possibly itself) a new name
 
 
 class ProblemKind(StrEnum):
@@ -319,6 +320,9 @@ class _Replay:
         elif entry.op is Op.ROLL:
             assert entry.account_key is not None  # parse_entry
             self.account_key = entry.account_key
+        elif entry.op is Op.RENAME:
+            member = self.members[entry.device_id]
+            self.members[entry.device_id] = replace(member, name=entry.name)
         self.head = entry
 
 
@@ -581,6 +585,16 @@ def remove(
         raise ValueError(f"{device_id} is not a member")
     fields = {"op": Op.REMOVE.value, "device_id": device_id, "name": subject.name}
     return _extend(log, signer_id, signer_keys, {**fields, "account_key": None}, now)
+
+
+def rename(
+    log: DeviceLog, signer_id: str, signer_keys: DeviceKeys, device_id: str, name: str, now: float
+) -> dict[str, Any]:
+    """A member renames a device; the log's name is what every device shows."""
+    if device_id not in log.members():
+        raise ValueError(f"{device_id} is not a member")
+    fields = {"op": Op.RENAME.value, "device_id": device_id, "name": name, "account_key": None}
+    return _extend(log, signer_id, signer_keys, fields, now)
 
 
 def roll(

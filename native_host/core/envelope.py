@@ -55,12 +55,14 @@ class MessageType(StrEnum):
     PAIR_KEY = "pair-key"
     PAIR_REJECT = "pair-reject"
     KEY_UPDATE = "key-update"
+    ACCOUNT_KEY = "account-key"
 
 
 _SUBJECT_TEXT = {
     MessageType.ANNOUNCE: "device announcement",
     MessageType.LOG: "device log entry",
     MessageType.KEY_UPDATE: "key update",
+    MessageType.ACCOUNT_KEY: "account key (encrypted)",
 }
 SUBJECTS = {
     t: f"Autocrypt SMA: {_SUBJECT_TEXT.get(t, 'pairing message')} (do not delete or move)"

@@ -234,9 +234,11 @@ class KeySync:
                 # comes through our approver. Without this we would never ack its ranges (what
                 # we miss of the range before the first we see also comes that way).
                 covered = add_range(covered, 0, lo)
-            # A range sent again from below what we acked: our ack was lost; repeat it.
-            ack_sent = min(link.ack_sent, lo) if lo < hi else link.ack_sent
             acked = max(link.acked, min(ack, link.sent))
+            # A range sent again from below what we acked, with no news of our own changes
+            # (a message crossing ours would bring some): our ack was lost; repeat it.
+            stale = lo < hi and acked == link.acked
+            ack_sent = min(link.ack_sent, lo) if stale else link.ack_sent
             retry_at, retry_wait = link.retry_at, link.retry_wait
             if acked >= link.sent:
                 retry_at, retry_wait = None, RETRY_MIN

@@ -66,6 +66,8 @@ class AccountRecord:
     pairings: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)  # security problems already reported
     unpublished: list[dict[str, Any]] = field(default_factory=list)  # log entries to append
+    roll_pending: str | None = None  # a key roll of ours not yet handed to every member
+    key_waiting: str | None = None  # a rolled key received before the log entry naming it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,8 @@ class AccountRecord:
             "pairings": self.pairings,
             "alerts": self.alerts[-1000:],
             "unpublished": self.unpublished,
+            "roll_pending": self.roll_pending,
+            "key_waiting": self.key_waiting,
         }
 
     @classmethod
@@ -103,6 +107,8 @@ class AccountRecord:
             pairings=dict(data.get("pairings") or {}),
             alerts=list(data.get("alerts") or []),
             unpublished=list(data.get("unpublished") or []),
+            roll_pending=data.get("roll_pending"),
+            key_waiting=data.get("key_waiting"),
         )
 
 
@@ -116,6 +122,16 @@ def device_key_name(account: str) -> str:
 
 def account_key_name(account: str) -> str:
     return f"account-key:{account}"
+
+
+def next_key_name(account: str) -> str:
+    """A rolled account key not yet in use (ours being handed out, or one received early)."""
+    return f"account-key-next:{account}"
+
+
+def old_keys_name(account: str) -> str:
+    """Earlier account keys, kept to read old mail (a JSON list of armored secret keys)."""
+    return f"account-key-old:{account}"
 
 
 class AccountFiles:

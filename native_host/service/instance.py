@@ -155,7 +155,7 @@ class InstanceService:
     def runtime(self, account: str) -> AccountRuntime:
         with self._lock:
             runtime = self._runtimes.get(account)
-            if runtime is None:
+            if runtime is None or runtime.removed:
                 record = self.files.load(account)
                 if record is None:
                     raise HostError(

@@ -22,6 +22,7 @@ from native_host.errors import RemoteProtocolError
 from native_host.ports import (
     ChangeWaiter,
     Clock,
+    FolderMissing,
     FolderStatus,
     FolderStore,
     RandomBytes,
@@ -29,6 +30,7 @@ from native_host.ports import (
     StoreError,
 )
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
+from native_host.service.lifecycle import STALE_AFTER_DAYS, Lifecycle
 from native_host.service.peers import PeerBook
 from native_host.service.trust import Trust
 
@@ -70,14 +72,17 @@ class SyncReport:
         }
 
 
-def device_view(announcement: Announcement, me: str | None, member: bool) -> dict[str, Any]:
+def device_view(
+    announcement: Announcement, me: str | None, member_name: str | None, stale_before: float
+) -> dict[str, Any]:
     return {
         "device_id": announcement.device_id,
-        "name": announcement.name,
+        # The device log alone says who belongs (and its name wins); an announcement is a claim.
+        "name": member_name or announcement.name,
         "last_seen": announcement.last_seen,
-        # The device log alone says who belongs; an announcement is only a claim.
-        "paired": member,
+        "paired": member_name is not None,
         "self": announcement.device_id == me,
+        "stale": announcement.last_seen < stale_before,
     }
 
 
@@ -120,6 +125,10 @@ class AccountRuntime:
         )
         if record.device is not None:
             self.peers.set_device(record.device.device_id)
+        self.lifecycle = Lifecycle(
+            record, self.trust, emit, lambda: files.save(record), clock=clock, random=random
+        )
+        self.removed = False  # this device was removed: the instance makes a fresh runtime
 
     @property
     def account(self) -> str:
@@ -190,14 +199,23 @@ class AccountRuntime:
             self._files.save(self.record)
         return result
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self, stale_after_days: float = STALE_AFTER_DAYS) -> list[dict[str, Any]]:
         with self._lock:
             me = self.record.device.device_id if self.record.device else None
-            chain = self.trust.device_log()
+            members = self.trust.device_log().members()
             ordered = sorted(
                 self.record.directory.devices.values(), key=lambda a: (a.joined, a.device_id)
             )
-            return [device_view(a, me, chain.is_member(a.device_id)) for a in ordered]
+            stale_before = self._clock() - stale_after_days * 86400
+            return [
+                device_view(
+                    a,
+                    me,
+                    members[a.device_id].name if a.device_id in members else None,
+                    stale_before,
+                )
+                for a in ordered
+            ]
 
     def sync(self) -> SyncReport:
         with self._lock:
@@ -216,17 +234,43 @@ class AccountRuntime:
         store = self._connected()
         before = dict(record.directory.devices)
         announcements = 0
+        status: FolderStatus | None
         moved = False  # an idle cycle writes nothing to disk (pairing steps save themselves)
-        status = store.status(layout.ANNOUNCE_FOLDER)
-        if status != record.announce_status:
+        announce_status = store.status(layout.ANNOUNCE_FOLDER)
+        if announce_status != record.announce_status:
             announcements = refresh(store, record.directory)
-            record.announce_status = status
+            record.announce_status = announce_status
             moved = True
         chain = self.trust.check_log()
-        self.trust.tick(store, chain)
         inbox_name = layout.inbox_folder(record.device.device_id)
+        try:
+            status = store.status(inbox_name)
+        except FolderMissing:
+            # Deleted by the device that removed us, or by the server: the log decides which.
+            refresh(store, record.directory)
+            chain = self.trust.check_log()
+            if self.lifecycle.was_removed(chain) is None:
+                store.create_folder(inbox_name)
+                self._emit(
+                    "security.alert",
+                    {
+                        "account": self.account,
+                        "kind": "inbox",
+                        "message": "this device's inbox folder was deleted; recreated it",
+                    },
+                )
+            status = None
+        removed_by = self.lifecycle.was_removed(chain)
+        if removed_by is not None:
+            self._removed(removed_by)
+            return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
+        self.trust.tick(store, chain)
+        self.lifecycle.tick(store, chain)
+        if self.lifecycle.refresh_announcement(store):
+            moved = True
         inbox_read = 0
-        status = store.status(inbox_name)
+        if status is None:
+            status = store.status(inbox_name)
         if status != record.inbox.status:
             inbox_read = self._read_inbox(store, inbox_name)
             record.inbox.status = store.status(inbox_name) if inbox_read else status
@@ -260,6 +304,8 @@ class AccountRuntime:
                 parsed = envelope.parse(message.raw)
                 if parsed.type is envelope.MessageType.KEY_UPDATE:
                     self.peers.receive(parsed, self.trust.device_log(), self.trust.device_keys())
+                elif parsed.type is envelope.MessageType.ACCOUNT_KEY:
+                    self.lifecycle.receive_key(parsed)
                 else:
                     self.trust.receive(store, parsed)
             except RemoteProtocolError as exc:
@@ -272,6 +318,38 @@ class AccountRuntime:
         if done:
             store.delete_messages(folder, done)
         return len(batch.messages)
+
+    def _removed(self, by: str) -> None:
+        """The verified log says this device was removed: forget everything, stop."""
+        log.warning("%s: this device was removed from the SMA by %s", self.account, by)
+        self.lifecycle.removed(by)
+        self.removed = True
+        self._stop.set()
+        self._dirty.set()
+
+    def remove_device(self, device_id: str) -> str | None:
+        return self.with_store(lambda store: self.lifecycle.remove(store, device_id))
+
+    def rename_device(self, device_id: str, name: str) -> None:
+        self.with_store(lambda store: self.lifecycle.rename(store, device_id, name))
+
+    def leave(self) -> None:
+        """Remove this device from the SMA; the others roll the key."""
+        me = self.trust.me
+        self.with_store(lambda store: self.lifecycle.remove(store, me))
+        with self._lock:
+            self._removed(me)
+
+    def expire(self, older_than_days: float) -> list[str]:
+        """Remove every paired device (not this one) not seen for that long."""
+        stale = [
+            d["device_id"]
+            for d in self.devices(older_than_days)
+            if d["stale"] and d["paired"] and not d["self"]
+        ]
+        for device_id in stale:
+            self.remove_device(device_id)
+        return stale
 
     # --- the background -----------------------------------------------------------------------
     def start(self) -> None:

@@ -124,11 +124,11 @@ class Trust:
             self.me, keys, self.record.device.name, account_key.fingerprint, self._clock()
         )
         self.record.genesis = devicelog.entry_hash(entry)
-        self._record_entry(entry)
+        self.record_entry(entry)
         self.publish_pending(store)
         return True
 
-    def _record_entry(self, entry: dict[str, Any]) -> None:
+    def record_entry(self, entry: dict[str, Any]) -> None:
         """Know an entry of ours at once and queue it for the server, saved before it is sent:
         a crash between the two leaves it queued, and the next sync sends it (a duplicate on
         the server is harmless: the log keys entries by hash)."""
@@ -411,14 +411,14 @@ class Trust:
             self._notify("pairing.updated", failed)
             return False
         # Idempotent, in an order that survives a crash anywhere: key, pin, queue the entry that
-        # admits us (see _record_entry), "completed", and only then send.
+        # admits us (see record_entry), "completed", and only then send.
         self.secrets.set(account_key_name(self.record.account), key.secret_armored)
         self.record.genesis = genesis
         known = {_hash_or_none(e) for e in self.record.directory.log_entries}
         self.record.directory.log_entries.extend(
             e for e in chain.entries()[:-1] if devicelog.entry_hash(e) not in known
         )
-        self._record_entry(chain.entries()[-1])
+        self.record_entry(chain.entries()[-1])
         self.record.pairings[p.pairing_id] = p.to_json()
         self._save()
         self.publish_pending(store)

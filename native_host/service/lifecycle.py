@@ -1,0 +1,342 @@
+"""A device's life after pairing: liveness, renaming, removal with a roll of the account key, and
+noticing that this device itself was removed.
+
+Order, as everywhere: persist the intent, then act, so a crash repeats harmless work. A roll is
+`record.roll_pending` (the fingerprint) plus the new secret key in the keyring under
+`account-key-next:`, set before the log entries are queued; every sync finishes what is pending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from native_host.core import devicelog, envelope, layout
+from native_host.core.crypto import canonical, decrypt_from, encrypt_to, verify_document
+from native_host.core.directory import Directory
+from native_host.core.envelope import MessageType, SmaMessage
+from native_host.core.join import Device, announcement
+from native_host.errors import ErrorCode, HostError, RemoteProtocolError
+from native_host.jsonstrict import InvalidJson, decode_object
+from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes
+from native_host.service.accounts import (
+    AccountRecord,
+    FolderCursor,
+    account_key_name,
+    device_key_name,
+    next_key_name,
+    old_keys_name,
+)
+from native_host.service.trust import Trust
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], None]
+DAY = 86400
+STALE_AFTER_DAYS = 90
+MAX_OLD_KEYS = 50
+
+
+def announce_interval() -> float:
+    """How often a device refreshes its announcement ($SMA_ANNOUNCE_INTERVAL seconds, default a
+    day): often enough to tell live devices from dead ones, rarely enough to cost nothing."""
+    try:
+        value = float(os.environ.get("SMA_ANNOUNCE_INTERVAL", DAY))
+    except ValueError:
+        return DAY
+    return value if value >= 1 else DAY
+
+
+def _associated(sender: str, recipient: str) -> bytes:
+    return f"autocrypt-sma account-key {sender} {recipient}".encode()
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        record: AccountRecord,
+        trust: Trust,
+        emit: Emit,
+        save: Callable[[], None],
+        *,
+        clock: Clock,
+        random: RandomBytes,
+    ) -> None:
+        self.record = record
+        self.trust = trust
+        self.secrets = trust.secrets
+        self._emit = emit
+        self._save = save
+        self._clock = clock
+        self._random = random
+
+    @property
+    def me(self) -> str:
+        return self.trust.me
+
+    # --- liveness -----------------------------------------------------------------------------
+    def refresh_announcement(self, store: FolderStore) -> bool:
+        """Replace our announcement once it is older than the interval (a new one, then the old
+        one deleted); True if it was replaced."""
+        device = self.record.device
+        assert device is not None
+        current = self.record.directory.devices.get(self.me)
+        now = self._clock()
+        if current is None or now - current.last_seen < announce_interval():
+            return False  # (the join announces a device that has no announcement)
+        me = Device(
+            device.device_id, device.name, self.record.account, device.joined,
+            self.trust.device_keys(),
+        )  # fmt: skip
+        store.append(layout.ANNOUNCE_FOLDER, announcement(me, now=now, random=self._random))
+        store.delete_messages(layout.ANNOUNCE_FOLDER, [current.uid])
+        return True
+
+    # --- the API ------------------------------------------------------------------------------
+    def rename(self, store: FolderStore, device_id: str, name: str) -> None:
+        chain = self.trust.device_log()
+        if not chain.is_member(self.me):
+            raise HostError(ErrorCode.NOT_PAIRED, "only a paired device can rename devices")
+        if not chain.is_member(device_id):
+            raise HostError(
+                ErrorCode.INVALID_PARAMS, f"params.device_id: {device_id} is not paired"
+            )
+        entry = devicelog.rename(
+            chain, self.me, self.trust.device_keys(), device_id, name, self._clock()
+        )
+        self.trust.record_entry(entry)
+        self.trust.publish_pending(store)
+        if device_id == self.me and self.record.device is not None:
+            device = self.record.device
+            self.record.device = type(device)(device.device_id, name, device.joined)
+            self._save()
+            # Announce the new name at once (the interval does not apply to a rename).
+            current = self.record.directory.devices.get(self.me)
+            me = Device(
+                device.device_id, name, self.record.account, device.joined, self.trust.device_keys()
+            )
+            store.append(
+                layout.ANNOUNCE_FOLDER, announcement(me, now=self._clock(), random=self._random)
+            )
+            if current is not None:
+                store.delete_messages(layout.ANNOUNCE_FOLDER, [current.uid])
+
+    def remove(self, store: FolderStore, device_id: str) -> str | None:
+        """Remove a device (this one included: leaving) and, unless we are the one leaving, roll
+        the account key; returns the new key's fingerprint."""
+        chain = self.trust.device_log()
+        if not chain.is_member(self.me):
+            raise HostError(ErrorCode.NOT_PAIRED, "only a paired device can remove devices")
+        if not chain.is_member(device_id):
+            raise HostError(
+                ErrorCode.INVALID_PARAMS, f"params.device_id: {device_id} is not paired"
+            )
+        if len(chain.members()) == 1:
+            raise HostError(
+                ErrorCode.INVALID_REQUEST,
+                "the last device cannot be removed; remove the account instead",
+            )
+        entry = devicelog.remove(chain, self.me, self.trust.device_keys(), device_id, self._clock())
+        self.trust.record_entry(entry)
+        if device_id == self.me:
+            self.trust.publish_pending(store)
+            return None  # the smallest remaining member rolls the key (see tick)
+        fingerprint = self._roll(store)
+        self._drop_device_folders(store, device_id)
+        return fingerprint
+
+    def _roll(self, store: FolderStore) -> str:
+        """Make a new account key, record it in the log and hand it to every other member."""
+        from native_host.adapters.pgp import generate_account_key
+
+        key = generate_account_key(self.record.account, self._clock())
+        self.secrets.set(next_key_name(self.record.account), key.secret_armored)
+        self.record.roll_pending = key.fingerprint
+        self._save()
+        chain = self.trust.device_log()
+        entry = devicelog.roll(
+            chain, self.me, self.trust.device_keys(), key.fingerprint, self._clock()
+        )
+        self.trust.record_entry(entry)
+        self.trust.publish_pending(store)
+        self._finish_roll(store)
+        return key.fingerprint
+
+    def _finish_roll(self, store: FolderStore) -> None:
+        fingerprint = self.record.roll_pending
+        armored = self.secrets.get(next_key_name(self.record.account))
+        chain = self.trust.device_log()
+        if fingerprint is None or armored is None or chain.account_key != fingerprint:
+            # Our roll lost a race (another one won the same place in the log): the winner's
+            # key will come; ours is never used.
+            self.record.roll_pending = None
+            self._save()
+            return
+        for device_id, member in chain.members().items():
+            if device_id == self.me:
+                continue
+            box = encrypt_to(
+                member.keys,
+                canonical({"account_key": armored, "fingerprint": fingerprint}),
+                _associated(self.me, device_id),
+                self._random,
+            )
+            raw = envelope.build(
+                MessageType.ACCOUNT_KEY,
+                self.me,
+                {"box": box},
+                account=self.record.account,
+                now=self._clock(),
+                random=self._random,
+                keys=self.trust.device_keys(),
+                to=device_id,
+            )
+            try:
+                store.append(layout.inbox_folder(device_id), raw)
+            except FolderMissing:
+                log.warning("roll: the inbox of %s is missing", device_id)
+        self._install(armored, fingerprint)
+        self.record.roll_pending = None
+        self._save()
+
+    def _install(self, armored: str, fingerprint: str) -> None:
+        """Make `armored` the account key; the previous one is kept (old mail stays readable)."""
+        from native_host.adapters.pgp import BadAccountKey, load_secret
+
+        name = account_key_name(self.record.account)
+        current = self.secrets.get(name)
+        if current is not None:
+            try:
+                current_fpr = load_secret(current).fingerprint
+            except BadAccountKey:
+                current_fpr = None
+            if current_fpr != fingerprint:
+                old = self._old_keys()
+                if current not in old:
+                    old.append(current)
+                self.secrets.set(
+                    old_keys_name(self.record.account), json.dumps(old[-MAX_OLD_KEYS:])
+                )
+        self.secrets.set(name, armored)
+        self.secrets.delete(next_key_name(self.record.account))
+        self._emit(
+            "account.key_rolled", {"account": self.record.account, "fingerprint": fingerprint}
+        )
+
+    def _old_keys(self) -> list[str]:
+        stored = self.secrets.get(old_keys_name(self.record.account))
+        try:
+            value = json.loads(stored) if stored else []
+        except ValueError:
+            value = []
+        return [k for k in value if isinstance(k, str)] if isinstance(value, list) else []
+
+    def old_key_count(self) -> int:
+        return len(self._old_keys())
+
+    def _drop_device_folders(self, store: FolderStore, device_id: str) -> None:
+        """Its inbox goes (nothing is sent there any more) and so do its announcements."""
+        store.delete_folder(layout.inbox_folder(device_id))
+        announced = self.record.directory.devices.get(device_id)
+        if announced is not None:
+            store.delete_messages(layout.ANNOUNCE_FOLDER, [announced.uid])
+
+    # --- incoming -----------------------------------------------------------------------------
+    def receive_key(self, message: SmaMessage) -> None:
+        """A rolled account key from a member; installed once the log names it."""
+        from native_host.adapters.pgp import BadAccountKey, load_secret
+
+        chain = self.trust.device_log()
+        member = chain.members().get(message.sender)
+        if member is None:
+            raise RemoteProtocolError(f"account key from {message.sender}, not a member")
+        if message.to != self.me:
+            raise RemoteProtocolError("addressed to another device (a replay?)")
+        if not verify_document(message.document, member.keys):
+            raise RemoteProtocolError("account key message signature does not verify")
+        plain = decrypt_from(
+            self.trust.device_keys(), message.data.get("box"), _associated(message.sender, self.me)
+        )
+        try:
+            payload = decode_object(plain)
+            key = load_secret(str(payload["account_key"]), address=self.record.account)
+        except (InvalidJson, KeyError, BadAccountKey) as exc:
+            raise RemoteProtocolError(f"account key message: {exc}") from None
+        if key.fingerprint == chain.account_key:
+            self._install(key.secret_armored, key.fingerprint)
+            return
+        # The roll entry has not reached us yet (or the key is stale): keep it until it does.
+        self.secrets.set(next_key_name(self.record.account), key.secret_armored)
+        self.record.key_waiting = key.fingerprint
+        self._save()
+
+    # --- every sync ---------------------------------------------------------------------------
+    def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        if self.record.roll_pending is not None:
+            self._finish_roll(store)
+        waiting = self.record.key_waiting
+        if waiting is not None and chain.account_key == waiting:
+            armored = self.secrets.get(next_key_name(self.record.account))
+            if armored is not None:
+                self._install(armored, waiting)
+            self.record.key_waiting = None
+            self._save()
+        self._roll_after_leave(store, chain)
+
+    def _roll_after_leave(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        """A device that left could not roll the key for the others: the remaining member with
+        the smallest id does, once (a roll after the leave means it is done)."""
+        entries = chain.entries()
+        last_leave = max(
+            (
+                i
+                for i, e in enumerate(entries)
+                if e.get("op") == "remove" and e.get("by") == e.get("device_id")
+            ),
+            default=None,
+        )
+        if last_leave is None or any(e.get("op") == "roll" for e in entries[last_leave + 1 :]):
+            return
+        members = sorted(chain.members())
+        if not members or members[0] != self.me or self.record.roll_pending is not None:
+            return
+        left = str(entries[last_leave]["device_id"])
+        self._roll(store)
+        self._drop_device_folders(store, left)
+
+    def was_removed(self, chain: devicelog.DeviceLog) -> str | None:
+        """Who removed this device, if the verified log says it was removed."""
+        if self.record.genesis is None or chain.is_member(self.me):
+            return None
+        for entry in reversed(chain.entries()):
+            if entry.get("op") == "remove" and entry.get("device_id") == self.me:
+                return str(entry.get("by"))
+        return None
+
+    def removed(self, by: str) -> None:
+        """Forget the account's secrets and the SMA state; only a new pairing brings us back."""
+        account = self.record.account
+        device_id = self.me
+        for name in (
+            account_key_name(account),
+            next_key_name(account),
+            old_keys_name(account),
+            device_key_name(account),
+        ):
+            self.secrets.delete(name)
+        self.trust.forget_secrets()
+        record = self.record
+        record.device = None
+        record.genesis = None
+        record.pairings = {}
+        record.unpublished = []
+        record.directory = Directory()
+        record.announce_status = None
+        record.inbox = FolderCursor()
+        record.roll_pending = None
+        record.key_waiting = None
+        self._save()
+        self._emit("device.removed", {"account": account, "device_id": device_id, "by": by})
