@@ -18,7 +18,7 @@ from native_host.core import devicelog, envelope, layout
 from native_host.core.crypto import canonical, decrypt_from, encrypt_to, verify_document
 from native_host.core.directory import Directory
 from native_host.core.envelope import MessageType, SmaMessage
-from native_host.core.join import Device, announcement
+from native_host.core.join import Device, announcement, refresh
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.jsonstrict import InvalidJson, decode_object
 from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes
@@ -93,6 +93,7 @@ class Lifecycle:
         )  # fmt: skip
         store.append(layout.ANNOUNCE_FOLDER, announcement(me, now=now, random=self._random))
         store.delete_messages(layout.ANNOUNCE_FOLDER, [current.uid])
+        refresh(store, self.record.directory)  # know our own new announcement (and its UID)
         return True
 
     # --- the API ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import Device, JoinResult, join, refresh
 from native_host.core.keysync import PeerRepo
-from native_host.errors import RemoteProtocolError
+from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.ports import (
     ChangeWaiter,
     Clock,
@@ -219,6 +219,11 @@ class AccountRuntime:
 
     def sync(self) -> SyncReport:
         with self._lock:
+            if self.removed or self.record.device is None:
+                raise HostError(
+                    ErrorCode.NOT_JOINED,
+                    f"this device is not in the SMA of {self.account} (any more); use sma.join",
+                )
             try:
                 report = self._sync_once()
             except StoreError:
@@ -273,7 +278,10 @@ class AccountRuntime:
             status = store.status(inbox_name)
         if status != record.inbox.status:
             inbox_read = self._read_inbox(store, inbox_name)
-            record.inbox.status = store.status(inbox_name) if inbox_read else status
+            # The status from before the read: one taken after it could include a message that
+            # arrived meanwhile, unread, and an idle cycle would then never look again. (Our own
+            # deletions change the status, so the next cycle fetches once more and finds nothing.)
+            record.inbox.status = status
             moved = True
         self.peers.flush(store, chain, self.trust.device_keys())
         if moved:
@@ -420,6 +428,9 @@ class AccountRuntime:
             self._dirty.clear()  # before the sync: a push during it triggers one more
             try:
                 self.sync()
+            except HostError:
+                self._cycle_done()
+                return  # removed (or left) meanwhile: nothing more to sync
             except StoreError as exc:
                 self._cycle_done()
                 self._set_online(False, exc)

@@ -1,0 +1,163 @@
+"""Key sync between real runtimes on the in-memory store: a late device gets one snapshot, and
+concurrent ingests on several devices converge to what one device would hold."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from native_host.adapters.pgp import generate_account_key
+from native_host.core import envelope, layout
+from native_host.core.autocrypt import PeerState
+from native_host.core.keysync import open_chunk
+from native_host.service.runtime import AccountRuntime
+from tests.service.test_instance import ACCOUNT, Device, Server, configured
+from tests.service.test_pairing_flow import state
+
+T0 = 1_790_000_000
+
+
+@pytest.fixture(scope="module")
+def keys() -> list[bytes]:
+    return [generate_account_key(f"k{i}@example.net", T0).keydata() for i in range(3)]
+
+
+def mail(addr: str, keydata: bytes, date: int) -> str:
+    value = f"addr={addr}; keydata={base64.b64encode(keydata).decode()}"
+    folded = "\r\n ".join(value[i : i + 76] for i in range(0, len(value), 76))
+    raw = (
+        f"From: <{addr}>\r\nDate: {format_datetime(datetime.fromtimestamp(date, UTC))}\r\n"
+        f"Autocrypt: {folded}\r\n\r\n"
+    ).encode()
+    return base64.b64encode(raw).decode()
+
+
+def runtime(device: Device) -> AccountRuntime:
+    return device.service.runtime(ACCOUNT)
+
+
+def settle(devices: list[Device], done: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Let the background loops run, moving every device's fake clock so debounce and retry
+    timers fire."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError("key sync did not settle")
+        for device in devices:
+            device.service._clock.advance(0.5)  # type: ignore[attr-defined]
+            runtime(device)._dirty.set()
+        time.sleep(0.03)
+
+
+def table(device: Device) -> dict[str, PeerState]:
+    return runtime(device).peers.repo.snapshot()  # type: ignore[attr-defined, no-any-return]
+
+
+def pair(old: Device, new: Device, settle_with: list[Device]) -> None:
+    new_rt = runtime(new)
+    me = runtime(old).record.device
+    assert me is not None
+    pairing_id = new_rt.with_store(lambda store: new_rt.trust.request(store, me.device_id))
+    settle(settle_with, lambda: state(old, pairing_id) == "showing" == state(new, pairing_id))
+    old_rt = runtime(old)
+    old_rt.with_store(lambda s: old_rt.trust.decide(s, pairing_id, True))
+    new_rt.with_store(lambda s: new_rt.trust.decide(s, pairing_id, True))
+    settle(settle_with, lambda: state(old, pairing_id) == "completed" == state(new, pairing_id))
+
+
+def test_a_late_device_gets_one_snapshot_and_everyone_converges(
+    tmp_path: Path, server: Server, laptop: Device, phone: Device, keys: list[bytes]
+) -> None:
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone, [laptop, phone])
+    for i in range(30):
+        runtime(laptop).peers.ingest(mail(f"l{i}@example.net", keys[i % 3], T0 + i))
+        runtime(phone).peers.ingest(mail(f"p{i}@example.net", keys[i % 3], T0 + i))
+    settle([laptop, phone], lambda: len(table(laptop)) == len(table(phone)) == 60)
+
+    tablet = Device(tmp_path / "tablet", server, 3)
+    configured(tablet, "Tablet")
+    for i in range(5):  # learned before it was paired: shared once it is
+        runtime(tablet).peers.ingest(mail(f"t{i}@example.net", keys[0], T0 + i))
+    sent: list[bytes] = []
+    append = server.mailbox.append
+    me = runtime(tablet).record.device
+    assert me is not None
+    inbox = layout.inbox_folder(me.device_id)
+
+    def spy(folder: str, message: bytes) -> int | None:
+        if folder == inbox:
+            sent.append(message)
+        return append(folder, message)
+
+    server.mailbox.append = spy  # type: ignore[method-assign]
+    everyone = [laptop, phone, tablet]
+    pair(laptop, tablet, everyone)
+    settle(everyone, lambda: all(len(table(d)) == 65 for d in everyone))
+    assert table(laptop) == table(phone) == table(tablet)
+
+    # What reached the tablet: the laptop (its approver) sent the 60 rows it had, once; the
+    # phone sent none of the history.
+    tablet_rt = runtime(tablet)
+    members = tablet_rt.trust.device_log().members()
+    rows: dict[str, list[str]] = {}
+    for raw in sent:
+        message = envelope.parse(raw)
+        if message.type is not envelope.MessageType.KEY_UPDATE:
+            continue
+        payload = open_chunk(
+            message,
+            me=me.device_id,
+            my_keys=tablet_rt.trust.device_keys(),
+            signer=members[message.sender].keys,
+        )
+        rows.setdefault(message.sender, []).extend(p["addr"] for p in payload["peers"])
+    laptop_id = runtime(laptop).record.device.device_id  # type: ignore[union-attr]
+    phone_id = runtime(phone).record.device.device_id  # type: ignore[union-attr]
+    assert sorted(rows[laptop_id]) == sorted(a for a in table(laptop) if not a.startswith("t"))
+    assert rows.get(phone_id, []) == []
+    # And storage is bounded: every inbox drains.
+    settle(
+        everyone,
+        lambda: all(
+            server.mailbox.status(f).messages == 0
+            for f in server.mailbox.list_folders(layout.INBOX_PREFIX)
+        ),
+    )
+
+
+def test_concurrent_ingests_on_two_devices_converge_to_the_newest(
+    laptop: Device, phone: Device, keys: list[bytes]
+) -> None:
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone, [laptop, phone])
+    # The same correspondents, seen on both devices with different keys and dates, interleaved.
+    expected: dict[str, tuple[int, bytes]] = {}
+    for i in range(40):
+        addr = f"c{i % 8}@example.net"
+        for device, key, date in ((laptop, keys[0], T0 + 2 * i), (phone, keys[1], T0 + 81 - 2 * i)):
+            runtime(device).peers.ingest(mail(addr, key, date))
+            if addr not in expected or date > expected[addr][0]:
+                expected[addr] = (date, key)
+    # Equal dates on both sides: the tie-breaker must pick the same winner everywhere.
+    runtime(laptop).peers.ingest(mail("tie@example.net", keys[0], T0))
+    runtime(phone).peers.ingest(mail("tie@example.net", keys[2], T0))
+
+    def agreed() -> bool:
+        a, b = table(laptop), table(phone)
+        return len(a) == len(b) == 9 and a == b
+
+    settle([laptop, phone], agreed)
+    final = table(laptop)
+    for addr, (date, key) in expected.items():
+        assert final[addr].autocrypt_timestamp == date
+        assert final[addr].public_key == key
+    assert final["tie@example.net"].public_key in (keys[0], keys[2])
