@@ -14,11 +14,14 @@ left is making sure everything arrives, with few messages and bounded server sto
   most one batch from each device (Principle 3: storage does not grow with mail received).
 - Every message also carries `ack`: how far (contiguously) the sender has received the
   recipient's ranges. Acks only move forward; an ack short of what was sent (a message was
-  dropped) or silence (a batch or an ack was dropped) leads to a resend, with backoff.
+  dropped) or silence (a batch or an ack was dropped) leads to a resend, with backoff. A
+  resent range that brings no news is answered again (our ack to it was lost).
 - A device that pairs late gets one snapshot: its approver starts it at acked=0; every other
   member starts it at its current seq and relies on the approver forwarding what it learns
-  later (a merge that changes a row gives it a new seq there, so it flows on). The newcomer
-  itself starts every older member at 0, which sends them what it learned before it paired.
+  later (a merge that changes a row gives it a new seq there, so it flows on); the newcomer
+  counts such a member's ranges from 0 to the first one it sees, or it could never ack them.
+  The newcomer itself starts every older member at 0, which sends them what it learned before
+  it paired.
 - Sends are debounced: a burst of changes (a backlog scan) goes out as one batch once the
   changes pause (SEND_QUIET) or have waited SEND_MAX_DELAY.
 
