@@ -343,10 +343,11 @@ class AccountRuntime:
 
     def leave(self) -> None:
         """Remove this device from the SMA; the others roll the key."""
-        me = self.trust.me
-        self.with_store(lambda store: self.lifecycle.remove(store, me))
-        with self._lock:
-            self._removed(me)
+        with self._lock:  # one hold: the background sync would otherwise see the entry first
+            me = self.trust.me
+            self.with_store(lambda store: self.lifecycle.remove(store, me))
+            if not self.removed:
+                self._removed(me)
 
     def expire(self, older_than_days: float) -> list[str]:
         """Remove every paired device (not this one) not seen for that long."""

@@ -4,6 +4,7 @@ a key roll, leaving, renaming, stale expiry with an injected clock, and concurre
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,16 @@ from native_host.core import layout
 from native_host.core.keysync import seal_chunk
 from native_host.errors import ErrorCode, HostError
 from native_host.service.accounts import account_key_name, device_key_name
+from tests.service.imap_backed import dovecot, server_fixture
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
 from tests.service.test_keysync_flow import T0, keys, mail, pair, runtime, settle, table
 
-__all__ = ["keys"]
+__all__ = ["dovecot", "keys"]
+
+
+@pytest.fixture(params=["memory", "dovecot"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    yield from server_fixture(request)
 
 
 def fingerprint(device: Device) -> str | None:
