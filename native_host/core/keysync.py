@@ -140,6 +140,7 @@ class Outgoing:
     lo: int
     hi: int
     ack: int
+    seen: int = 0  # the highest of its seqs we have seen: tells it whether its last batch came
 
 
 def add_range(
@@ -245,7 +246,9 @@ class KeySync:
             retry_at, retry_wait = link.retry_at, link.retry_wait
             if acked >= link.sent:
                 retry_at, retry_wait = None, RETRY_MIN
-            elif ack < link.sent:  # it read its inbox and still misses part of what we sent
+            elif ack < link.sent and payload.get("seen", link.sent) >= link.sent:
+                # It has seen our latest batch and still misses part of what we sent: a chunk
+                # was lost. (An ack written before our batch reached it says nothing.)
                 soon = now + RETRY_AFTER_SHORT_ACK
                 retry_at = soon if retry_at is None else min(retry_at, soon)
             link = replace(
@@ -269,6 +272,7 @@ class KeySync:
         now = self._clock()
         with self.repo.transaction():
             if not self._ensure_links(members):
+                self._pending.first = None  # kept for when we are a member; no timer till then
                 return []
             head = self.repo.head()
             links = self.repo.links()
@@ -280,14 +284,15 @@ class KeySync:
         for link in links:
             retry = link.acked < link.sent and link.retry_at is not None and now >= link.retry_at
             if retry or (quiet and (link.received > link.ack_sent or self._fresh(link, head))):
-                due.append(Outgoing(link.device, link.acked, head, link.received))
+                seen = link.covered[-1][1] if link.covered else 0
+                due.append(Outgoing(link.device, link.acked, head, link.received, seen))
         if quiet:
             pending.first = None
         return due
 
     def _fresh(self, link: Link, head: int) -> bool:
         """Any row changed since our last batch to `link` that did not come from it?"""
-        start = max(link.sent, self._pending.clean.get(link.device, 0))
+        start = max(link.acked, link.sent, self._pending.clean.get(link.device, 0))
         while start < head:
             with self.repo.transaction():
                 rows = self.repo.changed_since(start, PAGE)
@@ -317,10 +322,10 @@ class KeySync:
                     rows.append((row.seq, doc))
                     size += len(json.dumps(doc)) + 1
                 if size >= CHUNK_JSON_BYTES or len(rows) >= MAX_ROWS:
-                    yield from _compressed(lo, row.seq, out.ack, rows)
+                    yield from _compressed(lo, row.seq, out.ack, out.seen, rows)
                     lo, rows, size = row.seq, [], 0
             start = page[-1].seq
-        yield from _compressed(lo, out.hi, out.ack, rows)
+        yield from _compressed(lo, out.hi, out.ack, out.seen, rows)
 
     def sent(self, out: Outgoing, uids: Iterable[int | None]) -> tuple[int, ...]:
         """Record a batch on the server; returns the UIDs of the batch it replaces (to delete)."""
@@ -374,19 +379,20 @@ class PartlyRejected(RemoteProtocolError):
 
 
 def _compressed(
-    lo: int, hi: int, ack: int, rows: list[tuple[int, dict[str, Any]]]
+    lo: int, hi: int, ack: int, seen: int, rows: list[tuple[int, dict[str, Any]]]
 ) -> Iterator[bytes]:
     """One chunk covering (lo, hi], or two halves (recursively) split at a row's seq if it
     compresses too badly to fit in a message."""
     docs = [doc for _seq, doc in rows]
-    data = zlib.compress(canonical({"lo": lo, "hi": hi, "ack": ack, "peers": docs}), 6)
+    payload = {"lo": lo, "hi": hi, "ack": ack, "seen": seen, "peers": docs}
+    data = zlib.compress(canonical(payload), 6)
     if len(data) <= CHUNK_MAX_COMPRESSED or len(rows) <= 1:
         yield data
         return
     half = len(rows) // 2
     cut = rows[half - 1][0]
-    yield from _compressed(lo, cut, ack, rows[:half])
-    yield from _compressed(cut, hi, ack, rows[half:])
+    yield from _compressed(lo, cut, ack, seen, rows[:half])
+    yield from _compressed(cut, hi, ack, seen, rows[half:])
 
 
 def parse_payload(
