@@ -60,6 +60,10 @@ SEND_MAX_DELAY = 3.0  # ...or this long after the first unsent change, whichever
 RETRY_MIN = 60.0  # a batch not confirmed after this long is sent again (then 2x, 4x, ...)
 RETRY_MAX = 6 * 3600.0
 RETRY_AFTER_SHORT_ACK = 10.0  # the member answered but is missing part of what was sent
+# A batch sent while the previous one is younger than this (and not yet acked) carries only what
+# is new and joins it; an older unacked batch is replaced by a whole one. Without this a burst
+# of changes sent in several batches would resend everything unacked each time.
+INCREMENTAL_WINDOW = 30.0
 CHUNK_JSON_BYTES = 640 * 1024  # rows per chunk, measured as JSON before compression
 CHUNK_MAX_COMPRESSED = 512 * 1024  # keeps every sealed message under envelope.MAX_MESSAGE_BYTES
 MAX_PLAIN_BYTES = 8 * 1024 * 1024  # a chunk never decompresses to more (zip bombs)
@@ -141,6 +145,7 @@ class Outgoing:
     hi: int
     ack: int
     seen: int = 0  # the highest of its seqs we have seen: tells it whether its last batch came
+    incremental: bool = False  # adds to the batch in flight instead of replacing it
 
 
 def add_range(
@@ -285,7 +290,13 @@ class KeySync:
             retry = link.acked < link.sent and link.retry_at is not None and now >= link.retry_at
             if retry or (quiet and (link.received > link.ack_sent or self._fresh(link, head))):
                 seen = link.covered[-1][1] if link.covered else 0
-                due.append(Outgoing(link.device, link.acked, head, link.received, seen))
+                incremental = (
+                    not retry
+                    and link.acked < link.sent
+                    and now - link.last_send < INCREMENTAL_WINDOW
+                )
+                lo = link.sent if incremental else link.acked
+                due.append(Outgoing(link.device, lo, head, link.received, seen, incremental))
         if quiet:
             pending.first = None
         return due
@@ -335,21 +346,36 @@ class KeySync:
             if link is None:
                 return ()
             sent = max(link.sent, out.hi)
-            retry = link.retry_at is not None and now >= link.retry_at
-            wait = min(link.retry_wait * 2, RETRY_MAX) if retry else link.retry_wait
-            self.repo.save_link(
-                replace(
-                    link,
-                    sent=sent,
-                    ack_sent=max(link.ack_sent, out.ack),
-                    pending=tuple(u for u in uids if u is not None),
-                    last_send=now,
-                    retry_at=now + wait if link.acked < sent else None,
-                    retry_wait=wait,
+            new_uids = tuple(u for u in uids if u is not None)
+            if out.incremental:  # joins the batch in flight; its retry timer stands
+                retry_at = link.retry_at if link.retry_at is not None else now + link.retry_wait
+                self.repo.save_link(
+                    replace(
+                        link,
+                        sent=sent,
+                        ack_sent=max(link.ack_sent, out.ack),
+                        pending=link.pending + new_uids,
+                        retry_at=retry_at if link.acked < sent else None,
+                    )
                 )
-            )
+                replaced: tuple[int, ...] = ()
+            else:
+                retry = link.retry_at is not None and now >= link.retry_at
+                wait = min(link.retry_wait * 2, RETRY_MAX) if retry else link.retry_wait
+                self.repo.save_link(
+                    replace(
+                        link,
+                        sent=sent,
+                        ack_sent=max(link.ack_sent, out.ack),
+                        pending=new_uids,
+                        last_send=now,
+                        retry_at=now + wait if link.acked < sent else None,
+                        retry_wait=wait,
+                    )
+                )
+                replaced = link.pending
         self._pending.clean[out.device] = max(self._pending.clean.get(out.device, 0), out.hi)
-        return tuple(u for u in link.pending if u is not None)
+        return replaced
 
     def next_due(self) -> float | None:
         """When `plan` may next have something (None: nothing waits but new input)."""

@@ -22,6 +22,7 @@ from native_host.core.crypto import DeviceKeys, sign_document
 from native_host.core.devicelog import Member
 from native_host.core.keysync import (
     CHUNK_MAX_COMPRESSED,
+    INCREMENTAL_WINDOW,
     MAX_INTERVALS,
     RETRY_AFTER_SHORT_ACK,
     RETRY_MAX,
@@ -329,14 +330,24 @@ def test_sent_returns_the_batch_it_replaces() -> None:
     link = repo.link(B)
     assert link is not None
     assert (link.pending, link.sent, link.last_send) == ((11, 12), 1, clock.now)
+    # Soon after: an incremental batch joins the one in flight (nothing is replaced).
     sync.ingest([peer("bob", T0)])
     clock.now += SEND_QUIET
     (out,) = sync.plan(PAIR)
-    assert out == Outgoing(B, 0, 2, 0)  # cumulative: still from what B confirmed
-    assert sync.sent(out, [13]) == (11, 12)
+    assert out == Outgoing(B, 1, 2, 0, incremental=True)
+    assert sync.sent(out, [13]) == ()
     link = repo.link(B)
     assert link is not None
-    assert link.pending == (13,)
+    assert link.pending == (11, 12, 13)
+    # Once the batch in flight is old, a new one is whole again and replaces all of it.
+    sync.ingest([peer("carol", T0)])
+    clock.now += INCREMENTAL_WINDOW
+    (out,) = sync.plan(PAIR)
+    assert out == Outgoing(B, 0, 3, 0)  # cumulative: from what B confirmed
+    assert sync.sent(out, [14]) == (11, 12, 13)
+    link = repo.link(B)
+    assert link is not None
+    assert link.pending == (14,)
 
 
 def test_a_short_ack_retries_soon_and_a_full_ack_stops_retrying() -> None:
@@ -511,7 +522,12 @@ def test_rows_changed_while_a_batch_is_read_go_in_the_next_one() -> None:
     assert addrs(payloads) == ["bob@example.org"]
     sync.sent(out, [])
     clock.now += SEND_QUIET
-    assert addrs(flush(sync, PAIR)[B]) == ["bob@example.org", "alice@example.org"]
+    assert addrs(flush(sync, PAIR)[B]) == ["alice@example.org"]  # joins the batch in flight
+    clock.now += INCREMENTAL_WINDOW
+    sync.ingest([peer("carol", T0)])
+    clock.now += SEND_QUIET
+    whole = addrs(flush(sync, PAIR)[B])  # unconfirmed and old: everything from 0 again
+    assert whole == ["bob@example.org", "alice@example.org", "carol@example.org"]
 
 
 # --- payloads -------------------------------------------------------------------------------
