@@ -115,7 +115,10 @@ export class NativeClient {
     return this._send(method, params, timeoutMs);
   }
 
-  /** Subscribe to an unsolicited host event; returns an unsubscribe function. */
+  /**
+   * Subscribe to an unsolicited host event; returns an unsubscribe function.
+   * The name "*" receives every event as `fn(data, name)`.
+   */
   onEvent(name, fn) {
     if (!this._listeners.has(name)) this._listeners.set(name, new Set());
     this._listeners.get(name).add(fn);
@@ -220,9 +223,10 @@ export class NativeClient {
   }
 
   _dispatchEvent(name, data) {
-    for (const fn of this._listeners.get(name) ?? []) {
+    const named = name === "*" ? [] : [...(this._listeners.get(name) ?? [])];
+    for (const fn of [...named, ...(this._listeners.get("*") ?? [])]) {
       try {
-        fn(data);
+        fn(data, name);
       } catch (err) {
         // One failing subscriber must not starve the others or break the port's listener.
         this._reportError(new NativeError("listener_failed", `${name} listener: ${err?.message ?? err}`));

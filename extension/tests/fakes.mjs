@@ -1,4 +1,4 @@
-// Test doubles for the browser pieces NativeClient needs: a native port and a controllable clock.
+// Test doubles: a native port, a controllable clock and a fake `messenger` API for the pages and background.
 
 /** Timers that only fire when the test advances the clock. */
 export class FakeTimers {
@@ -106,4 +106,175 @@ export function fakeConnector() {
 /** Let pending promise callbacks run (the client's hello handling is promise-based). */
 export function flush() {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A fake `messenger` object with the pieces the add-on uses. Everything it was asked to do is
+ * recorded on it (`sent`, `notifications.created`, `badge`, ...); `i18n` reads the real messages.json.
+ */
+export function fakeMessenger({ connect = fakeConnector().connect, messages: localeMessages = {}, accounts = [], mail = {} } = {}) {
+  const stored = {};
+  const listeners = () => {
+    const fns = [];
+    return { addListener: (fn) => fns.push(fn), fire: (...args) => fns.map((fn) => fn(...args)), fns };
+  };
+  const api = {
+    sent: [],
+    stored,
+    runtime: {
+      id: "autocrypt-sma@autocrypt.org",
+      connectNative: connect,
+      onMessage: listeners(),
+      sendMessage: async (message) => { api.sent.push(message); },
+      getURL: (path) => `moz-extension://fake/${path}`,
+      openOptionsPage: async () => { api.optionsOpened = (api.optionsOpened ?? 0) + 1; },
+      getPlatformInfo: async () => ({ os: "linux", arch: "x86-64" }),
+    },
+    storage: {
+      local: {
+        get: async (key) => {
+          if (key == null) return { ...stored };
+          const keys = typeof key === "string" ? [key] : Array.isArray(key) ? key : Object.keys(key);
+          return Object.fromEntries(keys.filter((k) => k in stored).map((k) => [k, stored[k]]));
+        },
+        set: async (items) => { Object.assign(stored, items); },
+      },
+    },
+    i18n: {
+      getMessage: (key, subs) => {
+        const entry = localeMessages[key];
+        if (!entry) return "";
+        const args = [].concat(subs ?? []);
+        return entry.message.replace(/\$(\w+)\$/g, (_, name) => {
+          const content = entry.placeholders?.[name.toLowerCase()]?.content ?? "";
+          const n = Number(content.replace(/^\$/, ""));
+          return n ? String(args[n - 1] ?? "") : content;
+        });
+      },
+    },
+    notifications: {
+      created: [],
+      cleared: [],
+      create: async (id, options) => { api.notifications.created.push({ id, ...options }); return id; },
+      clear: async (id) => { api.notifications.cleared.push(id); return true; },
+      onClicked: listeners(),
+    },
+    browserAction: {
+      badge: "",
+      popupsOpened: 0,
+      setBadgeText: async ({ text }) => { api.browserAction.badge = text; },
+      setBadgeBackgroundColor: async () => {},
+      openPopup: async () => { api.browserAction.popupsOpened++; return true; },
+    },
+    accounts: {
+      list: async () => accounts,
+      get: async (id) => accounts.find((a) => a.id === id) ?? null,
+    },
+    messages: fakeMessages(mail),
+  };
+  return api;
+}
+
+/**
+ * messages.* over a map of message id -> {headers: {name: [values]}, raw: string, accountId, date}.
+ * `getHeaders: false` leaves getHeaders out, as in Thunderbird before 147.
+ */
+export function fakeMessages({ byId = {}, getHeaders = true, pageSize = 2 } = {}) {
+  const lists = new Map();
+  let nextList = 1;
+  const header = (id) => ({ id: Number(id), folder: { accountId: byId[id].accountId } });
+  const page = (ids) => {
+    const now = ids.slice(0, pageSize);
+    const rest = ids.slice(pageSize);
+    let id = null;
+    if (rest.length) {
+      id = `list-${nextList++}`;
+      lists.set(id, rest);
+    }
+    return { id, messages: now.map(header) };
+  };
+  const messages = {
+    onNewMailReceived: { fns: [], addListener(fn) { this.fns.push(fn); } },
+    queries: [],
+    aborted: [],
+    page,
+    continueList: async (id) => {
+      const rest = lists.get(id);
+      lists.delete(id);
+      if (!rest) throw new Error(`no list ${id}`);
+      return page(rest);
+    },
+    abortList: async (id) => { messages.aborted.push(id); lists.delete(id); },
+    query: async (info) => {
+      messages.queries.push(info);
+      const ids = Object.keys(byId).filter(
+        (id) => byId[id].accountId === info.accountId && (!info.fromDate || (byId[id].date ?? Infinity) >= +info.fromDate),
+      );
+      return page(ids);
+    },
+    getRaw: async (id, options) => {
+      const raw = byId[id].raw;
+      if (options?.data_format !== "File") return raw;
+      const bytes = Uint8Array.from(raw, (c) => c.charCodeAt(0));
+      return new Blob([bytes]);
+    },
+  };
+  if (getHeaders) messages.getHeaders = async (id) => byId[id].headers;
+  return messages;
+}
+
+/** A host error for FakeHost handlers to throw. */
+export function hostError(code, message = code) {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * A scripted native host: each request is answered (asynchronously) by `handlers[method](params)`;
+ * a handler that throws answers with an error of its `code`. Unhandled methods get no answer.
+ */
+export class FakeHost {
+  constructor(handlers = {}) {
+    this.handlers = { hello: () => ({ instance: "x", host_version: "0.1.0", protocol_version: 1 }), ping: () => ({}), ...handlers };
+    this.calls = [];
+    this.ports = [];
+    this.missing = false; // true: connecting fails as when the host manifest is not installed
+    this.connect = (name) => this._connect(name);
+  }
+
+  _connect(name) {
+    const port = new FakePort(name);
+    this.ports.push(port);
+    if (this.missing) {
+      Promise.resolve().then(() => port.drop("No such native application org.autocrypt.sma"));
+      return port;
+    }
+    const post = port.postMessage.bind(port);
+    port.postMessage = (msg) => {
+      post(msg);
+      this.calls.push(msg);
+      const handler = this.handlers[msg.method];
+      if (!handler) return;
+      Promise.resolve().then(async () => {
+        try {
+          port.receive({ id: msg.id, result: await handler(msg.params ?? {}) });
+        } catch (err) {
+          port.receive({ id: msg.id, error: { code: err.code ?? "internal_error", message: err.message } });
+        }
+      });
+    };
+    return port;
+  }
+
+  get port() { return this.ports.at(-1); }
+  emit(event, data) { this.port.receive({ event, data }); }
+  callsOf(method) { return this.calls.filter((c) => c.method === method); }
+}
+
+/** Wait until `predicate()` holds, letting promises and I/O callbacks run in between. */
+export async function until(predicate, what = "condition", rounds = 200) {
+  for (let i = 0; i < rounds; i++) {
+    if (await predicate()) return;
+    await flush();
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }

@@ -173,6 +173,20 @@ test("events go to the subscribers of that name only, until they unsubscribe", a
   assert.deepEqual(errors, []);
 });
 
+test('"*" subscribers get every event with its name, after the named ones', async () => {
+  const { client, conn } = await connected();
+  const seen = [];
+  client.onEvent("*", (data, name) => seen.push(["any", name, data]));
+  client.onEvent("pairing.requested", (data) => seen.push(["named", data]));
+  conn.last.receive({ event: "pairing.requested", data: { n: 1 } });
+  conn.last.receive({ event: "sync.state", data: { n: 2 } });
+  assert.deepEqual(seen, [
+    ["named", { n: 1 }],
+    ["any", "pairing.requested", { n: 1 }],
+    ["any", "sync.state", { n: 2 }],
+  ]);
+});
+
 test("a throwing event listener does not stop the others and is reported", async () => {
   const { client, conn, errors } = await connected();
   const seen = [];

@@ -1,0 +1,289 @@
+// The background's logic, apart from the page globals so tests can build one against a fake API:
+// owns the native port, answers the pages, fans host events out to them, notifies, ingests mail.
+
+import { NativeClient, Status } from "../lib/native_client.js";
+import { getOrCreateInstanceId } from "../lib/instance_id.js";
+import { MailIngest } from "./mail_ingest.js";
+
+const PING_TIMEOUT_MS = 5000;
+const SYNC_TIMEOUT_MS = 60000; // one sync cycle talks to the IMAP server
+const MAX_ALERTS = 5; // per account, newest first
+// The client sends hello itself; letting a page send another could rebind the host to a different instance.
+const METHODS_RESERVED_FOR_CLIENT = new Set(["hello"]);
+// Host events after which the host has just heard from the server: they move "last sync".
+const SYNC_EVIDENCE = new Set(["devices.changed", "pairing.updated", "pairing.completed"]);
+export const FINISHED_PAIRING_STATES = new Set(["completed", "rejected", "expired", "failed"]);
+const NOTIFICATION_PREFIX = "autocrypt-sma:";
+
+function errorData(err) {
+  return { code: err?.code ?? "internal", message: String(err?.message ?? err) };
+}
+
+export class Background {
+  /**
+   * @param {object} api  `messenger` (or `browser`), or a test double with the same shape
+   * @param {object} [options]
+   * @param {{setTimeout: Function, clearTimeout: Function}} [options.timers]
+   * @param {() => number} [options.now]  milliseconds, like Date.now
+   */
+  constructor(api, { timers = globalThis, now = () => Date.now(), clientOptions = {} } = {}) {
+    this.api = api;
+    this.timers = timers;
+    this.now = now;
+    this.clientOptions = clientOptions;
+    this.client = null;
+    this.sync = new Map(); // account -> {online, error, last_sync}
+    this.alerts = new Map(); // account -> [{kind, message, at}]
+    this.mail = new MailIngest({
+      api,
+      call: (method, params, opts) => this.call(method, params, opts),
+      broadcast: (message) => this.broadcast(message),
+    });
+  }
+
+  async start() {
+    const api = this.api;
+    const instanceId = await getOrCreateInstanceId(api.storage.local);
+    this.client = new NativeClient({
+      connect: (hostName) => api.runtime.connectNative(hostName),
+      instanceId,
+      timers: this.timers,
+      onStatus: (status, { lastError }) => this.onStatus(status, lastError),
+      onError: (err) => console.warn("autocrypt-sma: native host error", err.code, err.message),
+      ...this.clientOptions,
+    });
+    this.client.onEvent("*", (data, name) => this.onHostEvent(name, data));
+    api.notifications?.onClicked?.addListener((id) => this.onNotificationClicked(id));
+    api.messages?.onNewMailReceived?.addListener((folder, list) => this.mail.onNewMail(folder, list));
+    this.client.start();
+    return this;
+  }
+
+  /** A request to the host; rejects with a NativeError (`code`, `message`). */
+  call(method, params = {}, options) {
+    return this.client.request(method, params, options);
+  }
+
+  // --- status and fan-out -------------------------------------------------------------------
+
+  onStatus(status, lastError) {
+    console.info("autocrypt-sma: native host", status, lastError?.message ?? "");
+    this.broadcast({ type: "status", ...this.statusReply() });
+    if (status === Status.CONNECTED) this.afterConnect();
+  }
+
+  statusReply() {
+    const info = this.client.hostInfo ?? {};
+    return {
+      status: this.client.status,
+      host_version: info.host_version ?? null,
+      protocol_version: info.protocol_version ?? null,
+      last_error: this.client.lastError,
+    };
+  }
+
+  /** Tell every open page (popup, options); nobody listening is normal, not an error. */
+  broadcast(message) {
+    try {
+      Promise.resolve(this.api.runtime.sendMessage(message)).catch(() => {});
+    } catch { /* no receiver */ }
+  }
+
+  // A ping checks the host answers a plain request, not only the handshake; then one sync per
+  // joined account gives "last sync" a value and the badge its pending pairings.
+  async afterConnect() {
+    try {
+      await this.call("ping", {}, { timeoutMs: PING_TIMEOUT_MS });
+    } catch (err) {
+      console.warn("autocrypt-sma: ping failed", err.code, err.message);
+      return;
+    }
+    let accounts = [];
+    try {
+      accounts = (await this.call("account.list")).accounts ?? [];
+    } catch (err) {
+      console.warn("autocrypt-sma: account.list failed", err.code, err.message);
+    }
+    await this.refreshBadge(accounts);
+    for (const { account, device_id: deviceId } of accounts) {
+      if (deviceId) this.syncNow(account).catch(() => {});
+    }
+  }
+
+  async syncNow(account) {
+    const result = await this.call("sync", { account }, { timeoutMs: SYNC_TIMEOUT_MS });
+    this.markSynced(account, { online: true, error: null });
+    return result;
+  }
+
+  syncState(account) {
+    return this.sync.get(account) ?? { online: null, error: null, last_sync: null };
+  }
+
+  markSynced(account, changes = {}) {
+    const state = { ...this.syncState(account), last_sync: this.now(), ...changes };
+    this.sync.set(account, state);
+  }
+
+  onHostEvent(name, data) {
+    const account = data?.account;
+    if (name === "sync.state" && account) {
+      const error = data.online ? null : data.error ?? { code: "imap_unavailable", message: "" };
+      if (data.online) this.markSynced(account, { online: true, error: null });
+      else this.sync.set(account, { ...this.syncState(account), online: false, error });
+    } else if (SYNC_EVIDENCE.has(name) && account) {
+      this.markSynced(account, { online: true, error: null });
+    } else if (name === "security.alert" && account) {
+      const list = [{ kind: data.kind, message: data.message, at: this.now() }, ...(this.alerts.get(account) ?? [])];
+      this.alerts.set(account, list.slice(0, MAX_ALERTS));
+      this.notify(`alert:${this.now()}`, "notifyAlertTitle", [account], data.message);
+    } else if (name === "device.removed" && account) {
+      this.sync.delete(account);
+    }
+    if (name === "pairing.requested" && data?.pairing) this.notifyPairing(account, data.pairing);
+    if (name.startsWith("pairing.") && data?.pairing) {
+      if (FINISHED_PAIRING_STATES.has(data.pairing.state)) this.clearNotification(`pairing:${data.pairing.pairing_id}`);
+      this.refreshBadge().catch(() => {});
+    }
+    this.broadcast({ type: "event", event: name, data });
+  }
+
+  // --- notifications and badge --------------------------------------------------------------
+
+  msg(key, substitutions) {
+    return this.api.i18n?.getMessage(key, substitutions) || key;
+  }
+
+  notify(id, titleKey, titleArgs, message) {
+    const notifications = this.api.notifications;
+    if (!notifications?.create) return;
+    Promise.resolve(
+      notifications.create(NOTIFICATION_PREFIX + id, {
+        type: "basic",
+        iconUrl: this.api.runtime.getURL?.("icons/icon.svg") ?? "icons/icon.svg",
+        title: this.msg(titleKey, titleArgs),
+        message,
+      }),
+    ).catch((err) => console.warn("autocrypt-sma: notification failed", err?.message ?? err));
+  }
+
+  notifyPairing(account, pairing) {
+    if (pairing.role !== "responder") return;
+    const name = pairing.peer_name || this.msg("unnamedDevice");
+    this.notify(`pairing:${pairing.pairing_id}`, "notifyPairingTitle", [account], this.msg("notifyPairingBody", [name]));
+  }
+
+  clearNotification(id) {
+    Promise.resolve(this.api.notifications?.clear?.(NOTIFICATION_PREFIX + id)).catch(() => {});
+  }
+
+  async onNotificationClicked(id) {
+    if (typeof id !== "string" || !id.startsWith(NOTIFICATION_PREFIX)) return;
+    this.clearNotification(id.slice(NOTIFICATION_PREFIX.length));
+    // openPopup exists in Thunderbird's browserAction; where it does not, the badge still points there.
+    try {
+      await this.api.browserAction?.openPopup?.();
+    } catch (err) {
+      console.warn("autocrypt-sma: could not open the popup", err?.message ?? err);
+    }
+  }
+
+  /** The badge counts pairing requests waiting for this device's answer. */
+  async refreshBadge(accounts) {
+    const action = this.api.browserAction;
+    if (!action?.setBadgeText) return;
+    let waiting = 0;
+    try {
+      accounts ??= (await this.call("account.list")).accounts ?? [];
+      for (const { account, device_id: deviceId } of accounts) {
+        if (!deviceId) continue;
+        const { pairings } = await this.call("pairing.list", { account });
+        waiting += pairings.filter((p) => p.role === "responder" && !FINISHED_PAIRING_STATES.has(p.state)).length;
+      }
+    } catch {
+      return; // keep the last badge; the next event or connect tries again
+    }
+    await action.setBadgeText({ text: waiting ? String(waiting) : "" });
+    if (waiting) await action.setBadgeBackgroundColor?.({ color: "#b42318" });
+  }
+
+  // --- the pages' requests ------------------------------------------------------------------
+
+  /** Everything the popup shows, in one answer. */
+  async overview() {
+    const reply = { ...this.statusReply(), accounts: null, error: null, scan: this.mail.scan };
+    if (this.client.status !== Status.CONNECTED) return reply;
+    try {
+      const { accounts } = await this.call("account.list");
+      reply.accounts = await Promise.all(accounts.map((a) => this.accountOverview(a)));
+    } catch (err) {
+      reply.error = errorData(err);
+    }
+    return reply;
+  }
+
+  async accountOverview(entry) {
+    const account = entry.account;
+    const view = {
+      account,
+      device_id: entry.device_id ?? null,
+      joined: Boolean(entry.device_id),
+      paired: false,
+      devices: [],
+      pairings: [],
+      sync: this.syncState(account),
+      alerts: this.alerts.get(account) ?? [],
+      error: null,
+    };
+    if (!view.joined) return view;
+    try {
+      const [{ devices }, { pairings }] = await Promise.all([
+        this.call("devices.list", { account }),
+        this.call("pairing.list", { account }),
+      ]);
+      view.devices = devices;
+      view.paired = devices.some((d) => d.self && d.paired);
+      view.pairings = pairings;
+    } catch (err) {
+      view.error = errorData(err);
+    }
+    return view;
+  }
+
+  // Errors travel as data: an Error thrown across runtime.sendMessage loses its `code`.
+  async forwardCall(method, params) {
+    if (typeof method !== "string" || METHODS_RESERVED_FOR_CLIENT.has(method)) {
+      return { ok: false, error: { code: "invalid_method", message: `method not allowed: ${method}` } };
+    }
+    try {
+      const result =
+        method === "sync" ? await this.syncNow(params?.account) : await this.call(method, params ?? {});
+      if (method.startsWith("pairing.") || method === "sma.join") this.refreshBadge().catch(() => {});
+      return { ok: true, result };
+    } catch (err) {
+      return { ok: false, error: errorData(err) };
+    }
+  }
+
+  async handleMessage(message) {
+    switch (message.type) {
+      case "status":
+        return this.statusReply();
+      case "reconnect":
+        this.client.reconnectNow();
+        return this.statusReply();
+      case "call":
+        return this.forwardCall(message.method, message.params);
+      case "overview":
+        return this.overview();
+      case "scan.start":
+        return this.mail.startScan(message.account, message.options);
+      case "scan.cancel":
+        return this.mail.cancelScan();
+      case "scan.status":
+        return this.mail.scan;
+      default:
+        return { ok: false, error: { code: "unknown_type", message: `unknown message type: ${message.type}` } };
+    }
+  }
+}

@@ -1,0 +1,182 @@
+// The background controller against a fake `messenger` and a scripted host: fan-out, notifications,
+// badge, overview, sync state, host missing.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import { FakeHost, FakeTimers, fakeMessenger, hostError, until } from "./fakes.mjs";
+import { Background } from "../background/controller.js";
+
+const MESSAGES = JSON.parse(readFileSync(new URL("../_locales/en/messages.json", import.meta.url), "utf8"));
+const ACCOUNT = "alice@example.org";
+const SELF = { device_id: "aaaaaaaaaaaaaaaa", name: "Laptop", last_seen: 1700000000, paired: true, self: true, stale: false };
+const OTHER = { device_id: "bbbbbbbbbbbbbbbb", name: "Desktop", last_seen: 1700000000, paired: true, self: false, stale: false };
+const pairing = (over = {}) => ({
+  pairing_id: "0123456789abcdef0123456789abcdef",
+  role: "responder",
+  peer_device_id: "cccccccccccccccc",
+  peer_name: "New phone",
+  state: "showing",
+  sas: "1234 5678 9012 3456",
+  expires_at: 1700000600,
+  reason: null,
+  ...over,
+});
+
+console.info = () => {};
+console.warn = () => {};
+
+async function started(handlers = {}, { missing = false } = {}) {
+  const host = new FakeHost({
+    "account.list": () => ({ accounts: [{ account: ACCOUNT, imap: {}, device_id: SELF.device_id }] }),
+    "devices.list": () => ({ devices: [SELF, OTHER] }),
+    "pairing.list": () => ({ pairings: [] }),
+    sync: () => ({ announcements_read: 0, inbox_read: 0, devices: 2, rejected: 0 }),
+    ...handlers,
+  });
+  host.missing = missing;
+  const api = fakeMessenger({ connect: host.connect, messages: MESSAGES });
+  const timers = new FakeTimers();
+  let clock = 1_700_000_000_000;
+  const bg = await new Background(api, { timers, now: () => clock }).start();
+  return { host, api, bg, timers, tick: (ms) => { clock += ms; } };
+}
+
+test("connects, pings, then syncs each joined account once; status goes out to the pages", async () => {
+  const { host, api, bg } = await started();
+  await until(() => host.callsOf("sync").length === 1, "sync after connect");
+  assert.deepEqual(host.calls.slice(0, 2).map((c) => c.method), ["hello", "ping"]);
+  assert.deepEqual(host.callsOf("sync")[0].params, { account: ACCOUNT });
+  await until(() => bg.syncState(ACCOUNT).last_sync !== null, "last sync");
+  assert.equal(bg.syncState(ACCOUNT).online, true);
+  assert.ok(api.sent.some((m) => m.type === "status" && m.status === "connected"));
+});
+
+test("host events are fanned out to the pages as {type: event}", async () => {
+  const { host, api, bg } = await started();
+  await until(() => bg.client.status === "connected", "connected");
+  host.emit("peers.updated", { account: ACCOUNT, source: "mail", count: 1, addrs: ["bob@example.org"] });
+  assert.deepEqual(api.sent.at(-1), {
+    type: "event",
+    event: "peers.updated",
+    data: { account: ACCOUNT, source: "mail", count: 1, addrs: ["bob@example.org"] },
+  });
+});
+
+test("pairing.requested notifies; clicking the notification opens the popup; the badge counts it", async () => {
+  let pending = [];
+  const { host, api, bg } = await started({ "pairing.list": () => ({ pairings: pending }) });
+  await until(() => bg.client.status === "connected", "connected");
+  pending = [pairing()];
+  host.emit("pairing.requested", { account: ACCOUNT, pairing: pairing() });
+  const [note] = api.notifications.created;
+  assert.equal(note.id, "autocrypt-sma:pairing:0123456789abcdef0123456789abcdef");
+  assert.equal(note.type, "basic");
+  assert.match(note.title, /alice@example\.org/);
+  assert.match(note.message, /New phone/);
+  await until(() => api.browserAction.badge === "1", "badge 1");
+
+  api.notifications.onClicked.fire(note.id);
+  await until(() => api.browserAction.popupsOpened === 1, "popup opened");
+  assert.ok(api.notifications.cleared.includes(note.id));
+
+  // A foreign notification id is none of our business.
+  api.notifications.onClicked.fire("someone-else");
+  await until(() => true);
+  assert.equal(api.browserAction.popupsOpened, 1);
+
+  pending = [pairing({ state: "completed", sas: null })];
+  host.emit("pairing.completed", { account: ACCOUNT, pairing: pending[0] });
+  await until(() => api.browserAction.badge === "", "badge cleared");
+});
+
+test("an initiator's own pairing does not notify", async () => {
+  const { host, api, bg } = await started();
+  await until(() => bg.client.status === "connected", "connected");
+  host.emit("pairing.requested", { account: ACCOUNT, pairing: pairing({ role: "initiator" }) });
+  assert.equal(api.notifications.created.length, 0);
+});
+
+test("sync.state offline keeps the error; online again clears it and moves last sync", async () => {
+  const { host, bg, tick } = await started();
+  await until(() => bg.syncState(ACCOUNT).last_sync !== null, "first sync");
+  const first = bg.syncState(ACCOUNT).last_sync;
+  host.emit("sync.state", { account: ACCOUNT, online: false, error: { code: "imap_unavailable", message: "refused" } });
+  assert.equal(bg.syncState(ACCOUNT).online, false);
+  assert.equal(bg.syncState(ACCOUNT).error.message, "refused");
+  assert.equal(bg.syncState(ACCOUNT).last_sync, first);
+  tick(5000);
+  host.emit("sync.state", { account: ACCOUNT, online: true });
+  assert.deepEqual(bg.syncState(ACCOUNT), { online: true, error: null, last_sync: first + 5000 });
+});
+
+test("security alerts are kept (newest first, bounded) and notified", async () => {
+  const { host, api, bg } = await started();
+  await until(() => bg.client.status === "connected", "connected");
+  for (let i = 0; i < 7; i++) host.emit("security.alert", { account: ACCOUNT, kind: "inbox", message: `bad ${i}` });
+  const alerts = bg.alerts.get(ACCOUNT);
+  assert.equal(alerts.length, 5);
+  assert.equal(alerts[0].message, "bad 6");
+  assert.ok(api.notifications.created.some((n) => n.message === "bad 0"));
+});
+
+test("overview: host status, accounts with devices, pairings, sync state and alerts", async () => {
+  const { bg } = await started({ "pairing.list": () => ({ pairings: [pairing()] }) });
+  await until(() => bg.syncState(ACCOUNT).last_sync !== null, "sync");
+  const view = await bg.handleMessage({ type: "overview" });
+  assert.equal(view.status, "connected");
+  assert.equal(view.host_version, "0.1.0");
+  assert.equal(view.accounts.length, 1);
+  const [a] = view.accounts;
+  assert.equal(a.account, ACCOUNT);
+  assert.equal(a.joined, true);
+  assert.equal(a.paired, true);
+  assert.equal(a.devices.length, 2);
+  assert.equal(a.pairings[0].sas, "1234 5678 9012 3456");
+  assert.equal(a.sync.online, true);
+  assert.equal(a.error, null);
+});
+
+test("overview: a configured account not joined yet skips the device calls; errors travel as data", async () => {
+  const { host, bg } = await started({
+    "account.list": () => ({ accounts: [{ account: ACCOUNT, imap: {}, device_id: null }, { account: "b@example.org", imap: {}, device_id: "dddddddddddddddd" }] }),
+    "devices.list": ({ account }) => { if (account === "b@example.org") throw hostError("not_configured", "gone"); return { devices: [] }; },
+  });
+  await until(() => bg.client.status === "connected", "connected");
+  const view = await bg.handleMessage({ type: "overview" });
+  assert.equal(view.accounts[0].joined, false);
+  assert.equal(host.callsOf("devices.list").filter((c) => c.params.account === ACCOUNT).length, 0);
+  assert.deepEqual(view.accounts[1].error, { code: "not_configured", message: "gone" });
+});
+
+test("host not installed: status host_missing, the overview says so without calling, retries with backoff", async () => {
+  const { bg, host, timers } = await started({}, { missing: true });
+  await until(() => bg.client.status === "host_missing", "host_missing");
+  const view = await bg.handleMessage({ type: "overview" });
+  assert.equal(view.status, "host_missing");
+  assert.equal(view.accounts, null);
+  assert.match(view.last_error.message, /No such native application/);
+  timers.advance(500);
+  assert.equal(host.ports.length, 2);
+});
+
+test("call: the sync method marks last sync; errors come back with their code", async () => {
+  const { bg, tick } = await started({ "pairing.approve": () => { throw hostError("pairing_expired", "too late"); } });
+  await until(() => bg.syncState(ACCOUNT).last_sync !== null, "sync");
+  tick(1000);
+  const before = bg.syncState(ACCOUNT).last_sync;
+  const reply = await bg.handleMessage({ type: "call", method: "sync", params: { account: ACCOUNT } });
+  assert.equal(reply.ok, true);
+  assert.equal(bg.syncState(ACCOUNT).last_sync, before + 1000);
+  const refused = await bg.handleMessage({ type: "call", method: "pairing.approve", params: { account: ACCOUNT, pairing_id: "x" } });
+  assert.deepEqual(refused, { ok: false, error: { code: "pairing_expired", message: "too late" } });
+});
+
+test("a request the host never answers times out with code timeout", async () => {
+  const { bg, timers } = await started({ "devices.list": undefined });
+  await until(() => bg.client.status === "connected", "connected");
+  const reply = bg.handleMessage({ type: "call", method: "devices.list", params: { account: ACCOUNT } });
+  timers.advance(20000);
+  assert.deepEqual((await reply).error.code, "timeout");
+});
