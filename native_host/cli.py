@@ -39,6 +39,63 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def _install(args: argparse.Namespace) -> int:
+    from native_host.install import main_install
+
+    return main_install(args)
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    from native_host.install import main_uninstall
+
+    return main_uninstall(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from native_host.doctor import main_doctor
+
+    return main_doctor(args)
+
+
+def _add_install_commands(commands: Any) -> None:
+    """install / uninstall / doctor: getting the host to where Thunderbird finds it."""
+    for name, run, text in (
+        ("install", _install, "register the host where Thunderbird and Firefox look for it"),
+        ("uninstall", _uninstall, "remove what install wrote (and nothing else)"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument(
+            "--app",
+            choices=["thunderbird", "firefox", "all"],
+            default="all",
+            help="which application (default: all)",
+        )
+        sub.add_argument(
+            "--system", action="store_true", help="for every user of this computer (needs root)"
+        )
+        sub.add_argument("--dry-run", action="store_true", help="show what would change")
+        sub.add_argument(
+            "--platform",
+            choices=["linux", "darwin", "windows"],
+            help="lay files out for this platform (default: this one)",
+        )
+        if name == "install":
+            sub.add_argument(
+                "--force", action="store_true", help="replace files install did not write"
+            )
+        sub.set_defaults(run=run)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the installation, the keyring and every account; say how to fix problems",
+        description="Exit status: 0 when every check passed, 1 otherwise.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per launch or login (default 10)"
+    )
+    doctor.set_defaults(run=_doctor)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocrypt-sma", description=__doc__)
     parser.add_argument("--version", action="version", version=f"autocrypt-sma {__version__}")
@@ -58,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from native_host.cli_pairing import add_commands
 
     add_commands(commands)
+    _add_install_commands(commands)
 
     demo = commands.add_parser("demo", help="two devices join one SMA on a throwaway IMAP server")
     demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")

@@ -163,7 +163,8 @@ def test_a_chainer_uses_its_best_recommended_member_only(monkeypatch: pytest.Mon
     monkeypatch.setattr(chainer.ChainerBackend, "backends", [good, plain])
     use(chainer.ChainerBackend())
     KeyringSecrets("p1").set("account-key:a@example.org", "armored")
-    assert good.stored and not plain.stored
+    assert good.stored
+    assert not plain.stored
     assert current_verdict().usable is good
 
 
