@@ -112,3 +112,16 @@ test("build-xpi packs exactly the runtime files, byte for byte", () => {
     rmSync(work, { recursive: true, force: true });
   }
 });
+
+test("a strict content security policy: scripts and styles from the package only, nothing inline", () => {
+  const csp = Object.fromEntries(
+    manifest.content_security_policy.split(";").map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name, values]),
+  );
+  assert.deepEqual(csp["default-src"], ["'none'"]);
+  assert.deepEqual(csp["script-src"], ["'self'"]);
+  assert.deepEqual(csp["style-src"], ["'self'"]);
+  assert.deepEqual(csp["object-src"], ["'none'"]);
+  assert.doesNotMatch(manifest.content_security_policy, /unsafe-|data:|blob:|\*/);
+  // style-src 'self' also forbids style attributes and <style> blocks in the pages.
+  for (const page of PAGES) assert.doesNotMatch(read(page), /\sstyle=|<style/i, `${page} has inline style`);
+});
