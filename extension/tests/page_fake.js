@@ -1,0 +1,44 @@
+// A fake `messenger` for rendering the real pages in a browser (tests/screenshots.test.mjs).
+// The test server puts `globalThis.__FAKE__ = {messages, overview, replies, accounts, now}` before this.
+"use strict";
+(() => {
+  const fake = globalThis.__FAKE__;
+  const RealDate = Date;
+  // A fixed clock makes "3 min ago" and the like the same in every screenshot.
+  globalThis.Date = class extends RealDate {
+    constructor(...args) { super(...(args.length ? args : [fake.now])); }
+    static now() { return fake.now; }
+  };
+  const getMessage = (key, subs) => {
+    const entry = fake.messages[key];
+    if (!entry) throw new Error(`missing message ${key}`);
+    const args = [].concat(subs ?? []);
+    return entry.message.replace(/\$(\w+)\$/g, (_, name) => {
+      const content = entry.placeholders?.[name.toLowerCase()]?.content ?? "";
+      const n = Number(content.replace(/^\$/, ""));
+      return n ? String(args[n - 1] ?? "") : content;
+    });
+  };
+  const reply = (message) => {
+    if (message.type === "overview") return fake.overview;
+    if (message.type === "status") return fake.overview;
+    if (message.type === "call") {
+      const result = fake.replies?.[message.method];
+      return result?.error ? { ok: false, error: result.error } : { ok: true, result: result ?? {} };
+    }
+    if (message.type === "scan.status") return fake.overview?.scan ?? null;
+    return { ok: true };
+  };
+  globalThis.messenger = {
+    runtime: {
+      id: "autocrypt-sma@autocrypt.org",
+      sendMessage: async (message) => reply(message),
+      onMessage: { addListener() {} },
+      openOptionsPage: async () => {},
+      getPlatformInfo: async () => ({ os: "linux", arch: "x86-64" }),
+    },
+    i18n: { getMessage },
+    accounts: { list: async () => fake.accounts ?? [] },
+    storage: { local: { get: async () => fake.stored ?? {}, set: async () => {} } },
+  };
+})();

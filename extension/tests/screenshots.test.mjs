@@ -1,0 +1,76 @@
+// The real popup rendered in headless Chromium against the fake API, one PNG per state (and dark
+// variants) in artifacts/screenshots/ for review, plus DOM checks of what a person would see.
+// Skipped, with the reason, where no Chromium is installed (Debian: apt-get install chromium).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+import { startServer, chromium, findChromium, ROOT } from "./browser.mjs";
+import { STATES, NOW } from "./popup_states.mjs";
+
+const BINARY = findChromium();
+const OUT = join(ROOT, "artifacts/screenshots");
+const DARK = new Set(["host-missing", "initiator-showing", "responder-showing", "paired-errors"]);
+const skip = BINARY ? false : "no Chromium found (apt-get install chromium, or set CHROMIUM)";
+
+let server;
+let base;
+const popupUrl = (state) => `${base}/popup/popup.html?scenario=${state}`;
+
+before(async () => {
+  if (skip) return;
+  const scenarios = Object.fromEntries(Object.entries(STATES).map(([name, overview]) => [name, { overview, now: NOW }]));
+  ({ server, base } = await startServer(scenarios));
+  mkdirSync(OUT, { recursive: true });
+});
+
+after(() => server?.close());
+
+/** Text of the elements not hidden, roughly as a person reads the page. */
+function visibleText(dom) {
+  const body = dom.replace(/<template[\s\S]*?<\/template>/g, "");
+  const withoutHidden = body.replace(/<(\w+)\b[^>]*\shidden=""[^>]*>[\s\S]*?<\/\1>/g, "");
+  return withoutHidden.replace(/<[^>]+>/g, " ").replace(/\s+/g, " ").trim();
+}
+
+test("popup screenshots of every state, light and dark", { skip, timeout: 300000 }, async () => {
+  const jobs = [];
+  for (const state of Object.keys(STATES)) {
+    jobs.push([state, false]);
+    if (DARK.has(state)) jobs.push([state, true]);
+  }
+  // Two at a time: the machine has two cores.
+  for (let i = 0; i < jobs.length; i += 2) {
+    await Promise.all(
+      jobs.slice(i, i + 2).map(async ([state, dark]) => {
+        const file = join(OUT, `popup-${state}${dark ? "-dark" : ""}.png`);
+        await chromium(BINARY, popupUrl(state), { screenshot: file, dark, height: 560 });
+        assert.ok(statSync(file).size > 2000, `${file} looks empty`);
+      }),
+    );
+  }
+});
+
+test("in the browser: the new device's code with Confirm, the existing device's with Approve/Reject", { skip, timeout: 60000 }, async () => {
+  const [initiator, responder] = await Promise.all([
+    chromium(BINARY, popupUrl("initiator-showing")).then(visibleText),
+    chromium(BINARY, popupUrl("responder-showing")).then(visibleText),
+  ]);
+  assert.match(initiator, /Pairing this device .* Code on this device 4821 0937 5516 2284 Confirm Cancel/);
+  assert.match(responder, /“Phone” wants to join .* Code for “Phone” 4821 0937 5516 2284 Approve Reject/);
+  assert.match(responder, /Joined: Yes This device: Paired Devices: 3 Last sync: 3 min ago/);
+});
+
+test("in the browser: host missing shows the install command; errors are listed", { skip, timeout: 60000 }, async () => {
+  const [missing, errors] = await Promise.all([
+    chromium(BINARY, popupUrl("host-missing")).then(visibleText),
+    chromium(BINARY, popupUrl("paired-errors")).then(visibleText),
+  ]);
+  assert.match(missing, /Not installed .* autocrypt-sma install Check again/);
+  assert.doesNotMatch(missing, /alice@example\.org/);
+  assert.match(errors, /Cannot reach the mail server: imap\.example\.org: connection refused/);
+  assert.match(errors, /Security alert: /);
+  assert.match(errors, /Scanning old mail for keys: 150 of at most 5000/);
+});
