@@ -321,7 +321,7 @@ class Doctor:
                     "keyring",
                     "problem",
                     f"no usable OS keyring: {verdict.problem}",
-                    fix_words(),
+                    fix_words(mention_doctor=False),
                 )
             ]
         chosen = "chosen by you" if verdict.explicit else "chosen by keyring"
@@ -330,7 +330,12 @@ class Doctor:
         except SecretStoreUnavailable as exc:
             detail, fix = _split_fix(str(exc))
             return [
-                Check("keyring", "problem", f"{verdict.usable_name}: {detail}", fix or fix_words())
+                Check(
+                    "keyring",
+                    "problem",
+                    f"{verdict.usable_name}: {detail}",
+                    fix or fix_words(mention_doctor=False),
+                )
             ]
         return [Check("keyring", "ok", f"{verdict.usable_name} ({chosen}) answers")]
 

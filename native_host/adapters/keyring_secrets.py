@@ -52,7 +52,8 @@ def how_to_fix(platform: str | None = None) -> str:
     return "Fix: " + fix_words(platform)
 
 
-def fix_words(platform: str | None = None) -> str:
+def fix_words(platform: str | None = None, *, mention_doctor: bool = True) -> str:
+    """The fix itself; `doctor` leaves out the sentence that points to doctor."""
     platform = platform or sys.platform
     if platform == "darwin":
         where = "the login Keychain must exist and be unlocked (see Keychain Access)"
@@ -63,9 +64,10 @@ def fix_words(platform: str | None = None) -> str:
             "run a Secret Service in your desktop session (GNOME Keyring, KWallet, or KeePassXC "
             "with its Secret Service integration on)"
         )
+    doctor = " `autocrypt-sma doctor` shows what is found." if mention_doctor else ""
     return (
-        f"{where[0].upper()}{where[1:]}, or name a keyring backend explicitly in PYTHON_KEYRING_BACKEND; "
-        "`autocrypt-sma doctor` shows what is found. Secrets are never stored anywhere else."
+        f"{where[0].upper()}{where[1:]}, or name a keyring backend explicitly in "
+        f"PYTHON_KEYRING_BACKEND.{doctor} Secrets are never stored anywhere else."
     )
 
 
