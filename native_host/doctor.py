@@ -293,7 +293,7 @@ class Doctor:
                 result = host.call("ping", timeout=self.timeout)
                 elapsed = (time.monotonic() - started) * 1000
             except (HostCallError, HostGone, TimeoutError, OSError) as exc:
-                host.close(timeout=2)
+                _stop(host)
                 errors.seek(0)
                 tail = errors.read().decode(errors="replace").strip().splitlines()[-3:]
                 said = f"; its error output ends: {' | '.join(tail)}" if tail else ""
@@ -303,7 +303,7 @@ class Doctor:
                     f"{launcher} did not answer ping ({exc}){said}",
                     f"run `{launcher}` in a terminal to see why, then {INSTALL_FIX} again",
                 )
-            host.close(timeout=2)
+            _stop(host)
         version = result.get("host_version")
         detail = f"{launcher} answered ping (autocrypt-sma {version}, {elapsed:.0f} ms)"
         if version != __version__:
@@ -412,6 +412,15 @@ class Doctor:
                 "check the network and the server settings (host, port, security)",
             )
         return Check(name, "ok", f"IMAP login to {where} as {imap.username} works")
+
+
+def _stop(host: HostProcess) -> None:
+    """Close like Thunderbird does; a host that already died makes closing its stdin fail."""
+    try:
+        host.close(timeout=2)
+    except OSError:  # broken pipe: stdin is closed anyway, the process is gone or going
+        host.proc.kill()
+        host.proc.wait(timeout=2)
 
 
 def summary(checks: list[Check]) -> str:
