@@ -1,6 +1,296 @@
-// Options page: a placeholder until account setup exists.
+// Options page: choose a Thunderbird account, confirm its IMAP details, send the password once,
+// join the account's SMA, see the devices and rename or remove them, scan old mail for keys.
 
 import { localizeDocument } from "../lib/i18n_dom.js";
+import { accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, PORTS } from "./form.js";
 
 const api = globalThis.messenger ?? globalThis.browser;
-localizeDocument(document, (key) => api.i18n.getMessage(key));
+const t = (key, subs) => api.i18n.getMessage(key, subs);
+const $ = (id) => document.getElementById(id);
+const SCAN_DONE_KEY_PREFIX = "backlogScanned:"; // as background/mail_ingest.js writes it
+
+let hostAccounts = [];
+let tbAccounts = [];
+let connected = false;
+
+/** A host call through the background: `{ok, result}` or `{ok: false, error}`. */
+async function call(method, params) {
+  try {
+    return await api.runtime.sendMessage({ type: "call", method, params });
+  } catch (err) {
+    return { ok: false, error: { code: "internal", message: String(err?.message ?? err) } };
+  }
+}
+
+const errorText = (reply) => t("actionFailed", [reply?.error?.message || reply?.error?.code || "?"]);
+
+function say(id, text, kind = "") {
+  const el = $(id);
+  el.textContent = text ?? "";
+  el.className = kind;
+}
+
+const selected = () => $("account").value;
+const hostAccount = (account) => hostAccounts.find((a) => a.account === account);
+
+// --- host status and accounts ---------------------------------------------------------------
+
+async function refreshStatus() {
+  let reply;
+  try {
+    reply = await api.runtime.sendMessage({ type: "status" });
+  } catch {
+    reply = { status: "unknown" };
+  }
+  const statusKeys = { connecting: "statusConnecting", connected: "statusConnected", host_missing: "statusHostMissing", disconnected: "statusDisconnected", stopped: "statusStopped" };
+  $("status").textContent = t(statusKeys[reply.status] ?? "statusUnknown");
+  $("status").dataset.state = reply.status;
+  $("host-missing").hidden = reply.status !== "host_missing";
+  const wasConnected = connected;
+  connected = reply.status === "connected";
+  for (const el of document.querySelectorAll("form button, #scan-start")) el.disabled = !connected;
+  if (connected && !wasConnected) await refreshAccounts();
+}
+
+async function refreshAccounts() {
+  const keep = selected();
+  tbAccounts = await api.accounts.list(false).catch(() => []);
+  const reply = connected ? await call("account.list", {}) : { ok: false };
+  hostAccounts = reply.ok ? reply.result.accounts : [];
+  const choices = accountChoices(tbAccounts, hostAccounts, t);
+  $("no-tb-accounts").hidden = choices.length > 0;
+  $("account").replaceChildren(
+    ...choices.map((c) => {
+      const option = new Option(c.label, c.value);
+      return option;
+    }),
+  );
+  const preferred = choices.find((c) => c.value === keep) ?? choices.find((c) => c.joined) ?? choices.find((c) => c.configured) ?? choices[0];
+  if (preferred) $("account").value = preferred.value;
+  await onAccountChosen();
+}
+
+async function onAccountChosen() {
+  const account = selected();
+  if (!account) return;
+  const d = imapDefaults(account, hostAccount(account));
+  $("imap-host").value = d.host;
+  $("imap-host").placeholder = d.placeholder;
+  $("imap-port").value = String(d.port);
+  $("imap-security").value = d.security;
+  $("imap-username").value = d.username;
+  $("imap-verify").checked = d.verify_tls;
+  $("imap-password").value = "";
+  say("save-result", "");
+  say("join-result", "");
+  await refreshSections();
+}
+
+async function refreshSections() {
+  const account = selected();
+  const known = hostAccount(account);
+  $("join-section").hidden = !known || Boolean(known.device_id);
+  $("devices-section").hidden = !known?.device_id;
+  $("scan-section").hidden = !known;
+  if (known && !known.device_id && !$("device-name").value) {
+    const info = await api.runtime.getPlatformInfo().catch(() => ({}));
+    $("device-name").value = defaultDeviceName(info.os, t);
+  }
+  if (known?.device_id) await refreshDevices();
+  if (known) await refreshScan();
+}
+
+// --- IMAP settings and joining --------------------------------------------------------------
+
+async function onSave(event) {
+  event.preventDefault();
+  const account = selected();
+  const form = {
+    host: $("imap-host").value,
+    port: $("imap-port").value,
+    security: $("imap-security").value,
+    username: $("imap-username").value,
+    verify_tls: $("imap-verify").checked,
+    password: $("imap-password").value,
+  };
+  const checked = readImapForm(account, form);
+  if (!checked.ok) {
+    say("save-result", t(checked.errorKey), "error");
+    return;
+  }
+  // The password goes to the host once and is not kept here: not in storage, not in the field.
+  $("imap-password").value = "";
+  say("save-result", t("saving"));
+  $("save").disabled = true;
+  const reply = await call("account.configure", checked.params);
+  $("save").disabled = false;
+  if (!reply.ok) {
+    say("save-result", errorText(reply), "error");
+    return;
+  }
+  say("save-result", t("saved"), "ok");
+  await refreshAccounts();
+}
+
+async function onJoin(event) {
+  event.preventDefault();
+  const name = $("device-name").value.trim();
+  if (!name) return;
+  $("join").disabled = true;
+  say("join-result", t("joining"));
+  const reply = await call("sma.join", { account: selected(), device_name: name });
+  $("join").disabled = false;
+  if (!reply.ok) {
+    say("join-result", errorText(reply), "error");
+    return;
+  }
+  say("join-result", reply.result.first_device ? t("joinedFirst") : t("joinedPairNext"), "ok");
+  await refreshAccounts();
+}
+
+// --- devices ------------------------------------------------------------------------------
+
+function cellButton(label, onClick, primary = false) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  if (primary) b.className = "primary";
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function refreshDevices() {
+  const account = selected();
+  const reply = await call("devices.list", { account });
+  const body = $("devices").tBodies[0];
+  if (!reply.ok) {
+    body.replaceChildren();
+    say("devices-result", errorText(reply), "error");
+    return;
+  }
+  body.replaceChildren(...reply.result.devices.map((d) => deviceTr(account, deviceRow(d, t))));
+}
+
+function deviceTr(account, row) {
+  const tr = document.createElement("tr");
+  tr.dataset.deviceId = row.id;
+  const [name, status, seen, actions] = [0, 1, 2, 3].map(() => document.createElement("td"));
+  name.textContent = row.name;
+  status.textContent = row.status;
+  seen.textContent = row.lastSeen;
+  actions.className = "actions";
+  const normal = () =>
+    actions.replaceChildren(
+      cellButton(t("renameButton"), () => startRename(account, row, name, actions)),
+      row.self
+        ? cellButton(t("leaveButton"), () => confirmThen(actions, t("confirmLeave"), () => leave(account), normal))
+        : cellButton(t("removeButton"), () => confirmThen(actions, t("confirmRemove", [row.rawName]), () => remove(account, row), normal)),
+    );
+  normal();
+  tr.append(name, status, seen, actions);
+  return tr;
+}
+
+function startRename(account, row, nameCell, actions) {
+  const input = document.createElement("input");
+  input.value = row.rawName;
+  input.maxLength = 64;
+  input.setAttribute("aria-label", t("deviceNameLabel"));
+  const save = async () => {
+    const name = input.value.trim();
+    if (!name) return;
+    const reply = await call("device.rename", { account, device_id: row.id, name });
+    say("devices-result", reply.ok ? t("renamed") : errorText(reply), reply.ok ? "ok" : "error");
+    await refreshDevices();
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") save();
+    if (event.key === "Escape") refreshDevices();
+  });
+  nameCell.replaceChildren(input);
+  actions.replaceChildren(cellButton(t("saveNameButton"), save, true), cellButton(t("cancelButton"), () => refreshDevices()));
+  input.focus();
+  input.select();
+}
+
+/** A destructive action asks once more, in place, with the safe choice focused. */
+function confirmThen(actions, question, onYes, onNo) {
+  const text = document.createElement("span");
+  text.textContent = question;
+  const no = cellButton(t("cancelButton"), onNo);
+  actions.replaceChildren(text, cellButton(t("yesRemoveButton"), onYes), no);
+  no.focus();
+}
+
+async function remove(account, row) {
+  say("devices-result", t("removing"));
+  const reply = await call("device.remove", { account, device_id: row.id });
+  say("devices-result", reply.ok ? t("removed", [row.rawName]) : errorText(reply), reply.ok ? "ok" : "error");
+  await refreshDevices();
+}
+
+async function leave(account) {
+  const reply = await call("sma.leave", { account });
+  say("devices-result", reply.ok ? t("left") : errorText(reply), reply.ok ? "ok" : "error");
+  await refreshAccounts();
+}
+
+// --- backlog scan ---------------------------------------------------------------------------
+
+function renderScan(scan, lastDone) {
+  const running = Boolean(scan?.running) && scan.account === selected();
+  $("scan-start").hidden = running;
+  $("scan-cancel").hidden = !running;
+  $("scan-progress").hidden = !running;
+  if (running) {
+    $("scan-progress").max = scan.limit;
+    $("scan-progress").value = scan.scanned;
+    say("scan-result", t("scanProgress", [String(scan.scanned), String(scan.limit), String(scan.updated)]));
+  } else if (scan?.account === selected() && scan.finished_at) {
+    const key = scan.error ? "scanFailed" : scan.cancelled ? "scanCancelled" : "scanDone";
+    say("scan-result", t(key, [String(scan.scanned), String(scan.updated), scan.error?.message ?? ""]), scan.error ? "error" : "ok");
+  } else {
+    say("scan-result", lastDone ? t("scanLastDone", [new Date(lastDone).toLocaleString()]) : "");
+  }
+  $("scan-start").textContent = lastDone ? t("scanAgainButton") : t("scanButton");
+}
+
+async function refreshScan() {
+  const key = SCAN_DONE_KEY_PREFIX + selected();
+  const [scan, stored] = await Promise.all([
+    api.runtime.sendMessage({ type: "scan.status" }).catch(() => null),
+    api.storage.local.get(key).catch(() => ({})),
+  ]);
+  renderScan(scan, stored?.[key]);
+}
+
+// --- wiring ---------------------------------------------------------------------------------
+
+localizeDocument(document, t);
+$("account").addEventListener("change", onAccountChosen);
+$("imap-security").addEventListener("change", () => {
+  // Follow the usual port when the user switches between TLS and STARTTLS, unless they typed another.
+  if (Object.values(PORTS).includes(Number($("imap-port").value))) $("imap-port").value = String(PORTS[$("imap-security").value]);
+});
+$("imap-form").addEventListener("submit", onSave);
+$("join-form").addEventListener("submit", onJoin);
+$("check-again").addEventListener("click", async () => {
+  await api.runtime.sendMessage({ type: "reconnect" }).catch(() => {});
+  await refreshStatus();
+});
+$("scan-start").addEventListener("click", async () => {
+  const scan = await api.runtime.sendMessage({ type: "scan.start", account: selected() }).catch(() => null);
+  renderScan(scan, null);
+});
+$("scan-cancel").addEventListener("click", () => api.runtime.sendMessage({ type: "scan.cancel" }).catch(() => {}));
+api.runtime.onMessage.addListener((message, sender) => {
+  if (sender?.id !== api.runtime.id) return undefined;
+  if (message?.type === "status") refreshStatus();
+  if (message?.type === "scan.progress") refreshScan();
+  if (message?.type === "event" && message.data?.account === selected()) {
+    if (["devices.changed", "pairing.completed"].includes(message.event)) refreshDevices();
+    if (message.event === "device.removed") refreshAccounts();
+  }
+  return undefined;
+});
+refreshStatus().then(() => (connected ? undefined : refreshAccounts()));
