@@ -112,6 +112,14 @@ def storage(runtime: AccountRuntime) -> dict[str, int]:
     return runtime.with_store(action)
 
 
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 def measure(host: str, port: int, username: str, password: str, count: int) -> dict[str, Any]:
     account = f"{username}@example.org"
     settings = ImapSettings(host, port, "none", username)
@@ -144,6 +152,8 @@ def measure(host: str, port: int, username: str, password: str, count: int) -> d
                     "server_sma_messages_after": after["messages"],
                     "server_sma_bytes_after": after["bytes"],
                     "server_inbox_messages_after": after["inbox_messages"],
+                    # Both devices live in this process: an upper bound for one host.
+                    "peak_rss_mb_both_devices": _peak_rss_mb(),
                 }
             )
         finally:
