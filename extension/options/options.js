@@ -174,11 +174,13 @@ async function refreshDevices() {
 function deviceTr(account, row) {
   const tr = document.createElement("tr");
   tr.dataset.deviceId = row.id;
-  const [name, status, seen, actions] = [0, 1, 2, 3].map(() => document.createElement("td"));
+  const [name, status, seen, last] = [0, 1, 2, 3].map(() => document.createElement("td"));
   name.textContent = row.name;
   status.textContent = row.status;
   seen.textContent = row.lastSeen;
+  const actions = document.createElement("div"); // a flex box inside the cell keeps the table's rows intact
   actions.className = "actions";
+  last.append(actions);
   const normal = () =>
     actions.replaceChildren(
       cellButton(t("renameButton"), () => startRename(account, row, name, actions)),
@@ -187,7 +189,7 @@ function deviceTr(account, row) {
         : cellButton(t("removeButton"), () => confirmThen(actions, t("confirmRemove", [row.rawName]), () => remove(account, row), normal)),
     );
   normal();
-  tr.append(name, status, seen, actions);
+  tr.append(name, status, seen, last);
   return tr;
 }
 

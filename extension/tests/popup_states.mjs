@@ -72,3 +72,38 @@ export const STATES = {
     scan: { running: true, scanned: 150, limit: 5000 },
   },
 };
+
+// --- the options page: Thunderbird's accounts and the host's answers -------------------------
+
+export const TB_ACCOUNTS = [
+  { id: "account1", name: "Work", type: "imap", identities: [{ email: "alice@example.org" }, { email: "a.l@example.org" }] },
+  { id: "account2", name: "Local Folders", type: "none", identities: [] },
+  { id: "account3", name: "bob@example.net", type: "pop3", identities: [{ email: "bob@example.net" }] },
+];
+
+const imap = { host: "imap.example.org", port: 993, security: "tls", username: "alice", verify_tls: true };
+
+export const OPTIONS_STATES = {
+  "options-new": {
+    overview: { status: "connected" },
+    accounts: TB_ACCOUNTS,
+    replies: { "account.list": { accounts: [] } },
+  },
+  "options-configured": {
+    overview: { status: "connected" },
+    accounts: TB_ACCOUNTS,
+    replies: { "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: null }] } },
+  },
+  "options-joined": {
+    overview: { status: "connected", scan: { account: ACCOUNT, running: true, scanned: 340, limit: 5000, updated: 7 } },
+    accounts: TB_ACCOUNTS,
+    replies: {
+      "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: laptop.device_id }] },
+      "devices.list": { devices: [laptop, desktop, { ...phone, stale: true, last_seen: sec(NOW) - 100 * 86400 }] },
+    },
+  },
+  "options-host-missing": {
+    overview: { status: "host_missing" },
+    accounts: TB_ACCOUNTS,
+  },
+};

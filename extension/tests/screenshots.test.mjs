@@ -1,4 +1,4 @@
-// The real popup rendered in headless Chromium against the fake API, one PNG per state (and dark
+// The real popup and options page rendered in headless Chromium against the fake API, one PNG per state (and dark
 // variants) in artifacts/screenshots/ for review, plus DOM checks of what a person would see.
 // Skipped, with the reason, where no Chromium is installed (Debian: apt-get install chromium).
 
@@ -8,7 +8,7 @@ import { mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 import { startServer, chromium, findChromium, ROOT } from "./browser.mjs";
-import { STATES, NOW } from "./popup_states.mjs";
+import { STATES, OPTIONS_STATES, NOW } from "./popup_states.mjs";
 
 const BINARY = findChromium();
 const OUT = join(ROOT, "artifacts/screenshots");
@@ -18,10 +18,12 @@ const skip = BINARY ? false : "no Chromium found (apt-get install chromium, or s
 let server;
 let base;
 const popupUrl = (state) => `${base}/popup/popup.html?scenario=${state}`;
+const optionsUrl = (state) => `${base}/options/options.html?scenario=${state}`;
 
 before(async () => {
   if (skip) return;
   const scenarios = Object.fromEntries(Object.entries(STATES).map(([name, overview]) => [name, { overview, now: NOW }]));
+  for (const [name, scenario] of Object.entries(OPTIONS_STATES)) scenarios[name] = { ...scenario, now: NOW };
   ({ server, base } = await startServer(scenarios));
   mkdirSync(OUT, { recursive: true });
 });
@@ -73,4 +75,28 @@ test("in the browser: host missing shows the install command; errors are listed"
   assert.match(errors, /Cannot reach the mail server: imap\.example\.org: connection refused/);
   assert.match(errors, /Security alert: /);
   assert.match(errors, /Scanning old mail for keys: 150 of at most 5000/);
+});
+
+test("options page screenshots and what they show", { skip, timeout: 120000 }, async () => {
+  const names = Object.keys(OPTIONS_STATES);
+  for (let i = 0; i < names.length; i += 2) {
+    await Promise.all(
+      names.slice(i, i + 2).map((name) =>
+        chromium(BINARY, optionsUrl(name), { screenshot: join(OUT, `${name}.png`), width: 760, height: 1000, dark: name === "options-joined" }),
+      ),
+    );
+  }
+  const [fresh, joined] = await Promise.all([
+    chromium(BINARY, optionsUrl("options-new")).then(visibleText),
+    chromium(BINARY, optionsUrl("options-joined")).then(visibleText),
+  ]);
+  // A new account: its address as user name, port 993, no join or device sections yet.
+  const freshDom = await chromium(BINARY, optionsUrl("options-new"));
+  assert.match(freshDom, /<option value="alice@example\.org">Work — alice@example\.org<\/option>/);
+  assert.match(freshDom, /id="imap-host"[^>]*placeholder="imap\.example\.org"/);
+  assert.doesNotMatch(fresh, /Devices Name/);
+  assert.match(joined, /Laptop \(this device\) Paired .* Rename Leave/);
+  assert.match(joined, /Desktop Paired .* Rename Remove/);
+  assert.match(joined, /Phone not paired, not seen for 90 days/);
+  assert.match(joined, /340 of at most 5000 messages read, 7 keys learned/);
 });
