@@ -60,7 +60,7 @@ export function headerBlockFromRaw(raw) {
   const text = typeof raw === "string" ? raw : bytesToBinary(raw);
   const end = text.search(/\r?\n\r?\n/);
   // No blank line within what was read: keep the complete lines only.
-  const head = end >= 0 ? text.slice(0, end) : text.slice(0, Math.max(0, text.lastIndexOf("\n")));
+  const head = end >= 0 ? text.slice(0, end) : text.slice(0, Math.max(0, text.lastIndexOf("\n"))).replace(/\r$/, "");
   const fields = [];
   for (const line of head.split(/\r?\n/)) {
     if (/^[ \t]/.test(line) && fields.length) {

@@ -36,7 +36,12 @@ async function started(handlers = {}, { missing = false } = {}) {
     ...handlers,
   });
   host.missing = missing;
-  const api = fakeMessenger({ connect: host.connect, messages: MESSAGES });
+  const api = fakeMessenger({
+    connect: host.connect,
+    messages: MESSAGES,
+    accounts: [{ id: "account1", type: "imap", identities: [{ email: ACCOUNT }] }],
+    mail: { byId: { 7: { accountId: "account1", headers: { from: ["bob@example.net"], autocrypt: ["addr=bob@example.net; keydata=AAAA"] }, date: 1_699_999_000_000 } } },
+  });
   const timers = new FakeTimers();
   let clock = 1_700_000_000_000;
   const bg = await new Background(api, { timers, now: () => clock }).start();
@@ -179,4 +184,30 @@ test("a request the host never answers times out with code timeout", async () =>
   const reply = bg.handleMessage({ type: "call", method: "devices.list", params: { account: ACCOUNT } });
   timers.advance(20000);
   assert.deepEqual((await reply).error.code, "timeout");
+});
+
+test("new mail in a matching account reaches peers.ingest as a base64 header block", async () => {
+  const { host, api, bg } = await started({ "peers.ingest": () => ({ updated: true, addr: "bob@example.net" }) });
+  await until(() => bg.client.status === "connected", "connected");
+  const [listener] = api.messages.onNewMailReceived.fns;
+  await listener({ accountId: "account1" }, api.messages.page(["7"]));
+  const [ingest] = host.callsOf("peers.ingest");
+  assert.equal(ingest.params.account, ACCOUNT);
+  assert.equal(
+    Buffer.from(ingest.params.message, "base64").toString(),
+    "From: bob@example.net\r\nAutocrypt: addr=bob@example.net; keydata=AAAA\r\n\r\n",
+  );
+});
+
+test("scan.start / scan.status / scan.cancel through the page messages", async () => {
+  const { host, bg } = await started({ "peers.ingest": () => ({ updated: false, addr: "bob@example.net" }) });
+  await until(() => bg.client.status === "connected", "connected");
+  const scan = await bg.handleMessage({ type: "scan.start", account: ACCOUNT });
+  assert.equal(scan.running, true);
+  await bg.mail.scanDone;
+  const status = await bg.handleMessage({ type: "scan.status" });
+  assert.equal(status.scanned, 1);
+  assert.equal(status.running, false);
+  assert.equal(host.callsOf("peers.ingest").length, 1);
+  assert.equal((await bg.handleMessage({ type: "scan.cancel" })).cancelled, false);
 });
