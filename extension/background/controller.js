@@ -38,6 +38,7 @@ export class Background {
       api,
       call: (method, params, opts) => this.call(method, params, opts),
       broadcast: (message) => this.broadcast(message),
+      now,
     });
   }
 
