@@ -63,6 +63,7 @@ export function chromium(binary, url, { screenshot = null, dark = false, width =
     "--disable-extensions",
     `--window-size=${width},${height}`,
     "--virtual-time-budget=3000",
+    "--force-prefers-reduced-motion", // no spinner mid-turn: the same state gives the same PNG
     ...(dark ? ["--force-dark-mode"] : []),
     screenshot ? `--screenshot=${screenshot}` : "--dump-dom",
     url,

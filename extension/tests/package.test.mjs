@@ -2,7 +2,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, existsSync, mkdtempSync, rmSync, cpSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, cpSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -124,4 +124,15 @@ test("a strict content security policy: scripts and styles from the package only
   assert.doesNotMatch(manifest.content_security_policy, /unsafe-|data:|blob:|\*/);
   // style-src 'self' also forbids style attributes and <style> blocks in the pages.
   for (const page of PAGES) assert.doesNotMatch(read(page), /\sstyle=|<style/i, `${page} has inline style`);
+});
+
+test("web-ext lint (npm run lint) skips exactly what is not packaged", () => {
+  const scripts = JSON.parse(read("package.json")).scripts;
+  const ignored = new Set([...scripts.lint.matchAll(/'([^'/]+)\/\*\*'|\s([\w.-]+\.(?:json|md))\b/g)].map((m) => m[1] ?? m[2]));
+  const packaged = new Set(["manifest.json", "_locales", "background", "popup", "options", "lib", "icons"]);
+  const present = readdirSync(ROOT).filter((name) => !name.startsWith(".") && name !== "node_modules");
+  for (const name of present) {
+    assert.ok(packaged.has(name) !== ignored.has(name), `${name}: packaged and linted, or neither — pick one`);
+  }
+  assert.match(scripts.lint, /^web-ext lint /);
 });
