@@ -10,6 +10,7 @@ from typing import Any
 from native_host.api.envelope import Request, RequestId
 from native_host.api.schemas import schemas
 from native_host.errors import ErrorCode, HostError
+from native_host.ports import SecretStoreUnavailable
 from native_host.session import Context
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def run(method: Method, context: Context, request: Request) -> dict[str, Any]:
         return result_message(request.id, method.handler(context, request.params))
     except HostError as exc:
         return error_message(request.id, exc)
+    except SecretStoreUnavailable as exc:  # from deep inside any method that needed a secret
+        return error_message(request.id, HostError(ErrorCode.KEYRING_UNAVAILABLE, str(exc)))
     except Exception:
         log.exception("method %s (request %r) failed", method.name, request.id)
         error = HostError(

@@ -184,10 +184,7 @@ class InstanceService:
             raise HostError(ErrorCode.INTERNAL_ERROR, f"local state of {account}: {exc}") from None
 
     def _store_for(self, record: AccountRecord) -> PushStore:
-        try:
-            password = self.secrets.get(password_name(record.account))
-        except SecretStoreUnavailable as exc:
-            raise StoreError(f"no password: {exc}") from None
+        password = self.secrets.get(password_name(record.account))  # keyring_unavailable
         if password is None:
             raise StoreAuthError("no password in the OS keyring; configure the account again")
         return self._open_store(record.imap, password)

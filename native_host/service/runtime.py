@@ -27,6 +27,7 @@ from native_host.ports import (
     FolderStore,
     RandomBytes,
     SecretStore,
+    SecretStoreUnavailable,
     StoreError,
 )
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
@@ -411,14 +412,17 @@ class AccountRuntime:
             return self.record.announce_status
         return self.record.inbox.status
 
-    def _set_online(self, online: bool, error: StoreError | None = None) -> None:
+    def _set_online(
+        self, online: bool, error: StoreError | SecretStoreUnavailable | None = None
+    ) -> None:
         if online == self.online:
             return
         self.online = online
         data: dict[str, Any] = {"account": self.account, "online": online}
         if error is not None:
+            keyring = isinstance(error, SecretStoreUnavailable)
             data["error"] = {
-                "code": "imap_unavailable",
+                "code": "keyring_unavailable" if keyring else "imap_unavailable",
                 "message": str(error)[:500] or "IMAP failed",
             }
         self._emit("sync.state", data)
@@ -432,7 +436,7 @@ class AccountRuntime:
             except HostError:
                 self._cycle_done()
                 return  # removed (or left) meanwhile: nothing more to sync
-            except StoreError as exc:
+            except (StoreError, SecretStoreUnavailable) as exc:
                 self._cycle_done()
                 self._set_online(False, exc)
                 self._stop.wait(backoff)
