@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 def start_daemon(target: Callable[[], object], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks (and no SIGTERM race)
+        thread.start()
+        return thread
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         thread.start()
