@@ -99,7 +99,9 @@ function render(view) {
   const status = $("status");
   status.textContent = view.statusText;
   status.dataset.state = view.status;
-  $("host-version").textContent = view.hostVersion ? t("hostVersionShort", [view.hostVersion]) : "";
+  // #host-version holds the bare version: the end-to-end test in Thunderbird reads it.
+  $("host-version-line").hidden = !view.hostVersion;
+  $("host-version").textContent = view.hostVersion ?? "";
   $("host-missing").hidden = !view.showInstall;
   $("last-error").hidden = !view.lastError;
   $("last-error-message").textContent = view.lastError ?? "";
