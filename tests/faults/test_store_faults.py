@@ -196,7 +196,8 @@ def test_random_cuts_lose_and_duplicate_nothing(
         thread.join(10)
     assert bodies(direct) == [message(n) for n in range(count)]
     assert cuts >= 20
-    assert proxy.connections > 20
+    # Each cut killed a live connection; all but perhaps the last were replaced.
+    assert proxy.connections >= cuts
     print(
         f"\n{count} messages, {cuts} cuts, {proxy.connections} connections, {failed} failed"
         f" appends ({arrived_anyway} of them stored all the same)"
