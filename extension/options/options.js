@@ -67,10 +67,11 @@ async function refreshAccounts() {
   );
   const preferred = choices.find((c) => c.value === keep) ?? choices.find((c) => c.joined) ?? choices.find((c) => c.configured) ?? choices[0];
   if (preferred) $("account").value = preferred.value;
-  await onAccountChosen();
+  // A refresh after saving or joining keeps that step's result on screen; another account clears it.
+  await onAccountChosen({ clearResults: selected() !== keep });
 }
 
-async function onAccountChosen() {
+async function onAccountChosen({ clearResults = true } = {}) {
   const account = selected();
   if (!account) return;
   const d = imapDefaults(account, hostAccount(account));
@@ -81,8 +82,10 @@ async function onAccountChosen() {
   $("imap-username").value = d.username;
   $("imap-verify").checked = d.verify_tls;
   $("imap-password").value = "";
-  say("save-result", "");
-  say("join-result", "");
+  if (clearResults) {
+    say("save-result", "");
+    say("join-result", "");
+  }
   await refreshSections();
 }
 
@@ -269,7 +272,7 @@ async function refreshScan() {
 // --- wiring ---------------------------------------------------------------------------------
 
 localizeDocument(document, t);
-$("account").addEventListener("change", onAccountChosen);
+$("account").addEventListener("change", () => onAccountChosen());
 $("imap-security").addEventListener("change", () => {
   // Follow the usual port when the user switches between TLS and STARTTLS, unless they typed another.
   if (Object.values(PORTS).includes(Number($("imap-port").value))) $("imap-port").value = String(PORTS[$("imap-security").value]);
