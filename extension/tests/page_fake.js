@@ -29,12 +29,34 @@
     if (message.type === "scan.status") return fake.overview?.scan ?? null;
     return { ok: true };
   };
+  // Every message the page sends, readable in the dumped DOM as <html data-sent="[...]">.
+  const sent = [];
+  const record = (message) => {
+    if (message.type === "overview" || message.type === "status") return;
+    sent.push(message);
+    document.documentElement.dataset.sent = JSON.stringify(sent);
+  };
+  // `fake.click`: selectors to click once they exist, one after the other, as a person would.
+  const clicks = [...(fake.click ?? [])];
+  const clickNext = () => {
+    if (!clicks.length) return;
+    const el = document.querySelector(clicks[0]);
+    if (el && !el.disabled) {
+      clicks.shift();
+      el.click();
+    }
+    setTimeout(clickNext, 50);
+  };
+  addEventListener("load", () => setTimeout(clickNext, 50));
   globalThis.messenger = {
     runtime: {
       id: "autocrypt-sma@autocrypt.org",
-      sendMessage: async (message) => reply(message),
+      sendMessage: async (message) => {
+        record(message);
+        return reply(message);
+      },
       onMessage: { addListener() {} },
-      openOptionsPage: async () => {},
+      openOptionsPage: async () => record({ type: "openOptionsPage" }),
       getPlatformInfo: async () => ({ os: "linux", arch: "x86-64" }),
     },
     i18n: { getMessage },

@@ -11,6 +11,18 @@ import { startServer, chromium, findChromium, ROOT } from "./browser.mjs";
 import { STATES, OPTIONS_STATES, NOW } from "./popup_states.mjs";
 
 const BINARY = findChromium();
+// Scenarios where the fake clicks buttons; the messages the page sent come back in the DOM.
+const CLICKS = {
+  "click-approve": { overview: STATES["responder-showing"], click: ['[data-action="approve"]'] },
+  "click-reject": { overview: STATES["responder-showing"], click: ['[data-action="reject"]'] },
+  "click-pair": { overview: STATES["joined-unpaired"], click: ['[data-action="pair"]'] },
+  "click-confirm-fails": {
+    overview: STATES["initiator-showing"],
+    click: ['[data-action="approve"]'],
+    replies: { "pairing.approve": { error: { code: "pairing_expired", message: "the pairing expired" } } },
+  },
+  "click-setup": { overview: STATES["no-account"], click: ["#setup button"] },
+};
 const OUT = join(ROOT, "artifacts/screenshots");
 const DARK = new Set(["host-missing", "initiator-showing", "responder-showing", "paired-errors"]);
 const skip = BINARY ? false : "no Chromium found (apt-get install chromium, or set CHROMIUM)";
@@ -24,6 +36,7 @@ before(async () => {
   if (skip) return;
   const scenarios = Object.fromEntries(Object.entries(STATES).map(([name, overview]) => [name, { overview, now: NOW }]));
   for (const [name, scenario] of Object.entries(OPTIONS_STATES)) scenarios[name] = { ...scenario, now: NOW };
+  for (const [name, scenario] of Object.entries(CLICKS)) scenarios[name] = { ...scenario, now: NOW };
   ({ server, base } = await startServer(scenarios));
   mkdirSync(OUT, { recursive: true });
 });
@@ -99,4 +112,22 @@ test("options page screenshots and what they show", { skip, timeout: 120000 }, a
   assert.match(joined, /Desktop Paired .* Rename Remove/);
   assert.match(joined, /Phone not paired, not seen for 90 days/);
   assert.match(joined, /340 of at most 5000 messages read, 7 keys learned/);
+});
+
+const sentBy = async (scenario) => {
+  const dom = await chromium(BINARY, `${base}/popup/popup.html?scenario=${scenario}`);
+  const json = dom.match(/data-sent="([^"]*)"/)?.[1] ?? "[]";
+  return { dom, sent: JSON.parse(json.replaceAll("&quot;", '"').replaceAll("&amp;", "&")) };
+};
+
+test("in the browser: the popup's buttons send the right host calls", { skip, timeout: 120000 }, async () => {
+  const PAIRING_ID = "0123456789abcdef0123456789abcdef";
+  const [approve, reject, pair] = await Promise.all([sentBy("click-approve"), sentBy("click-reject"), sentBy("click-pair")]);
+  assert.deepEqual(approve.sent, [{ type: "call", method: "pairing.approve", params: { account: "alice@example.org", pairing_id: PAIRING_ID } }]);
+  assert.deepEqual(reject.sent, [{ type: "call", method: "pairing.reject", params: { account: "alice@example.org", pairing_id: PAIRING_ID } }]);
+  assert.deepEqual(pair.sent, [{ type: "call", method: "pairing.request", params: { account: "alice@example.org" } }]);
+  const failed = await sentBy("click-confirm-fails");
+  assert.equal(failed.sent[0].method, "pairing.approve");
+  assert.match(visibleText(failed.dom), /That did not work: the pairing expired/);
+  assert.deepEqual((await sentBy("click-setup")).sent, [{ type: "openOptionsPage" }]);
 });
