@@ -36,18 +36,25 @@
     sent.push(message);
     document.documentElement.dataset.sent = JSON.stringify(sent);
   };
-  // `fake.click`: selectors to click once they exist, one after the other, as a person would.
-  const clicks = [...(fake.click ?? [])];
-  const clickNext = () => {
-    if (!clicks.length) return;
-    const el = document.querySelector(clicks[0]);
+  // `fake.steps`, done in order once each element exists, as a person would:
+  // {wait: selector}, {click: selector}, {fill: selector, value}, {probe: selector} (records its value).
+  const steps = [...(fake.steps ?? [])];
+  const next = () => {
+    if (!steps.length) return;
+    const step = steps[0];
+    const el = document.querySelector(step.wait ?? step.click ?? step.fill ?? step.probe);
     if (el && !el.disabled) {
-      clicks.shift();
-      el.click();
+      steps.shift();
+      if (step.click) el.click();
+      if (step.fill) {
+        el.value = step.value;
+        el.dispatchEvent(new Event("change"));
+      }
+      if (step.probe) record({ probe: step.probe, value: el.value });
     }
-    setTimeout(clickNext, 50);
+    setTimeout(next, 50);
   };
-  addEventListener("load", () => setTimeout(clickNext, 50));
+  addEventListener("load", () => setTimeout(next, 50));
   globalThis.messenger = {
     runtime: {
       id: "autocrypt-sma@autocrypt.org",

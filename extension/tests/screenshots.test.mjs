@@ -13,15 +13,30 @@ import { STATES, OPTIONS_STATES, NOW } from "./popup_states.mjs";
 const BINARY = findChromium();
 // Scenarios where the fake clicks buttons; the messages the page sent come back in the DOM.
 const CLICKS = {
-  "click-approve": { overview: STATES["responder-showing"], click: ['[data-action="approve"]'] },
-  "click-reject": { overview: STATES["responder-showing"], click: ['[data-action="reject"]'] },
-  "click-pair": { overview: STATES["joined-unpaired"], click: ['[data-action="pair"]'] },
+  "click-approve": { overview: STATES["responder-showing"], steps: [{ click: '[data-action="approve"]' }] },
+  "click-reject": { overview: STATES["responder-showing"], steps: [{ click: '[data-action="reject"]' }] },
+  "click-pair": { overview: STATES["joined-unpaired"], steps: [{ click: '[data-action="pair"]' }] },
   "click-confirm-fails": {
     overview: STATES["initiator-showing"],
-    click: ['[data-action="approve"]'],
+    steps: [{ click: '[data-action="approve"]' }],
     replies: { "pairing.approve": { error: { code: "pairing_expired", message: "the pairing expired" } } },
   },
-  "click-setup": { overview: STATES["no-account"], click: ["#setup button"] },
+  "click-setup": { overview: STATES["no-account"], steps: [{ click: "#setup button" }] },
+  "options-save": {
+    ...OPTIONS_STATES["options-new"],
+    steps: [
+      { wait: '#account option[value="alice@example.org"]' },
+      { fill: "#imap-host", value: "imap.example.org" },
+      { fill: "#imap-password", value: "correct horse" },
+      { click: "#save" },
+      { probe: "#imap-password" },
+    ],
+  },
+  "options-save-no-password": { ...OPTIONS_STATES["options-new"], steps: [{ wait: "#account option" }, { fill: "#imap-host", value: "imap.example.org" }, { click: "#save" }] },
+  "options-remove": {
+    ...OPTIONS_STATES["options-joined"],
+    steps: [{ click: '#devices tr[data-device-id="bbbbbbbbbbbbbbbb"] button:last-child' }, { click: '#devices tr[data-device-id="bbbbbbbbbbbbbbbb"] button:nth-of-type(1)' }],
+  },
 };
 const OUT = join(ROOT, "artifacts/screenshots");
 const DARK = new Set(["host-missing", "initiator-showing", "responder-showing", "paired-errors"]);
@@ -114,8 +129,8 @@ test("options page screenshots and what they show", { skip, timeout: 120000 }, a
   assert.match(joined, /340 of at most 5000 messages read, 7 keys learned/);
 });
 
-const sentBy = async (scenario) => {
-  const dom = await chromium(BINARY, `${base}/popup/popup.html?scenario=${scenario}`);
+const sentBy = async (scenario, page = "popup/popup.html") => {
+  const dom = await chromium(BINARY, `${base}/${page}?scenario=${scenario}`);
   const json = dom.match(/data-sent="([^"]*)"/)?.[1] ?? "[]";
   return { dom, sent: JSON.parse(json.replaceAll("&quot;", '"').replaceAll("&amp;", "&")) };
 };
@@ -130,4 +145,31 @@ test("in the browser: the popup's buttons send the right host calls", { skip, ti
   assert.equal(failed.sent[0].method, "pairing.approve");
   assert.match(visibleText(failed.dom), /That did not work: the pairing expired/);
   assert.deepEqual((await sentBy("click-setup")).sent, [{ type: "openOptionsPage" }]);
+});
+
+test("in the browser: options sends account.configure once with the password, then clears the field", { skip, timeout: 120000 }, async () => {
+  const [saved, refused, removed] = await Promise.all([
+    sentBy("options-save", "options/options.html"),
+    sentBy("options-save-no-password", "options/options.html"),
+    sentBy("options-remove", "options/options.html"),
+  ]);
+  const calls = saved.sent.filter((m) => m.type === "call" && m.method !== "account.list");
+  assert.deepEqual(calls, [
+    {
+      type: "call",
+      method: "account.configure",
+      params: {
+        account: "alice@example.org",
+        imap: { host: "imap.example.org", port: 993, security: "tls", username: "alice@example.org", verify_tls: true },
+        password: "correct horse",
+      },
+    },
+  ]);
+  assert.deepEqual(saved.sent.find((m) => m.probe), { probe: "#imap-password", value: "" });
+  assert.equal(refused.sent.filter((m) => m.method === "account.configure").length, 0);
+  assert.match(visibleText(refused.dom), /Enter the password\./);
+  // Remove asks first; the second click (the "Yes" button) sends device.remove.
+  assert.deepEqual(removed.sent.filter((m) => m.method === "device.remove"), [
+    { type: "call", method: "device.remove", params: { account: "alice@example.org", device_id: "bbbbbbbbbbbbbbbb" } },
+  ]);
 });
