@@ -2,7 +2,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, cpSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, existsSync, mkdtempSync, rmSync, cpSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -135,4 +135,19 @@ test("web-ext lint (npm run lint) skips exactly what is not packaged", () => {
     assert.ok(packaged.has(name) !== ignored.has(name), `${name}: packaged and linted, or neither — pick one`);
   }
   assert.match(scripts.lint, /^web-ext lint /);
+});
+
+test("every message in _locales/en is used by a packaged file (no dead strings)", () => {
+  const sources = [];
+  const walk = (rel) => {
+    const path = join(ROOT, rel);
+    if (statSync(path).isDirectory()) for (const name of readdirSync(path)) walk(join(rel, name));
+    else if (/\.(js|html)$/.test(rel)) sources.push(read(rel));
+  };
+  for (const dir of ["background", "popup", "options", "lib"]) walk(dir);
+  const text = sources.join("\n") + JSON.stringify(manifest);
+  for (const key of Object.keys(messages)) {
+    const used = text.includes(`"${key}"`) || text.includes(`__MSG_${key}__`);
+    assert.ok(used, `"${key}" is in messages.json but nothing uses it`);
+  }
 });
