@@ -126,7 +126,7 @@ test("options page screenshots and what they show", { skip, timeout: 120000 }, a
   assert.match(joined, /Laptop \(this device\) Paired .* Rename Leave/);
   assert.match(joined, /Desktop Paired .* Rename Remove/);
   assert.match(joined, /Phone not paired, not seen for 90 days/);
-  assert.match(joined, /340 of at most 5000 messages read, 7 keys learned/);
+  assert.match(joined, /Messages read: 340 of at most 5000; keys learned: 7/);
 });
 
 const sentBy = async (scenario, page = "popup/popup.html") => {
