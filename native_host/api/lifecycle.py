@@ -65,3 +65,12 @@ METHODS = [
     Method("sma.leave", leave),
     Method("devices.expire", expire),
 ]
+
+
+def policy(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = _runtime(context, params)
+    runtime.set_expiry_policy(params["expire_after_days"])
+    return {"expire_after_days": runtime.record.expire_after_days}
+
+
+METHODS.append(Method("devices.expire_policy", policy))

@@ -68,6 +68,8 @@ class AccountRecord:
     unpublished: list[dict[str, Any]] = field(default_factory=list)  # log entries to append
     roll_pending: str | None = None  # a key roll of ours not yet handed to every member
     key_waiting: str | None = None  # a rolled key received before the log entry naming it
+    expire_after_days: float | None = None  # opt-in: remove devices not seen for this long
+    expiry_checked: float = 0.0  # when the policy last ran here
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,8 @@ class AccountRecord:
             "unpublished": self.unpublished,
             "roll_pending": self.roll_pending,
             "key_waiting": self.key_waiting,
+            "expire_after_days": self.expire_after_days,
+            "expiry_checked": self.expiry_checked,
         }
 
     @classmethod
@@ -109,6 +113,8 @@ class AccountRecord:
             unpublished=list(data.get("unpublished") or []),
             roll_pending=data.get("roll_pending"),
             key_waiting=data.get("key_waiting"),
+            expire_after_days=data.get("expire_after_days"),
+            expiry_checked=float(data.get("expiry_checked") or 0.0),
         )
 
 

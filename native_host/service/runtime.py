@@ -272,6 +272,7 @@ class AccountRuntime:
             return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
         self.trust.tick(store, chain)
         self.lifecycle.tick(store, chain)
+        self._expiry_policy(chain)
         if self.lifecycle.refresh_announcement(store):
             moved = True
         inbox_read = 0
@@ -349,6 +350,29 @@ class AccountRuntime:
             self.with_store(lambda store: self.lifecycle.remove(store, me))
             if not self.removed:
                 self._removed(me)
+
+    def _expiry_policy(self, chain: Any) -> None:
+        """The opt-in policy, on the device where it was set: once a day, remove every device
+        not seen for the set time (two devices doing so at once resolve like any concurrent
+        removals: by the log's fork rule)."""
+        days = self.record.expire_after_days
+        now = self._clock()
+        if days is None or now - self.record.expiry_checked < 86400:
+            return
+        if not chain.is_member(self.trust.me):
+            return
+        self.record.expiry_checked = now
+        self._files.save(self.record)
+        removed = self.expire(days)
+        if removed:
+            log.warning("%s: expired %d stale device(s) by policy", self.account, len(removed))
+
+    def set_expiry_policy(self, days: float | None) -> None:
+        with self._lock:
+            self.record.expire_after_days = days
+            self.record.expiry_checked = 0.0
+            self._files.save(self.record)
+        self._dirty.set()
 
     def expire(self, older_than_days: float) -> list[str]:
         """Remove every paired device (not this one) not seen for that long."""
