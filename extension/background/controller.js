@@ -181,9 +181,15 @@ export class Background {
   async onNotificationClicked(id) {
     if (typeof id !== "string" || !id.startsWith(NOTIFICATION_PREFIX)) return;
     this.clearNotification(id.slice(NOTIFICATION_PREFIX.length));
-    // openPopup exists in Thunderbird's browserAction; where it does not, the badge still points there.
+    // The toolbar popup where browserAction.openPopup works; else (missing, refused without a user
+    // gesture, or no button in this window) the same page in a small window of its own.
     try {
-      await this.api.browserAction?.openPopup?.();
+      if ((await this.api.browserAction?.openPopup?.()) ?? false) return;
+    } catch (err) {
+      console.warn("autocrypt-sma: openPopup failed, opening a window instead", err?.message ?? err);
+    }
+    try {
+      await this.api.windows?.create?.({ url: this.api.runtime.getURL("popup/popup.html"), type: "popup", width: 460, height: 620 });
     } catch (err) {
       console.warn("autocrypt-sma: could not open the popup", err?.message ?? err);
     }

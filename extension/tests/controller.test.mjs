@@ -211,3 +211,16 @@ test("scan.start / scan.status / scan.cancel through the page messages", async (
   assert.equal(host.callsOf("peers.ingest").length, 1);
   assert.equal((await bg.handleMessage({ type: "scan.cancel" })).cancelled, false);
 });
+
+test("where openPopup is refused or missing, a notification click opens the popup page in a window", async () => {
+  const { host, api, bg } = await started();
+  await until(() => bg.client.status === "connected", "connected");
+  api.browserAction.openPopup = async () => { throw new Error("openPopup requires a user gesture"); };
+  host.emit("pairing.requested", { account: ACCOUNT, pairing: pairing() });
+  api.notifications.onClicked.fire(api.notifications.created[0].id);
+  await until(() => api.windows.created.length === 1, "window");
+  assert.deepEqual(api.windows.created[0], { url: "moz-extension://fake/popup/popup.html", type: "popup", width: 460, height: 620 });
+  delete api.browserAction.openPopup;
+  api.notifications.onClicked.fire(api.notifications.created[0].id);
+  await until(() => api.windows.created.length === 2, "second window");
+});

@@ -166,6 +166,10 @@ export function fakeMessenger({ connect = fakeConnector().connect, messages: loc
       setBadgeBackgroundColor: async () => {},
       openPopup: async () => { api.browserAction.popupsOpened++; return true; },
     },
+    windows: {
+      created: [],
+      create: async (info) => { api.windows.created.push(info); return { id: 1 }; },
+    },
     accounts: {
       list: async () => accounts,
       get: async (id) => accounts.find((a) => a.id === id) ?? null,
