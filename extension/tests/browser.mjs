@@ -2,7 +2,8 @@
 // HTTP server serves the extension folder (with the manifest's CSP as a header) and injects the fake.
 
 import { createServer } from "node:http";
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { execFile } from "node:child_process";
 import { join, dirname, extname, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -54,8 +55,11 @@ export async function startServer(scenarios) {
 
 /** Run headless Chromium once: `--screenshot=out` or `--dump-dom` (the DOM comes back as the result). */
 export function chromium(binary, url, { screenshot = null, dark = false, width = 440, height = 640 } = {}) {
+  // A throwaway profile per run: parallel runs never share one, and nothing lands in $HOME.
+  const profile = mkdtempSync(join(tmpdir(), "sma-chromium-"));
   const args = [
     "--headless",
+    `--user-data-dir=${profile}`,
     "--no-sandbox",
     "--disable-gpu",
     "--hide-scrollbars",
@@ -70,6 +74,7 @@ export function chromium(binary, url, { screenshot = null, dark = false, width =
   ];
   return new Promise((resolve, reject) => {
     execFile(binary, args, { timeout: 60000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      rmSync(profile, { recursive: true, force: true });
       if (err) reject(new Error(`chromium failed: ${err.message}\n${stderr}`));
       else resolve(stdout);
     });
