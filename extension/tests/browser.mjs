@@ -4,7 +4,7 @@
 import { createServer } from "node:http";
 import { readFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { join, dirname, extname, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -79,4 +79,78 @@ export function chromium(binary, url, { screenshot = null, dark = false, width =
       else resolve(stdout);
     });
   });
+}
+
+/**
+ * A page in headless Chromium driven over the DevTools protocol on pipes (fds 3 and 4), for
+ * keyboard tests: real key events, unlike events dispatched from the page's own script.
+ */
+export async function openPage(binary, url, { width = 440, height = 640 } = {}) {
+  const profile = mkdtempSync(join(tmpdir(), "sma-chromium-"));
+  const child = spawn(
+    binary,
+    ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", `--user-data-dir=${profile}`,
+      `--window-size=${width},${height}`, "--force-prefers-reduced-motion", "about:blank"],
+    { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] },
+  );
+  const [toBrowser, fromBrowser] = [child.stdio[3], child.stdio[4]];
+  let nextId = 1;
+  const waiting = new Map();
+  let buffer = "";
+  fromBrowser.on("data", (chunk) => {
+    buffer += chunk.toString("utf8");
+    let end;
+    while ((end = buffer.indexOf("\0")) >= 0) {
+      const message = JSON.parse(buffer.slice(0, end));
+      buffer = buffer.slice(end + 1);
+      const pending = waiting.get(message.id);
+      if (!pending) continue;
+      waiting.delete(message.id);
+      if (message.error) pending.reject(new Error(`${pending.method}: ${message.error.message}`));
+      else pending.resolve(message.result);
+    }
+  });
+  const send = (method, params = {}, sessionId) =>
+    new Promise((resolve, reject) => {
+      const id = nextId++;
+      waiting.set(id, { resolve, reject, method });
+      toBrowser.write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + "\0");
+    });
+  const { targetInfos } = await send("Target.getTargets");
+  const page = targetInfos.find((t) => t.type === "page");
+  const { sessionId } = await send("Target.attachToTarget", { targetId: page.targetId, flatten: true });
+  const call = (method, params) => send(method, params, sessionId);
+  await call("Page.navigate", { url });
+
+  const evaluate = async (expression) => {
+    const { result, exceptionDetails } = await call("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true });
+    if (exceptionDetails) throw new Error(exceptionDetails.exception?.description ?? exceptionDetails.text);
+    return result.value;
+  };
+  const KEYS = { Tab: 9, Enter: 13, Escape: 27, " ": 32 };
+  return {
+    evaluate,
+    async waitFor(expression, what = expression, ms = 10000) {
+      const end = Date.now() + ms;
+      for (;;) {
+        const value = await evaluate(expression).catch(() => null);
+        if (value) return value;
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async press(key, { shift = false } = {}) {
+      const code = key === " " ? "Space" : key;
+      const base = { key, code, windowsVirtualKeyCode: KEYS[key], nativeVirtualKeyCode: KEYS[key], modifiers: shift ? 8 : 0 };
+      const text = key === "Enter" ? "\r" : key === " " ? " " : undefined;
+      await call("Input.dispatchKeyEvent", { type: text ? "keyDown" : "rawKeyDown", ...base, ...(text ? { text } : {}) });
+      await call("Input.dispatchKeyEvent", { type: "keyUp", ...base });
+    },
+    type: (text) => call("Input.insertText", { text }),
+    async close() {
+      await send("Browser.close").catch(() => {});
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
 }
