@@ -70,7 +70,10 @@ export class Background {
   onStatus(status, lastError) {
     console.info("autocrypt-sma: native host", status, lastError?.message ?? "");
     this.broadcast({ type: "status", ...this.statusReply() });
-    if (status === Status.CONNECTED) this.afterConnect();
+    if (status === Status.CONNECTED) {
+      this.afterConnect();
+      this.mail.retryPending();
+    }
   }
 
   statusReply() {

@@ -9,6 +9,9 @@ export const SCAN_MAX_MESSAGES = 5000;
 const SCAN_PAGE_SIZE = 100;
 const PROGRESS_EVERY = 25; // messages between progress broadcasts
 export const SCAN_DONE_KEY_PREFIX = "backlogScanned:"; // storage.local key + account -> ms timestamp
+// New mail that met a host down or busy is tried again after the next connect; bounded, oldest dropped.
+export const RETRY_MAX = 500;
+const RETRYABLE = new Set(["disconnected", "timeout", "busy"]);
 
 const errorData = (err) => ({ code: err?.code ?? "internal", message: String(err?.message ?? err) });
 
@@ -21,6 +24,18 @@ export class MailIngest {
     this.scan = null; // the current or last scan's progress, as the pages show it
     this.stats = { ingested: 0, updated: 0, failed: 0, last_error: null };
     this._tail = Promise.resolve(); // ingests run one at a time: the host answers "busy" past 64
+    this.retry = []; // [{messageId, account}] to send again once the host is back
+  }
+
+  /** After a (re)connect: send what could not be sent while the host was away. */
+  retryPending() {
+    const pending = this.retry.splice(0);
+    if (!pending.length) return this._tail;
+    const job = this._tail.then(async () => {
+      for (const { messageId, account } of pending) await this.ingestMessage(messageId, [account], { retry: true });
+    });
+    this._tail = job.catch(() => {});
+    return job;
   }
 
   /** messages.onNewMailReceived listener. */
@@ -34,7 +49,7 @@ export class MailIngest {
     const accounts = await this.smaAccountsFor(folder?.accountId);
     if (!accounts.length) return;
     for await (const header of this.pages(messageList)) {
-      await this.ingestMessage(header.id, accounts);
+      await this.ingestMessage(header.id, accounts, { retry: true });
     }
   }
 
@@ -65,8 +80,11 @@ export class MailIngest {
     return all.filter((a) => (a.identities ?? []).some((i) => i.email?.toLowerCase() === addr)).map((a) => a.id);
   }
 
-  /** Returns how many of `accounts` learned something new; never throws. */
-  async ingestMessage(messageId, accounts) {
+  /**
+   * Returns how many of `accounts` learned something new; never throws. With `retry`, a message the
+   * host could not take now (down, busy, timed out) is kept for retryPending().
+   */
+  async ingestMessage(messageId, accounts, { retry = false } = {}) {
     let message;
     try {
       message = await readHeaderBlockBase64(this.api.messages, messageId);
@@ -85,6 +103,10 @@ export class MailIngest {
         }
       } catch (err) {
         this._failed(err);
+        if (retry && RETRYABLE.has(err?.code)) {
+          this.retry.push({ messageId, account });
+          if (this.retry.length > RETRY_MAX) this.retry.shift();
+        }
       }
     }
     return updated;
@@ -140,6 +162,9 @@ export class MailIngest {
           scan.updated += await this.ingestMessage(header.id, [scan.account]);
           scan.failed += this.stats.failed - before;
           scan.scanned++;
+          if (this.stats.failed > before && this.stats.last_error?.code === "disconnected") {
+            throw Object.assign(new Error(this.stats.last_error.message), { code: "disconnected" });
+          }
           if (scan.scanned % PROGRESS_EVERY === 0) this._progress(scan);
         }
         // Stopping early leaves a query running in Thunderbird; end it (abortList: Thunderbird 120+).

@@ -253,7 +253,8 @@ function renderScan(scan, lastDone) {
     say("scan-result", t("scanProgress", [String(scan.scanned), String(scan.limit), String(scan.updated)]));
   } else if (scan?.account === selected() && scan.finished_at) {
     const key = scan.error ? "scanFailed" : scan.cancelled ? "scanCancelled" : "scanDone";
-    say("scan-result", t(key, [String(scan.scanned), String(scan.updated), scan.error?.message ?? ""]), scan.error ? "error" : "ok");
+    const failed = scan.failed && !scan.error ? ` ${t("scanSomeFailed", [String(scan.failed)])}` : "";
+    say("scan-result", t(key, [String(scan.scanned), String(scan.updated), scan.error?.message ?? ""]) + failed, scan.error ? "error" : "ok");
   } else {
     say("scan-result", lastDone ? t("scanLastDone", [new Date(lastDone).toLocaleString()]) : "");
   }

@@ -175,3 +175,31 @@ test("a second start while scanning returns the running scan; no account is refu
   await mail.scanDone;
   assert.equal(mail.startScan("").ok, false);
 });
+
+test("new mail the host could not take (down, busy) is sent again by retryPending; other errors are not", async () => {
+  let down = true;
+  const { api, mail, ingests } = setup({
+    ingest: (params) => {
+      if (down) throw hostError("disconnected", "native host is not connected");
+      if (decode(params.message).includes("b2@")) throw hostError("invalid_params", "bad");
+      return { updated: true, addr: "x" };
+    },
+  });
+  await mail.onNewMail({ accountId: "account1" }, api.messages.page(["1"]));
+  assert.deepEqual(mail.retry, [{ messageId: 1, account: ACCOUNT }]);
+  down = false;
+  await mail.retryPending();
+  assert.deepEqual(mail.retry, []);
+  assert.equal(ingests().length, 2);
+  await mail.onNewMail({ accountId: "account1" }, api.messages.page(["2"]));
+  assert.deepEqual(mail.retry, [], "a refused message is not retried");
+});
+
+test("a backlog scan stops with an error when the host goes away", async () => {
+  const { mail, ingests } = setup({ ingest: () => { throw hostError("disconnected", "gone"); } });
+  mail.startScan(ACCOUNT);
+  await mail.scanDone;
+  assert.equal(ingests().length, 1);
+  assert.deepEqual(mail.scan.error, { code: "disconnected", message: "gone" });
+  assert.equal(mail.scan.running, false);
+});
