@@ -1,6 +1,6 @@
 // Keyboard only, in headless Chromium with real key events: Tab reaches the pairing buttons with a
 // visible focus ring, Enter and Space press them; rename a device without a mouse.
-// Skipped where no Chromium is installed (Debian: apt-get install chromium).
+// Fails where no Chromium is installed (Debian: apt-get install chromium; scripts/bootstrap does).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -9,7 +9,11 @@ import { startServer, openPage, findChromium } from "./browser.mjs";
 import { STATES, OPTIONS_STATES, NOW } from "./popup_states.mjs";
 
 const BINARY = findChromium();
-const skip = BINARY ? false : "no Chromium found (apt-get install chromium, or set CHROMIUM)";
+// A missing browser is a failure, never a skip: the suite's bootstrap installs Chromium.
+const skip = false;
+test("Chromium is installed for the browser tests", () => {
+  assert.ok(BINARY, "no Chromium found: apt-get install chromium (scripts/bootstrap test does), or set CHROMIUM");
+});
 let server;
 let base;
 

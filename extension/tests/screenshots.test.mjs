@@ -40,7 +40,11 @@ const CLICKS = {
 };
 const OUT = join(ROOT, "artifacts/screenshots");
 const DARK = new Set(["host-missing", "initiator-showing", "responder-showing", "paired-errors"]);
-const skip = BINARY ? false : "no Chromium found (apt-get install chromium, or set CHROMIUM)";
+// A missing browser is a failure, never a skip: the suite's bootstrap installs Chromium.
+const skip = false;
+test("Chromium is installed for the browser tests", () => {
+  assert.ok(BINARY, "no Chromium found: apt-get install chromium (scripts/bootstrap test does), or set CHROMIUM");
+});
 
 let server;
 let base;
