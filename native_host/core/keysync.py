@@ -218,9 +218,26 @@ class KeySync:
                 continue
             snapshot = _starts_at_zero(member, mine)
             self.repo.save_link(Link(device, acked=0 if snapshot else self.repo.head()))
-        for device in known - set(members):
+        for device in sorted(known - set(members)):
             self.repo.drop_link(device)
+            self._adopt(device)
         return True
+
+    def _adopt(self, device: str) -> None:
+        """Rows that came from a device that is no longer a member may not have reached every
+        device it would have sent them to (it may have been removed before it could): they
+        become ours, with a new seq, and go to every member once more (a duplicate merges as a
+        no-op)."""
+        orphans: list[PeerState] = []
+        start = 0
+        while True:
+            rows = self.repo.changed_since(start, PAGE)
+            if not rows:
+                break
+            orphans += [row.state for row in rows if row.origin == device]
+            start = rows[-1].seq
+        for state in orphans:
+            self.repo.put(state, None)
 
     # --- receiving ----------------------------------------------------------------------------
     def apply(

@@ -654,3 +654,23 @@ def test_a_tampered_ciphertext_is_refused() -> None:
 def test_a_bad_plaintext_is_refused(chunk: bytes, match: str) -> None:
     with pytest.raises(RemoteProtocolError, match=match):
         open_as_b(seal(chunk))
+
+
+def test_rows_from_a_removed_device_are_adopted_and_sent_on() -> None:
+    """B sent A a row, then B was removed before C had it from B: A now sends it to C itself."""
+    clock = Clock()
+    a, repo = device(A, clock)
+    flush(a, MEMBERS)  # links to B and C
+    a.apply(B, payload(0, 1, 0, peer("bob", T0, b"k")), MEMBERS)
+    stored = repo.get("bob@example.org")
+    assert stored is not None
+    assert stored.origin == B
+    clock.now += SEND_QUIET
+    without_b = {A: MEMBERS[A], C: MEMBERS[C]}
+    sent = flush(a, without_b)
+    adopted = repo.get("bob@example.org")
+    assert adopted is not None
+    assert adopted.origin is None
+    assert adopted.seq > stored.seq
+    assert repo.link(B) is None
+    assert "bob@example.org" in addrs(sent[C])
