@@ -39,29 +39,64 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
-def _install(args: argparse.Namespace) -> int:
-    from native_host.install import main_install
+def _install_or_uninstall(args: argparse.Namespace) -> int:
+    """`install` and `uninstall`: the work is in native_host.install; here only what to print."""
+    from native_host.install import (
+        InstallError,
+        Scope,
+        current_platform,
+        describe_scope,
+        next_steps,
+        run_install,
+        run_uninstall,
+    )
 
-    return main_install(args)
-
-
-def _uninstall(args: argparse.Namespace) -> int:
-    from native_host.install import main_uninstall
-
-    return main_uninstall(args)
+    scope = Scope(args.platform or current_platform(), system=args.system)
+    installing = args.command == "install"
+    try:
+        if installing:
+            lines = run_install(scope, args.app, dry_run=args.dry_run, force=args.force)
+        else:
+            lines = run_uninstall(scope, args.app, dry_run=args.dry_run)
+    except InstallError as exc:
+        print(f"autocrypt-sma {args.command}: {exc}", file=sys.stderr)
+        return 1
+    dry = f" (dry run: nothing {'written' if installing else 'removed'})" if args.dry_run else ""
+    print(f"autocrypt-sma: {describe_scope(scope)}{dry}")
+    for line in lines:
+        print("  " + line)
+    if installing and not args.dry_run:
+        for line in next_steps(scope):
+            print(line)
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from native_host.doctor import main_doctor
+    """`doctor`: exit 0 when every check passed, 1 otherwise."""
+    from dataclasses import asdict
 
-    return main_doctor(args)
+    from native_host.doctor import Doctor, summary
+
+    checks = Doctor(timeout=args.timeout).run()
+    failed = any(c.status == "problem" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        for check in checks:
+            print(check.line())
+        print(summary(checks))
+    return 1 if failed else 0
 
 
 def _add_install_commands(commands: Any) -> None:
     """install / uninstall / doctor: getting the host to where Thunderbird finds it."""
     for name, run, text in (
-        ("install", _install, "register the host where Thunderbird and Firefox look for it"),
-        ("uninstall", _uninstall, "remove what install wrote (and nothing else)"),
+        (
+            "install",
+            _install_or_uninstall,
+            "register the host where Thunderbird and Firefox look for it",
+        ),
+        ("uninstall", _install_or_uninstall, "remove what install wrote (and nothing else)"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument(

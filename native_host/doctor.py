@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -428,16 +428,3 @@ def summary(checks: list[Check]) -> str:
     if not problems:
         return "All checks passed."
     return f"{problems} problem{'s' if problems != 1 else ''} found."
-
-
-def main_doctor(args: Any) -> int:
-    """The `doctor` subcommand: exit 0 when every check passed, 1 otherwise."""
-    checks = Doctor(timeout=args.timeout).run()
-    failed = any(c.status == "problem" for c in checks)
-    if args.json:
-        print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
-    else:
-        for check in checks:
-            print(check.line())
-        print(summary(checks))
-    return 1 if failed else 0

@@ -514,42 +514,6 @@ def describe_scope(scope: Scope) -> str:
     return f"{'system' if scope.system else 'user'} install for {scope.platform}"
 
 
-def main_install(args: Any) -> int:
-    """The `install` subcommand (see native_host.cli)."""
-    scope = Scope(args.platform or current_platform(), system=args.system)
-    try:
-        lines = run_install(scope, args.app, dry_run=args.dry_run, force=args.force)
-    except InstallError as exc:
-        print(f"autocrypt-sma install: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"autocrypt-sma: {describe_scope(scope)}"
-        + (" (dry run: nothing written)" if args.dry_run else "")
-    )
-    for line in lines:
-        print("  " + line)
-    if not args.dry_run:
-        for line in next_steps(scope):
-            print(line)
-    return 0
-
-
-def main_uninstall(args: Any) -> int:
-    scope = Scope(args.platform or current_platform(), system=args.system)
-    try:
-        lines = run_uninstall(scope, args.app, dry_run=args.dry_run)
-    except InstallError as exc:
-        print(f"autocrypt-sma uninstall: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"autocrypt-sma: {describe_scope(scope)}"
-        + (" (dry run: nothing removed)" if args.dry_run else "")
-    )
-    for line in lines:
-        print("  " + line)
-    return 0
-
-
 def check_manifest(manifest: Any, path: Path) -> list[tuple[str, str]]:
     """Gecko's checks on a manifest it found at `path`: (problem, fix) pairs, none when fine."""
     fix = "run `autocrypt-sma install` (add --force to replace a file it did not write)"
