@@ -394,6 +394,11 @@ class KeySync:
         self._pending.clean[out.device] = max(self._pending.clean.get(out.device, 0), out.hi)
         return replaced
 
+    @property
+    def waiting(self) -> bool:
+        """Changes are waiting for the debounce (no repo access: ingest asks on every mail)."""
+        return self._pending.first is not None
+
     def next_due(self) -> float | None:
         """When `plan` may next have something (None: nothing waits but new input)."""
         times: list[float] = []

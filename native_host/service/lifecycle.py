@@ -72,6 +72,7 @@ class Lifecycle:
         self._save = save
         self._clock = clock
         self._random = random
+        self._leave_checked: str | None = None  # the log head _roll_after_leave last looked at
 
     @property
     def me(self) -> str:
@@ -81,20 +82,28 @@ class Lifecycle:
     def refresh_announcement(self, store: FolderStore) -> bool:
         """Replace our announcement once it is older than the interval (a new one, then the old
         one deleted); True if it was replaced."""
+        current = self.record.directory.devices.get(self.me)
+        if current is None or self._clock() - current.last_seen < announce_interval():
+            return False  # (the join announces a device that has no announcement)
+        self._reannounce(store)
+        return True
+
+    def _reannounce(self, store: FolderStore) -> None:
+        """Append our announcement as the record says now, delete the one it replaces, and read
+        it back (so the directory knows its UID for the next replacement)."""
         device = self.record.device
         assert device is not None
         current = self.record.directory.devices.get(self.me)
-        now = self._clock()
-        if current is None or now - current.last_seen < announce_interval():
-            return False  # (the join announces a device that has no announcement)
         me = Device(
             device.device_id, device.name, self.record.account, device.joined,
             self.trust.device_keys(),
         )  # fmt: skip
-        store.append(layout.ANNOUNCE_FOLDER, announcement(me, now=now, random=self._random))
-        store.delete_messages(layout.ANNOUNCE_FOLDER, [current.uid])
-        refresh(store, self.record.directory)  # know our own new announcement (and its UID)
-        return True
+        store.append(
+            layout.ANNOUNCE_FOLDER, announcement(me, now=self._clock(), random=self._random)
+        )
+        if current is not None:
+            store.delete_messages(layout.ANNOUNCE_FOLDER, [current.uid])
+        refresh(store, self.record.directory)
 
     # --- the API ------------------------------------------------------------------------------
     def rename(self, store: FolderStore, device_id: str, name: str) -> None:
@@ -114,16 +123,7 @@ class Lifecycle:
             device = self.record.device
             self.record.device = type(device)(device.device_id, name, device.joined)
             self._save()
-            # Announce the new name at once (the interval does not apply to a rename).
-            current = self.record.directory.devices.get(self.me)
-            me = Device(
-                device.device_id, name, self.record.account, device.joined, self.trust.device_keys()
-            )
-            store.append(
-                layout.ANNOUNCE_FOLDER, announcement(me, now=self._clock(), random=self._random)
-            )
-            if current is not None:
-                store.delete_messages(layout.ANNOUNCE_FOLDER, [current.uid])
+            self._reannounce(store)  # the new name at once: the interval does not apply
 
     def remove(self, store: FolderStore, device_id: str) -> str | None:
         """Remove a device (this one included: leaving) and, unless we are the one leaving, roll
@@ -290,6 +290,8 @@ class Lifecycle:
     def _roll_after_leave(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
         """A device that left could not roll the key for the others: the remaining member with
         the smallest id does, once (a roll after the leave means it is done)."""
+        if chain.head_hash == self._leave_checked:
+            return  # nothing new in the log since it last had nothing to do for us
         entries = chain.entries()
         last_leave = max(
             (
@@ -299,10 +301,16 @@ class Lifecycle:
             ),
             default=None,
         )
-        if last_leave is None or any(e.get("op") == "roll" for e in entries[last_leave + 1 :]):
-            return
         members = sorted(chain.members())
-        if not members or members[0] != self.me or self.record.roll_pending is not None:
+        if (
+            last_leave is None
+            or any(e.get("op") == "roll" for e in entries[last_leave + 1 :])
+            or not members
+            or members[0] != self.me
+        ):
+            self._leave_checked = chain.head_hash  # (a failed roll below is tried again)
+            return
+        if self.record.roll_pending is not None:
             return
         left = str(entries[last_leave]["device_id"])
         self._roll(store)

@@ -121,7 +121,7 @@ class PeerBook:
             result["ignored"] = "an automatic reply or a delivery report"
             return result
         states = [s for s in states if s.addr != self._me]
-        was_idle = self.sync.next_due() is None
+        was_idle = not self.sync.waiting
         changed = self.sync.ingest(states)
         if changed:
             self._updated(changed, "mail")
