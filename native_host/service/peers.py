@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from native_host.core import autocrypt, layout
 from native_host.core.autocrypt import InvalidMessage, PeerState, canonical_addr
+from native_host.core.crypto import DeviceKeys
 from native_host.core.devicelog import DeviceLog
 from native_host.core.envelope import SmaMessage
 from native_host.core.keysync import KeySync, PartlyRejected, PeerRepo, open_chunk, seal_chunk
@@ -186,7 +187,7 @@ class PeerBook:
         )
 
     # --- the SMA ------------------------------------------------------------------------------
-    def receive(self, message: SmaMessage, chain: DeviceLog, my_keys: Any) -> None:
+    def receive(self, message: SmaMessage, chain: DeviceLog, my_keys: DeviceKeys) -> None:
         """One key-update chunk from this device's inbox, applied durably (the caller deletes it
         afterwards); raises RemoteProtocolError to have it reported and dropped."""
         members = chain.members()
@@ -203,7 +204,7 @@ class PeerBook:
         if changed:
             self._updated(changed, "sync")
 
-    def flush(self, store: FolderStore, chain: DeviceLog, my_keys: Any) -> int:
+    def flush(self, store: FolderStore, chain: DeviceLog, my_keys: DeviceKeys) -> int:
         """Send every batch that is due; returns how many messages were appended."""
         members = chain.members()
         appended = 0
