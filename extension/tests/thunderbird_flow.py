@@ -9,7 +9,7 @@ for tests/e2e/ as a pytest test. Prints each step; ends with FLOW OK, or raises.
 import base64, imaplib, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.e2e.thunderbird import Thunderbird, install_host_manifest
+from tests.e2e.thunderbird import Thunderbird, install_host
 from tests.host.harness import CheckedHost
 from tests.servers.dovecot_server import DovecotServer
 from tests.host.test_keysync_imap import correspondent_mail, T0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from native_host import __version__
-from tests.e2e.thunderbird import Thunderbird, install_host_manifest
+from tests.e2e.thunderbird import Thunderbird, install_host
 
 READ_STATUS = """
 const q = id => doc.getElementById(id);
@@ -27,7 +27,7 @@ def thunderbird(tmp_path: Path) -> Iterator[Thunderbird]:
 
 
 def test_popup_shows_the_connected_host(tmp_path: Path, thunderbird: Thunderbird) -> None:
-    install_host_manifest(tmp_path, tmp_path / "sma")
+    install_host(tmp_path)  # Thunderbird reads the manifest when the add-on connects, not before
     thunderbird.install_addon()
     status = thunderbird.read_page(thunderbird.addon_page("popup/popup.html"), READ_STATUS)
     thunderbird.screenshot(tmp_path / "popup-connected.png")

@@ -1,24 +1,36 @@
-"""Drive a real headless Thunderbird (the Debian package) through Marionette, one HOME per instance."""
+"""Drive a real headless Thunderbird (the Debian package) through Marionette, one HOME per instance.
+
+Each instance gets its own HOME, so the native-messaging manifest `autocrypt-sma install` writes
+there, the host's data directory and the add-on's profile are all private to it; the OS keyring
+(one Secret Service on the test's D-Bus session) is shared, its entries are named per instance.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from native_host.client import ADDON_ID, HOST_NAME
+from native_host.client import ADDON_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 THUNDERBIRD = "/usr/lib/thunderbird/thunderbird"
+XPI = ROOT / "extension" / "dist" / "autocrypt-sma.xpi"
 PREFS = {
     "extensions.webextensions.remote": False,  # add-on pages live in the chrome process: reachable
     "mail.provider.suppress_dialog_on_startup": True,
     "mail.shell.checkDefaultClient": False,
+    "mailnews.start_page.enabled": False,
+    "mail.rights.override": True,  # no "know your rights" bar over the screenshots
 }
+# Variables that would point two instances at one data directory, whatever their HOME.
+_SHARED_DIRS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "SMA_HOME")
 
 
 def require_thunderbird() -> None:
@@ -32,25 +44,68 @@ def require_thunderbird() -> None:
         raise AssertionError("marionette_driver is missing: pip install -e '.[test]'") from exc
 
 
-def install_host_manifest(home: Path, sma_home: Path) -> Path:
-    """What the installer will do: a launcher pinning this interpreter, and the manifest naming it."""
-    launcher = home / "autocrypt-sma-host"
-    launcher.write_text(
-        f'#!/bin/sh\nSMA_HOME="{sma_home}" exec "{sys.executable}" -m native_host "$@"\n'
+def home_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SHARED_DIRS}
+    env["HOME"] = str(home)
+    return env
+
+
+def install_host(home: Path) -> str:
+    """Install the native-messaging manifest into `home` exactly as a user does."""
+    command = Path(sys.executable).parent / "autocrypt-sma"
+    if not command.exists():
+        raise AssertionError(f"{command} is missing: pip install -e . (scripts/test does this)")
+    done = subprocess.run(
+        [str(command), "install", "--app", "thunderbird"],
+        env=home_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    launcher.chmod(0o755)
-    hosts = home / ".mozilla" / "native-messaging-hosts"
-    hosts.mkdir(parents=True)
-    manifest = {
-        "name": HOST_NAME,
-        "description": "autocrypt-sma test host",
-        "path": str(launcher),
-        "type": "stdio",
-        "allowed_extensions": [ADDON_ID],
-    }
-    path = hosts / f"{HOST_NAME}.json"
-    path.write_text(json.dumps(manifest))
-    return path
+    assert done.returncode == 0, f"autocrypt-sma install failed:\n{done.stdout}\n{done.stderr}"
+    manifest = home / ".mozilla" / "native-messaging-hosts" / "org.autocrypt.sma.json"
+    assert manifest.is_file(), (
+        f"autocrypt-sma install wrote no manifest at {manifest}:\n{done.stdout}"
+    )
+    return done.stdout
+
+
+def build_xpi() -> Path:
+    """Pack the add-on as users get it (extension/scripts/build-xpi.mjs)."""
+    node = shutil.which("node")
+    if node is None:
+        raise AssertionError("node is missing: apt-get install nodejs (scripts/test does this)")
+    done = subprocess.run(
+        [node, str(ROOT / "extension" / "scripts" / "build-xpi.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"building the .xpi failed:\n{done.stderr}"
+    assert XPI.is_file(), f"build-xpi.mjs wrote no {XPI}"
+    return XPI
+
+
+def _instance_class() -> type:
+    """Thunderbird's Marionette instance, started with its own HOME (Marionette copies os.environ,
+    which threads starting instances in parallel cannot each change)."""
+    from marionette_driver import geckoinstance
+
+    class IsolatedThunderbird(geckoinstance.ThunderbirdInstance):  # type: ignore[misc]
+        def __init__(self, *args: Any, home: str, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.home = home
+
+        def _get_runner_args(self) -> dict[str, Any]:
+            args: dict[str, Any] = super()._get_runner_args()
+            args["env"] = {
+                **home_env(Path(self.home)),
+                **{k: v for k, v in args["env"].items() if k.startswith("MOZ_") or k == "DISPLAY"},
+            }
+            return args
+
+    geckoinstance.apps["thunderbird-isolated"] = IsolatedThunderbird
+    return IsolatedThunderbird
 
 
 class Thunderbird:
@@ -58,28 +113,92 @@ class Thunderbird:
         require_thunderbird()
         from marionette_driver.marionette import Marionette
 
+        _instance_class()
         self.home = home
-        old_home = os.environ.get("HOME")
-        os.environ["HOME"] = str(home)  # Thunderbird reads native-messaging manifests from here
-        try:
-            self.client = Marionette(
-                bin=THUNDERBIRD,
-                headless=True,
-                app="thunderbird",
-                app_args=["-remote-allow-system-access"],
-                prefs=PREFS,
-                gecko_log=str(home / "gecko.log"),
-            )
-            self.client.start_session()
-        finally:
-            if old_home is not None:
-                os.environ["HOME"] = old_home
+        self.client = Marionette(
+            bin=THUNDERBIRD,
+            port=0,  # a free port: several instances run at once
+            headless=True,
+            app="thunderbird-isolated",
+            app_args=["-remote-allow-system-access"],
+            prefs=PREFS,
+            gecko_log=str(home / "gecko.log"),
+            home=str(home),
+        )
+        self.client.start_session()
         self.client.set_context("chrome")
 
-    def install_addon(self) -> None:
+    @staticmethod
+    def start_many(homes: Sequence[Path]) -> list[Thunderbird]:
+        """Start instances in parallel; if one fails, the others are shut down."""
+        with ThreadPoolExecutor(len(homes)) as pool:
+            futures = [pool.submit(Thunderbird, home) for home in homes]
+        started = [f.result() for f in futures if f.exception() is None]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            for tb in started:
+                tb.quit()
+            raise AssertionError(f"Thunderbird did not start: {failed[0]!r}") from failed[0]
+        return started
+
+    def install_addon(self, path: Path | None = None) -> None:
         from marionette_driver.addons import Addons
 
-        Addons(self.client).install(str(ROOT / "extension"), temp=True)
+        Addons(self.client).install(str(path or ROOT / "extension"), temp=True)
+
+    def add_imap_account(
+        self, *, user: str, password: str, address: str, host: str, port: int, check_mail: bool
+    ) -> None:
+        """A plain IMAP account in Thunderbird's own account manager, as its own tests create one.
+        With `check_mail` off, this Thunderbird never fetches mail by itself."""
+        self.client.execute_script(
+            """
+            const [user, password, address, host, port, check] = arguments;
+            const { MailServices } = ChromeUtils.importESModule(
+              "resource:///modules/MailServices.sys.mjs");
+            const server = MailServices.accounts.createIncomingServer(user, host, "imap");
+            server.port = port;
+            server.password = password;
+            server.doBiff = check;
+            server.loginAtStartUp = check;
+            server.downloadOnBiff = check;
+            const identity = MailServices.accounts.createIdentity();
+            identity.email = address;
+            const account = MailServices.accounts.createAccount();
+            account.incomingServer = server;
+            account.addIdentity(identity);
+            """,
+            script_args=[user, password, address, host, port, check_mail],
+        )
+
+    def check_mail(self) -> None:
+        """What "Get Messages" does, for every account."""
+        self.client.execute_script(
+            """
+            const { MailServices } = ChromeUtils.importESModule(
+              "resource:///modules/MailServices.sys.mjs");
+            for (const a of MailServices.accounts.accounts) {
+              const inbox = a.incomingServer.rootFolder.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+              if (inbox) inbox.getNewMessages(null, null);
+            }
+            """
+        )
+
+    def inbox_size(self) -> int:
+        """How many messages this Thunderbird holds in its accounts' inboxes."""
+        count: int = self.client.execute_script(
+            """
+            const { MailServices } = ChromeUtils.importESModule(
+              "resource:///modules/MailServices.sys.mjs");
+            let n = 0;
+            for (const a of MailServices.accounts.accounts) {
+              const inbox = a.incomingServer.rootFolder.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+              if (inbox) n += inbox.getTotalMessages(false);
+            }
+            return n;
+            """
+        )
+        return count
 
     def addon_page(self, page: str) -> str:
         host = self.client.execute_script(
@@ -90,8 +209,9 @@ class Thunderbird:
     def read_page(self, url: str, script: str, timeout: float = 30.0) -> Any:
         """Open `url` in a tab (once) and poll `script` (given the page's document) until truthy."""
         deadline = time.monotonic() + timeout
+        last: Any = None
         while time.monotonic() < deadline:
-            result = self.client.execute_script(
+            last = self.client.execute_script(
                 """
                 const [url, body] = arguments;
                 const win = Services.wm.getMostRecentWindow("mail:3pane");
@@ -104,14 +224,57 @@ class Thunderbird:
                 """,
                 script_args=[url, script],
             )
-            if result:
-                return result
-            time.sleep(0.5)
-        raise AssertionError(f"{url}: nothing to read within {timeout} s")
+            if last:
+                return last
+            time.sleep(0.3)
+        raise AssertionError(f"{url}: nothing to read within {timeout} s (last: {last!r})")
+
+    def show_tab(self, url: str) -> None:
+        self.client.execute_script(
+            """
+            const tabmail = Services.wm.getMostRecentWindow("mail:3pane")
+              .document.getElementById("tabmail");
+            const info = tabmail.tabInfo.find(t => t.browser?.currentURI?.spec === arguments[0]);
+            tabmail.switchToTab(info);
+            """,
+            script_args=[url],
+        )
+
+    def call_host(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
+        """Ask this Thunderbird's host, through the add-on's background and its native port
+        (the path the popup takes), and return the result or raise with the host's error."""
+        url = self.addon_page("popup/popup.html")
+        self.read_page(url, "return true;", timeout)
+        self.client.timeout.script = timeout
+        reply = self.client.execute_async_script(
+            """
+            const [url, message, resolve] = arguments;
+            const tabmail = Services.wm.getMostRecentWindow("mail:3pane")
+              .document.getElementById("tabmail");
+            const info = tabmail.tabInfo.find(t => t.browser?.currentURI?.spec === url);
+            const page = info.browser.contentWindow.wrappedJSObject;
+            page.browser.runtime.sendMessage(Cu.cloneInto(message, page)).then(
+              r => resolve(JSON.parse(JSON.stringify(r))),
+              e => resolve({ok: false, error: {code: "send_failed", message: String(e)}}));
+            """,
+            script_args=[url, {"type": "call", "method": method, "params": params}],
+        )
+        if not (reply and reply.get("ok")):
+            raise AssertionError(f"{method} on {self.home.name}'s host: {reply!r}")
+        return reply["result"]
 
     def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.client.screenshot(format="binary"))
 
     def quit(self) -> None:
-        self.client.cleanup()
-        shutil.rmtree(self.home / ".cache", ignore_errors=True)
+        runner = getattr(self.client.instance, "runner", None)
+        profile = getattr(runner, "profile", None)
+        try:
+            self.client.cleanup()
+            if profile is not None:
+                # Already removed; without this, its __del__ tries again at interpreter exit
+                # and prints a traceback.
+                profile.restore = False
+        finally:
+            shutil.rmtree(self.home / ".cache", ignore_errors=True)

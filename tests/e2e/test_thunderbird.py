@@ -1,0 +1,240 @@
+"""Two real headless Thunderbirds on one account: set up from the add-on's options page, pair from
+the popups (the user compares the code and presses the buttons), then a correspondent's key that
+Thunderbird A sees in new mail reaches B's host through the SMA.
+
+Everything is real: Dovecot on loopback, Debian's Thunderbird driven by Marionette, the packed
+.xpi, the manifest from `autocrypt-sma install`, the hosts Thunderbird starts from it, and the
+Secret Service of the test's D-Bus session. Screenshots of both popups at the code comparison go
+to artifacts/e2e/ (or $SMA_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from native_host.adapters.pgp import generate_account_key, peer_key_fingerprint
+from tests.e2e.thunderbird import ROOT, Thunderbird, build_xpi, install_host
+from tests.host.test_keysync_imap import correspondent_mail
+from tests.servers.dovecot_server import DovecotServer
+
+ARTIFACTS = Path(os.environ.get("SMA_ARTIFACTS", ROOT / "artifacts" / "e2e"))
+CAROL = "carol@example.net"
+
+OPTIONS = "options/options.html"
+POPUP = "popup/popup.html"
+
+
+@pytest.fixture
+def dovecot() -> Iterator[DovecotServer]:
+    server = DovecotServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def two_thunderbirds(tmp_path: Path) -> Iterator[tuple[Thunderbird, Thunderbird]]:
+    homes = [tmp_path / "laptop", tmp_path / "desktop"]
+    for home in homes:
+        home.mkdir()
+        install_host(home)
+    a, b = Thunderbird.start_many(homes)
+    try:
+        yield a, b
+    finally:
+        for tb in (a, b):
+            tb.quit()
+
+
+def page(tb: Thunderbird, name: str, script: str, timeout: float = 30.0) -> Any:
+    return tb.read_page(tb.addon_page(name), script, timeout)
+
+
+def set_up_and_join(
+    tb: Thunderbird, server: DovecotServer, user: str, password: str, address: str, device_name: str
+) -> None:
+    """What the user does on the options page: pick the account, enter the IMAP settings, join."""
+    page(
+        tb,
+        OPTIONS,
+        f"""
+        const sel = doc.getElementById("account");
+        if (doc.getElementById("status").dataset.state !== "connected") return null;
+        if (![...sel.options].some(o => o.value === "{address}")) return null;
+        sel.value = "{address}"; sel.dispatchEvent(new Event("change"));
+        return true;""",
+    )
+    page(
+        tb,
+        OPTIONS,
+        f"""
+        const q = id => doc.getElementById(id);
+        if (q("imap-form").hidden) return null;
+        q("imap-host").value = "{server.host}"; q("imap-port").value = "{server.port}";
+        q("imap-security").value = "none"; q("imap-username").value = "{user}";
+        q("imap-password").value = "{password}"; q("save").click(); return true;""",
+    )
+    saved = page(
+        tb,
+        OPTIONS,
+        """
+        const r = doc.getElementById("save-result");
+        return r.className ? [r.className, r.textContent, doc.getElementById("imap-password").value]
+                           : null;""",
+        60,
+    )
+    assert saved[0] == "ok", f"saving the IMAP settings: {saved[1]}"
+    assert saved[2] == "", "the password field must be emptied once the host holds the password"
+    page(
+        tb,
+        OPTIONS,
+        f"""
+        const q = id => doc.getElementById(id);
+        if (q("join-section").hidden) return null;
+        q("device-name").value = "{device_name}"; q("join").click(); return true;""",
+    )
+    joined = page(
+        tb,
+        OPTIONS,
+        """
+        const r = doc.getElementById("join-result");
+        return r.className ? [r.className, r.textContent] : null;""",
+        60,
+    )
+    assert joined[0] == "ok", f"joining: {joined[1]}"
+
+
+def pairing_card(role: str) -> str:
+    """Read the popup's pairing card for `role` once it shows the code."""
+    return f"""
+        const card = doc.querySelector('.pairing[data-role="{role}"][data-state="showing"]');
+        if (!card) return null;
+        const button = card.querySelector('button[data-action="approve"]');
+        return {{code: card.querySelector(".code").textContent,
+                 button: button && button.textContent,
+                 text: card.innerText.replace(/\\s+/g, " ")}};"""
+
+
+def press_approve(role: str) -> str:
+    return f"""
+        const b = doc.querySelector('.pairing[data-role="{role}"] button[data-action="approve"]');
+        if (!b || b.disabled) return null; b.click(); return true;"""
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+def test_two_thunderbirds_pair_and_share_what_they_learn(
+    dovecot: DovecotServer, two_thunderbirds: tuple[Thunderbird, Thunderbird]
+) -> None:
+    steps: list[tuple[str, float]] = []
+    started = time.monotonic()
+
+    def step(name: str) -> None:
+        steps.append((name, round(time.monotonic() - started, 1)))
+
+    a, b = two_thunderbirds
+    user, password = dovecot.new_account()
+    address = f"{user}@example.org"
+    xpi = build_xpi()
+    for tb, fetches_mail in ((a, True), (b, False)):
+        # B never fetches mail itself: whatever B's host learns about correspondents comes from A.
+        tb.add_imap_account(
+            user=user,
+            password=password,
+            address=address,
+            host=dovecot.host,
+            port=dovecot.port,
+            check_mail=fetches_mail,
+        )
+        tb.install_addon(xpi)
+    step("add-on installed in both")
+
+    set_up_and_join(a, dovecot, user, password, address, "Laptop")
+    set_up_and_join(b, dovecot, user, password, address, "Desktop")
+    step("both set up and joined")
+    a_key = a.call_host("account.key", {"account": address})["fingerprint"]
+    with pytest.raises(AssertionError, match="not_joined"):
+        b.call_host("account.key", {"account": address})
+
+    # B asks to join; both popups show the code; the user compares them.
+    page(
+        b,
+        POPUP,
+        f"""
+        const b = doc.querySelector('button[data-action="pair"][data-account="{address}"]');
+        if (!b || b.hidden) return null; b.click(); return true;""",
+        60,
+    )
+    on_a = page(a, POPUP, pairing_card("responder"), 60)
+    on_b = page(b, POPUP, pairing_card("initiator"), 60)
+    step("both popups show the code")
+    for tb, name in ((a, "a-laptop-approve"), (b, "b-desktop-confirm")):
+        tb.show_tab(tb.addon_page(POPUP))
+        tb.screenshot(ARTIFACTS / f"pairing-{name}.png")
+    assert on_a["code"] == on_b["code"], (on_a, on_b)
+    assert len(on_a["code"].replace(" ", "").replace("-", "")) >= 6, on_a
+    assert "Desktop" in on_a["text"], on_a
+    assert (on_a["button"], on_b["button"]) == ("Approve", "Confirm")
+
+    page(a, POPUP, press_approve("responder"))
+    page(b, POPUP, press_approve("initiator"))
+    done_b = page(
+        b,
+        POPUP,
+        """
+        const c = doc.querySelector('.pairing[data-role="initiator"][data-outcome="success"]');
+        return c ? doc.body.innerText.replace(/\\s+/g, " ") : null;""",
+        60,
+    )
+    assert "This device is paired." in done_b, done_b
+    b_key = wait_for(
+        "B's host holds the account key",
+        lambda: b.call_host("account.key", {"account": address})["fingerprint"],
+        30,
+    )
+    assert b_key == a_key
+    step("paired: B holds A's account key")
+
+    # A correspondent's mail arrives; Thunderbird A sees it; B's host learns the key.
+    carol = generate_account_key(CAROL, int(time.time()) - 3600).keydata()
+    raw = base64.b64decode(correspondent_mail(CAROL, carol, int(time.time()) - 60))
+    conn = imaplib.IMAP4(dovecot.host, dovecot.port)
+    conn.login(user, password)
+    conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+    conn.logout()
+    a.check_mail()
+    on_a_host = wait_for(
+        "A's host ingests the new mail (onNewMailReceived)",
+        lambda: a.call_host("peers.get", {"account": address, "addr": CAROL}).get("peer"),
+        60,
+    )
+    step("A ingested the mail")
+    on_b_host = wait_for(
+        "Carol's key reaches B's host",
+        lambda: b.call_host("peers.get", {"account": address, "addr": CAROL}).get("peer"),
+        60,
+    )
+    step("B's host knows Carol's key")
+    assert b.inbox_size() == 0, "B fetched the mail itself: the key did not come through the SMA"
+    assert a.inbox_size() == 1
+    expected = peer_key_fingerprint(carol)
+    assert expected is not None
+    assert on_b_host["public_key_fingerprint"] == expected, on_b_host
+    assert on_b_host == on_a_host, (on_a_host, on_b_host)
+    print("timeline (s):", steps)
