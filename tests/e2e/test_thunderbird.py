@@ -237,4 +237,38 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     assert expected is not None
     assert on_b_host["public_key_fingerprint"] == expected, on_b_host
     assert on_b_host == on_a_host, (on_a_host, on_b_host)
+
+    # The backlog scan (options page) reads what is already in Thunderbird A's inbox.
+    page(
+        a,
+        OPTIONS,
+        f"""
+        const sel = doc.getElementById("account");
+        if (sel.value !== "{address}") {{ sel.value = "{address}";
+                                         sel.dispatchEvent(new Event("change")); return null; }}
+        const b = doc.getElementById("scan-start");
+        if (doc.getElementById("scan-section").hidden || b.hidden || b.disabled) return null;
+        b.click(); return true;""",
+    )
+    scanned = page(
+        a,
+        OPTIONS,
+        """
+        const r = doc.getElementById("scan-result");
+        return ["ok", "error"].includes(r.className) ? [r.className, r.textContent] : null;""",
+        60,
+    )
+    assert scanned[0] == "ok", scanned
+    assert "Messages read: 1;" in scanned[1], scanned
+    step("backlog scan on A")
     print("timeline (s):", steps)
+
+
+def test_a_missing_thunderbird_is_a_failure_that_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.e2e import thunderbird
+
+    monkeypatch.setattr(thunderbird, "THUNDERBIRD", str(tmp_path / "no-thunderbird"))
+    with pytest.raises(AssertionError, match="apt-get install thunderbird"):
+        Thunderbird(tmp_path)
