@@ -74,10 +74,37 @@ def account_key(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"fingerprint": key.fingerprint, "public_key": key.public_armored}
 
 
+def account_secret_key(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Only for Thunderbird's own OpenPGP store: the add-on's background imports the answer and
+    keeps no copy. Earlier keys come too, so mail encrypted before a key roll stays readable."""
+    from native_host.adapters.pgp import BadAccountKey, load_secret
+
+    runtime = _runtime(context, params)
+    armored = runtime.trust.account_key_armored()
+    if armored is None:
+        raise HostError(
+            ErrorCode.NOT_JOINED,
+            "this device holds no account key yet: pair it with a device that does",
+        )
+    key = load_secret(armored)
+    previous: list[dict[str, str]] = []
+    for old in runtime.lifecycle.old_keys():
+        try:
+            earlier = load_secret(old)
+        except BadAccountKey:
+            continue  # unreadable leftovers are not worth failing the current key over
+        if earlier.fingerprint != key.fingerprint:
+            previous.append(
+                {"fingerprint": earlier.fingerprint, "secret_key": earlier.secret_armored}
+            )
+    return {"fingerprint": key.fingerprint, "secret_key": key.secret_armored, "previous": previous}
+
+
 METHODS = [
     Method("pairing.request", request),
     Method("pairing.list", list_pairings),
     Method("pairing.approve", approve),
     Method("pairing.reject", reject),
     Method("account.key", account_key),
+    Method("account.secret_key", account_secret_key),
 ]

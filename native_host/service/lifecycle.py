@@ -215,7 +215,7 @@ class Lifecycle:
             except BadAccountKey:
                 current_fpr = None
             if current_fpr != fingerprint:
-                old = self._old_keys()
+                old = self.old_keys()
                 if current not in old:
                     old.append(current)
                 self.secrets.set(
@@ -227,7 +227,7 @@ class Lifecycle:
             "account.key_rolled", {"account": self.record.account, "fingerprint": fingerprint}
         )
 
-    def _old_keys(self) -> list[str]:
+    def old_keys(self) -> list[str]:
         stored = self.secrets.get(old_keys_name(self.record.account))
         try:
             value = json.loads(stored) if stored else []
@@ -236,7 +236,7 @@ class Lifecycle:
         return [k for k in value if isinstance(k, str)] if isinstance(value, list) else []
 
     def old_key_count(self) -> int:
-        return len(self._old_keys())
+        return len(self.old_keys())
 
     def _drop_device_folders(self, store: FolderStore, device_id: str) -> None:
         """Its inbox goes (nothing is sent there any more) and so do its announcements."""
