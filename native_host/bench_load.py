@@ -482,7 +482,7 @@ def measure(
             env = {
                 **os.environ,
                 "SMA_HOME": str(home),
-                "PYTHON_KEYRING_BACKEND": f"{__name__}.{ProcessKeyring.__qualname__}",
+                "PYTHON_KEYRING_BACKEND": "native_host.bench_load.ProcessKeyring",
             }
             logs.append((home / "stderr.log").open("wb"))
             hosts.append(HostProcess(env=env, stderr=logs[-1]))
