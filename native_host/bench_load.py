@@ -368,7 +368,9 @@ def run(
     t_join = time.monotonic()
     late = load.join(devices - 1)
     load.start_load(late)  # it learns before it is paired; pairing then shares that too
+    t_pair = time.monotonic()
     load.pair(late, members[0])
+    pair_s = time.monotonic() - t_pair
     members.append(late)
     load.agree_on_members(members)
     join_s = time.monotonic() - t_join
@@ -428,7 +430,8 @@ def run(
         "load_setup_s": setup_s,
         "load_ingests": float(len(load.ingests)),
         "load_ingests_per_second": len(load.ingests) / load_s,
-        "load_join_pair_s": join_s,
+        "load_join_pair_s": join_s,  # host start to every member listing it as paired
+        "load_pair_s": pair_s,  # pairing.request to completed on both sides
         "load_handover_s": handover_s,
         "load_remove_s": remove_s,
         "load_converge_s": converge_s,

@@ -43,7 +43,7 @@ def test_five_devices_under_load_converge_with_bounded_folders(
         f"announcements {f['load_max_announce_messages']:.0f}, one inbox "
         f"{f['load_max_inbox_messages']:.0f}) in {f['load_samples']:.0f} samples, peak RSS per "
         f"host {f['load_peak_rss_mb_max']:.1f} MB (mean {f['load_peak_rss_mb_mean']:.1f}); "
-        f"late join+pair {f['load_join_pair_s']:.2f} s, removal {f['load_remove_s']:.2f} s"
+        f"late join {f['load_join_pair_s']:.2f} s (pairing {f['load_pair_s']:.2f} s), removal {f['load_remove_s']:.2f} s"
     )
     assert result.failures == []
 
