@@ -37,7 +37,7 @@ VALID_BODIES = st.sampled_from(
         b'{"id":"a","method":"ping","params":{}}',
         b'{"id":9007199254740991,"method":"ping","params":{}}',
         b'{"id":2,"method":"hello","params":{"instance":"p1"}}',
-        b'{"id":3,"method":"sma.join","params":{"account":"a@b.c"}}',
+        b'{"id":3,"method":"sma.join","params":{"acount":"a@b.c"}}',  # invalid_params
     ]
 )
 
