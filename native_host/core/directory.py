@@ -51,11 +51,14 @@ class Directory:
     )  # device-log entries, unverified
 
     def reset(self) -> None:
-        """Forget everything: the folder's UIDVALIDITY changed, so UIDs mean nothing now."""
+        """Forget what UIDs point at: the folder's UIDVALIDITY changed (or it was recreated).
+
+        Log entries stay: they are signed and hash-chained, so where they were read does not
+        matter, and forgetting them would let the server drop members by recreating the folder.
+        """
         self.devices.clear()
         self.rejected.clear()
         self.superseded.clear()
-        self.log_entries.clear()
         self.watermark = None
 
     def receive(self, message: StoredMessage) -> Announcement | None:
@@ -85,6 +88,8 @@ class Directory:
         parsed = envelope.parse(message.raw)
         if parsed.type is MessageType.LOG:
             # Verified by the device log, which alone decides who belongs (here: only kept).
+            if parsed.data in self.log_entries:
+                return None  # a copy (a duplicate, a rescan, a device writing the log again)
             if len(self.log_entries) >= MAX_LOG_ENTRIES:
                 raise RemoteProtocolError(f"more than {MAX_LOG_ENTRIES} log entries")
             self.log_entries.append(parsed.data)

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
-from native_host.core.join import Device, JoinResult, join, refresh
+from native_host.core.join import Device, JoinResult, ensure_folder, join, refresh
 from native_host.core.keysync import PeerRepo
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.ports import (
@@ -29,6 +29,7 @@ from native_host.ports import (
     SecretStore,
     SecretStoreUnavailable,
     StoreError,
+    Watermark,
 )
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
 from native_host.service.lifecycle import STALE_AFTER_DAYS, Lifecycle
@@ -242,9 +243,16 @@ class AccountRuntime:
         announcements = 0
         status: FolderStatus | None
         moved = False  # an idle cycle writes nothing to disk (pairing steps save themselves)
-        announce_status = store.status(layout.ANNOUNCE_FOLDER)
+        try:
+            announce_status = store.status(layout.ANNOUNCE_FOLDER)
+        except FolderMissing:
+            announce_status = self._recreate_announce_folder(store)
         if announce_status != record.announce_status:
+            mark = (record.directory.watermark, len(record.directory.rejected))
             announcements = refresh(store, record.directory)
+            self._log_rejections(mark)
+            if record.device.device_id not in record.directory.devices:
+                self._join_again(store)
             record.announce_status = announce_status
             moved = True
         chain = self.trust.check_log()
@@ -295,6 +303,46 @@ class AccountRuntime:
             rejected=len(record.directory.rejected),
             changed=record.directory.devices != before,
         )
+
+    def _log_rejections(self, mark: tuple[Watermark | None, int]) -> None:
+        """Report on stderr what the last refresh refused (garbage, bad signatures); the count
+        is in `sync`'s answer. After a reset (a new UIDVALIDITY) everything is new again."""
+        directory = self.record.directory
+        before, count = mark
+        after = directory.watermark
+        if before is None or after is None or before.uidvalidity != after.uidvalidity:
+            count = 0
+        for rejection in directory.rejected[count:]:  # (at most MAX_REJECTIONS_KEPT are kept)
+            log.warning("announcement folder: rejected uid %d: %s", rejection.uid, rejection.reason)
+
+    def _join_again(self, store: FolderStore) -> None:
+        """Our announcement is gone (the server deleted it, or recreated the folder): the join
+        is idempotent and writes what is missing, nothing twice."""
+        device = self.record.device
+        assert device is not None
+        me = Device(
+            device.device_id, device.name, self.account, device.joined, self.trust.device_keys()
+        )
+        join(store, self.record.directory, me, clock=self._clock, random=self._random)
+
+    def _recreate_announce_folder(self, store: FolderStore) -> FolderStatus:
+        """No device deletes the announcement folder: the server did (or renamed it). Create it
+        again and write the verified log back (every device keeps its own copy; duplicates are
+        harmless); the next refresh sees a new UIDVALIDITY, and our announcement is written again
+        (_join_again)."""
+        ensure_folder(store, layout.ANNOUNCE_FOLDER, [])
+        if self.trust.is_paired():
+            self.record.unpublished.extend(self.trust.device_log().entries())
+            self._files.save(self.record)
+        self._emit(
+            "security.alert",
+            {
+                "account": self.account,
+                "kind": "device_log",
+                "message": "the announcement folder was deleted; recreated it",
+            },
+        )
+        return store.status(layout.ANNOUNCE_FOLDER)
 
     def _read_inbox(self, store: FolderStore, folder: str) -> int:
         """Handle what other devices dropped here, then delete it: each message is applied and

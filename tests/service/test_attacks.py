@@ -9,7 +9,9 @@ from typing import Any
 
 from native_host.core import devicelog, envelope, layout
 from native_host.core.crypto import DeviceKeys
+from native_host.core.directory import Directory
 from native_host.core.envelope import MessageType
+from native_host.core.join import refresh
 from native_host.service.accounts import account_key_name
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
 from tests.service.test_pairing_flow import state, wait_for
@@ -253,3 +255,32 @@ def test_a_flood_of_requests_opens_at_most_four_pairings(laptop: Device, server:
     assert len(active) == 4
     assert len(refused) == 4
     assert all("pairings at once" in reason for reason in refused)
+
+
+def test_a_deleted_announcement_folder_is_recreated_and_keeps_every_member(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    """Regression (tests/adversary): the server deleting `_Autocrypt_SMA` made every sync fail
+    for good, and a recreated empty folder made devices forget the device log."""
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    honest_pairing_completes(laptop, phone)
+    members = set(runtime(laptop).trust.device_log().members())
+    assert len(members) == 2
+    server.mailbox.delete_folder(layout.ANNOUNCE_FOLDER)
+    for device in (laptop, phone):
+        runtime(device).sync()
+    for device in (laptop, phone):
+        runtime(device).sync()
+    # Whichever device found it missing first recreated it and says so.
+    alerts = [
+        data for d in (laptop, phone) for event, data in d.events.queue if event == "security.alert"
+    ]
+    assert any("announcement folder was deleted" in a["message"] for a in alerts)
+    for device in (laptop, phone):
+        assert set(runtime(device).trust.device_log().members()) == members
+        assert {d["device_id"] for d in runtime(device).devices() if d["paired"]} == members
+    fresh = Directory()
+    refresh(server.mailbox, fresh)
+    assert set(fresh.devices) == members  # both announced again
+    assert len(fresh.log_entries) == 2  # the log written back, copies not kept twice
