@@ -1,0 +1,444 @@
+"""A hostile IMAP server against three real hosts on a real Dovecot (issue 10, part 2).
+
+While the devices pair, sync keys and remove a device, the adversary (tests/adversary/adversary.py)
+acts in rounds on the SMA folders with its own IMAP connection. The simulated users approve a
+pairing only when they started it and both screens show the same code, and reject every other
+request. Once the attack stops:
+
+1. no device trusts a device the user did not approve (`devices.list` `paired` = the approved
+   devices still in the account; no attacker id paired, no pairing with it completed);
+2. no key update is lost (every correspondent ingested anywhere reaches every remaining device,
+   identically, within CONVERGE_SECONDS);
+3. no secret crossed the server (every byte the adversary ever read, decoded as far as it
+   decodes, holds no password, device secret key, account secret key or "PRIVATE KEY BLOCK");
+4. every rejected message was reported: a must-report message (Adversary.classify) a device
+   consumed from its inbox counts towards its `security.alert` (kind inbox); a forged log entry
+   left in the announcement folder raises a `device_log` alert on every remaining device; any
+   other must-report message left there is logged as rejected (with its UID) on stderr.
+
+Seeds: SMA_ADVERSARY_SEEDS=N runs seeds 1..N (default 1); SMA_ADVERSARY_SEED=S runs seed S only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keyring
+import pytest
+
+from native_host.adapters.keyring_secrets import SERVICE_PREFIX
+from native_host.adapters.pgp import generate_account_key
+from native_host.client import HostCallError
+from native_host.core import devicelog, layout
+from native_host.core.envelope import MessageType
+from native_host.service import accounts as names
+from tests.adversary.adversary import Adversary, doc_of
+from tests.host.harness import CheckedHost
+from tests.host.test_accounts_imap import dovecot, mail
+from tests.host.test_keysync_imap import T0, correspondent_mail
+from tests.host.test_pairing_imap import joined
+from tests.servers.dovecot_server import DovecotServer, find_dovecot
+
+__all__ = ["dovecot", "mail"]
+
+ROUND_PAUSE = 0.25  # seconds between adversary rounds
+PAIR_ATTEMPTS = 2  # under attack; after it stops, one more must succeed
+PAIR_SECONDS = 15.0
+CONVERGE_SECONDS = 75.0  # an unacknowledged key-sync batch is resent after 60 s (protocol.md)
+
+
+def _seeds() -> list[int]:
+    if "SMA_ADVERSARY_SEED" in os.environ:
+        return [int(os.environ["SMA_ADVERSARY_SEED"])]
+    return list(range(1, int(os.environ.get("SMA_ADVERSARY_SEEDS", "1")) + 1))
+
+
+class Attack:
+    """The adversary's rounds on a thread of their own, between start() and stop()."""
+
+    def __init__(self, adversary: Adversary) -> None:
+        self.adversary = adversary
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="adversary", daemon=True)
+
+    def _run(self) -> None:
+        rng = self.adversary.rng
+        while not self._stop.is_set():
+            self.adversary.act(rng.randint(1, 3))
+            self._stop.wait(ROUND_PAUSE)
+
+    def __enter__(self) -> Attack:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the adversary hangs"
+
+
+class User:
+    """One device and the person in front of it."""
+
+    def __init__(self, host: CheckedHost, instance: str, account: str) -> None:
+        self.host, self.instance, self.account = host, instance, account
+        self.started: set[str] = set()  # pairings this user asked for
+        self.secrets: dict[str, str] = {}
+        self.removed = False
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"account": self.account}
+
+    @property
+    def device_id(self) -> str:
+        devices = self.host.call("account.list")["accounts"]
+        return str(next(a["device_id"] for a in devices if a["account"] == self.account))
+
+    def pairings(self) -> list[dict[str, Any]]:
+        try:
+            return list(self.host.call("pairing.list", self.params)["pairings"])
+        except HostCallError:
+            return []
+
+    def reject_strangers(self, expected: set[str]) -> None:
+        """The user did not ask for these: reject every pairing they did not start or expect."""
+        for p in self.pairings():
+            if p["pairing_id"] in self.started | expected:
+                continue
+            if p["state"] in ("requested", "accepted", "showing", "approved"):
+                with contextlib.suppress(HostCallError):  # expired or finished meanwhile
+                    self.host.call("pairing.reject", {**self.params, "pairing_id": p["pairing_id"]})
+
+    def keep_secrets(self) -> None:
+        """What the keyring holds for this device now (the test's view, never the server's)."""
+        service = SERVICE_PREFIX + self.instance
+        kinds = ("password", "device_key", "account_key", "next_key", "old_keys")
+        for name in (getattr(names, f"{kind}_name")(self.account) for kind in kinds):
+            value = keyring.get_password(service, name)
+            if value:
+                self.secrets[f"{name}#{len(self.secrets)}"] = value
+
+
+def pair(new: User, old: User, users: list[User]) -> bool:
+    """One pairing attempt as the users do it: approve only on matching codes."""
+    try:
+        pairing_id = new.host.call("pairing.request", {**new.params, "device_id": old.device_id})[
+            "pairing_id"
+        ]
+    except HostCallError:
+        return False
+    new.started.add(pairing_id)
+    deadline = time.monotonic() + PAIR_SECONDS
+    approved = False
+    while time.monotonic() < deadline:
+        for user in users:
+            user.reject_strangers({pairing_id})
+        mine = {p["pairing_id"]: p for p in new.pairings()}.get(pairing_id)
+        theirs = {p["pairing_id"]: p for p in old.pairings()}.get(pairing_id)
+        if mine is None or mine["state"] in ("failed", "rejected", "expired"):
+            return False
+        if mine["state"] == "completed" and theirs and theirs["state"] == "completed":
+            return True
+        if not approved and mine["sas"] and theirs and theirs["sas"]:
+            decision = "pairing.approve" if mine["sas"] == theirs["sas"] else "pairing.reject"
+            for user in (old, new):
+                try:
+                    user.host.call(decision, {**user.params, "pairing_id": pairing_id})
+                except HostCallError:
+                    return False
+            if decision == "pairing.reject":
+                return False
+            approved = True
+        time.sleep(0.2)
+    for user in (new, old):  # give up: nothing half-done stays open
+        with contextlib.suppress(HostCallError):
+            user.host.call("pairing.reject", {**user.params, "pairing_id": pairing_id})
+    return False
+
+
+def diagnosis(users: list[User], story: list[str]) -> str:
+    tails = []
+    for u in users:
+        try:
+            synced: Any = u.host.call("sync", u.params)
+        except HostCallError as exc:
+            synced = exc
+        states = [(p["pairing_id"][:6], p["role"], p["state"], p["reason"]) for p in u.pairings()]
+        tails.append(f"--- {u.instance}: sync {synced}; pairings {states}")
+        tails.append(u.host.stderr_text()[-1500:])
+    return "\n".join([*story, *tails])
+
+
+def pair_until_done(new: User, old: User, users: list[User], attempts: int, log: list[str]) -> bool:
+    for attempt in range(attempts):
+        if pair(new, old, users):
+            log.append(f"{new.instance} paired with {old.instance} (attempt {attempt + 1})")
+            return True
+    log.append(f"{new.instance} did not pair with {old.instance} in {attempts} attempt(s)")
+    return False
+
+
+def ingest(user: User, addr: str, date: int, ingested: dict[str, int]) -> None:
+    key = generate_account_key(addr, T0).keydata()
+    result = user.host.call(
+        "peers.ingest", {**user.params, "message": correspondent_mail(addr, key, date)}
+    )
+    assert result["updated"] is True
+    ingested[addr] = date
+
+
+# --- the secret scan -------------------------------------------------------------------------
+_ARMOR_RE = re.compile(
+    r"-----BEGIN PGP PRIVATE KEY BLOCK-----\r?\n(.*?)-----END PGP PRIVATE KEY BLOCK-----", re.S
+)
+
+
+def needles(secrets: dict[str, str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {"armor marker": b"PRIVATE KEY BLOCK"}
+    for name, value in secrets.items():
+        if name.startswith("imap-password:"):
+            found[name] = value.encode()
+        elif name.startswith("device-key:"):
+            raw = base64.b64decode(value)
+            found[name + " (sign)"] = raw[:32]
+            found[name + " (enc)"] = raw[32:]
+        for i, block in enumerate(_ARMOR_RE.findall(value)):
+            lines = [
+                line.strip()
+                for line in block.splitlines()
+                if line.strip() and ":" not in line and not line.startswith("=")
+            ]
+            binary = base64.b64decode("".join(lines))
+            found[f"{name} armored #{i}"] = lines[len(lines) // 2].encode()
+            found[f"{name} binary #{i}"] = binary[-64:]  # the secret material sits at the end
+    return found
+
+
+def haystacks(raw: bytes) -> list[bytes]:
+    """The message, its body decoded, and every string in its JSON decoded from base64."""
+    out = [raw]
+    body = raw.partition(b"\r\n\r\n")[2]
+    try:
+        decoded = base64.b64decode(body, validate=False)
+    except Exception:
+        return out
+    out.append(decoded)
+    try:
+        document = json.loads(decoded)
+    except Exception:
+        return out
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            out.append(value.encode())
+            with contextlib.suppress(Exception):
+                out.append(base64.b64decode(value, validate=True))
+
+    walk(document)
+    return out
+
+
+# --- the test --------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", _seeds(), ids=lambda s: f"seed{s}")
+def test_hostile_server_during_pairing_key_sync_and_removal(
+    seed: int,
+    spawn: Callable[..., CheckedHost],
+    mail: dict[str, Any],
+    dovecot: DovecotServer,
+) -> None:
+    began = time.monotonic()
+    account = mail["account"]
+    story: list[str] = [f"seed {seed}"]
+    laptop = User(joined(spawn, mail, "laptop", "Laptop"), "laptop", account)
+    phone = User(joined(spawn, mail, "phone", "Phone"), "phone", account)
+    tablet = User(joined(spawn, mail, "tablet", "Tablet"), "tablet", account)
+    users = [laptop, phone, tablet]
+    ids = {u.instance: u.device_id for u in users}
+    adversary = Adversary(mail, seed=seed, doveadm=(find_dovecot()[1], dovecot.config_path))
+    ingested: dict[str, int] = {}
+    approved = {ids["laptop"]}
+    try:
+        with Attack(adversary):
+            if pair_until_done(phone, laptop, users, PAIR_ATTEMPTS, story):
+                approved.add(ids["phone"])
+            ingest(laptop, "carol@example.org", T0 + 100, ingested)
+            ingest(phone, "dave@example.org", T0 + 200, ingested)
+            if pair_until_done(tablet, laptop, users, PAIR_ATTEMPTS, story):
+                approved.add(ids["tablet"])
+            ingest(tablet, "erin@example.org", T0 + 300, ingested)
+            ingest(phone, "frank@example.org", T0 + 400, ingested)
+            for user in users:
+                user.keep_secrets()
+            removed_under_attack = False
+            if ids["tablet"] in approved and ids["phone"] in approved:
+                try:
+                    laptop.host.call("device.remove", {**laptop.params, "device_id": ids["tablet"]})
+                    removed_under_attack = True
+                    story.append("tablet removed under attack")
+                except HostCallError as exc:
+                    story.append(f"removal under attack failed: {exc}")
+            ingest(laptop, "grace@example.org", T0 + 500, ingested)
+        attack_ended = time.monotonic()
+        story += adversary.actions
+
+        # The attack stopped: what did not happen under it must work now.
+        for user in users:
+            user.reject_strangers(set())
+        if ids["phone"] not in approved:
+            assert pair_until_done(phone, laptop, users, 1, story), diagnosis(users, story)
+            approved.add(ids["phone"])
+        if ids["tablet"] not in approved:
+            assert pair_until_done(tablet, laptop, users, 1, story), diagnosis(users, story)
+            approved.add(ids["tablet"])
+            tablet.keep_secrets()
+        if not removed_under_attack:
+            laptop.host.call("device.remove", {**laptop.params, "device_id": ids["tablet"]})
+            story.append("tablet removed after the attack")
+        tablet.removed = True
+        remaining = [laptop, phone]
+
+        # 2. No key update lost: every remaining device converges on every ingest.
+        def converged() -> bool:
+            views = []
+            for user in remaining:
+                try:
+                    user.host.call("sync", user.params)
+                except HostCallError:
+                    return False
+                peers = user.host.call("peers.list", {**user.params, "limit": 500})["peers"]
+                views.append({p["addr"]: p for p in peers})
+            return all(set(ingested) <= set(v) for v in views) and all(v == views[0] for v in views)
+
+        deadline = time.monotonic() + CONVERGE_SECONDS
+        while not converged():
+            assert time.monotonic() < deadline, (
+                f"key updates lost: not converged {CONVERGE_SECONDS} s after the attack\n"
+                + "\n".join(
+                    f"{u.instance}: {sorted(p['addr'] for p in u.host.call('peers.list', u.params)['peers'])}"
+                    for u in remaining
+                )
+                + "\n"
+                + diagnosis(remaining, story)
+            )
+            time.sleep(0.5)
+        converged_after = time.monotonic() - attack_ended
+        for user in remaining:
+            for addr, date in ingested.items():
+                peer = user.host.call("peers.get", {**user.params, "addr": addr})["peer"]
+                assert peer["autocrypt_timestamp"] == date, (user.instance, addr)
+            user.keep_secrets()
+
+        # 1. Trust: only the approved devices still in the account are paired.
+        members = approved - {ids["tablet"]}
+        for user in remaining:
+            devices = user.host.call("devices.list", user.params)["devices"]
+            paired = {d["device_id"] for d in devices if d["paired"]}
+            assert paired == members, (user.instance, paired, members, "\n".join(story))
+            for p in user.pairings():
+                if p["peer_device_id"] in adversary.attacker_ids:
+                    assert p["state"] != "completed", (user.instance, p)
+        fingerprints = {u.host.call("account.key", u.params)["fingerprint"] for u in remaining}
+        # Fails today when the adversary drops the one `account-key` message of a roll: it is
+        # sent once, never resent or asked for again, so that member keeps the old key for good
+        # (a lost update; see the report of issue 10 part 2).
+        assert len(fingerprints) == 1, (
+            "the remaining devices disagree on the account key (a rolled key was lost)\n"
+            + "\n".join(story)
+        )
+
+        # 3. Secrets: nothing the adversary ever read holds one.
+        adversary.look()
+        secrets: dict[str, str] = {}
+        for user in users:
+            secrets.update({f"{user.instance}/{k}": v for k, v in user.secrets.items()})
+        assert any("account-key:" in k for k in secrets), "the test found no account key"
+        wanted = needles(secrets)
+        for raw in adversary.seen.values():
+            for hay in haystacks(raw):
+                for name, needle in wanted.items():
+                    assert needle not in hay, f"{name} readable on the server"
+
+        # 4. Every rejected message was reported.
+        check_reports(adversary, remaining, ids, story)
+        assert all(u.host.problems() == [] for u in users)
+        for user in users:
+            assert "Traceback" not in user.host.stderr_text(), user.host.stderr_text()[-3000:]
+        print(
+            f"seed {seed}: {adversary.round} rounds, {len(adversary.placements)} messages placed, "
+            f"{len(adversary.seen)} seen; converged {converged_after:.1f} s after the attack; "
+            f"{time.monotonic() - began:.1f} s in all\n" + "\n".join(story[:3])
+        )
+    finally:
+        adversary.close()
+
+
+def check_reports(
+    adversary: Adversary, remaining: list[User], ids: dict[str, str], story: list[str]
+) -> None:
+    final = adversary.snapshot.folders
+    present = {
+        raw: (folder, uid)
+        for folder, (_v, messages) in final.items()
+        for uid, raw in messages.items()
+    }
+    must_report = 0
+    for user in remaining:
+        me = ids[user.instance]
+        inbox = layout.inbox_folder(me)
+        events = [m["data"] for m in user.host.received if m.get("event") == "security.alert"]
+        inbox_alerts = sum(1 for e in events if e["kind"] == "inbox")
+        log_alerts = sum(1 for e in events if e["kind"] == "device_log")
+        uidvalidity = final.get(inbox, (None, {}))[0]
+        consumed = [
+            p
+            for p in adversary.placements
+            if p.folder == inbox
+            and p.must_report
+            and not p.gone_by_adversary
+            and p.uidvalidity == uidvalidity
+            and p.raw not in present
+        ]
+        assert inbox_alerts >= len(consumed), (
+            f"{user.instance}: {len(consumed)} bad messages consumed from its inbox, "
+            f"{inbox_alerts} inbox alerts: "
+            + "; ".join(f"{p.action} r{p.round}" for p in consumed)
+            + "\n"
+            + "\n".join(story)
+        )
+        must_report += len(consumed)
+        left = [
+            (p, present[p.raw][1])
+            for p in adversary.placements
+            if p.folder == layout.ANNOUNCE_FOLDER and p.must_report and p.raw in present
+        ]
+        forged_entries = set()
+        stderr = user.host.stderr_text()
+        for p, uid in left:
+            message = doc_of(p.raw)
+            if message is not None and message.type is MessageType.LOG:
+                forged_entries.add(devicelog.entry_hash(message.data))
+            else:
+                assert re.search(rf"rejected .*uid {uid}\b", stderr), (
+                    f"{user.instance}: {p.action} (uid {uid}) in the announcement folder was "
+                    "refused without a report\n" + "\n".join(story)
+                )
+        assert log_alerts >= len(forged_entries), (
+            f"{user.instance}: {len(forged_entries)} forged log entries, {log_alerts} alerts"
+        )
+        must_report += len(left)
+    assert must_report > 0, "the adversary placed nothing that had to be reported"
