@@ -72,7 +72,7 @@ class Lifecycle:
         self._save = save
         self._clock = clock
         self._random = random
-        self._leave_checked: str | None = None  # the log head _roll_after_leave last looked at
+        self._removal_checked: str | None = None  # the log head _finish_removal last looked at
 
     @property
     def me(self) -> str:
@@ -142,12 +142,13 @@ class Lifecycle:
             )
         entry = devicelog.remove(chain, self.me, self.trust.device_keys(), device_id, self._clock())
         self.trust.record_entry(entry)
+        self.trust.publish_pending(store)
         if device_id == self.me:
-            self.trust.publish_pending(store)
             return None  # the smallest remaining member rolls the key (see tick)
-        fingerprint = self._roll(store)
+        # Folders first, then the roll: a crash anywhere leaves a `remove` with no `roll` after
+        # it, which the next sync finishes by doing both (see _finish_removal).
         self._drop_device_folders(store, device_id)
-        return fingerprint
+        return self._roll(store)
 
     def _roll(self, store: FolderStore) -> str:
         """Make a new account key, record it in the log and hand it to every other member."""
@@ -285,36 +286,38 @@ class Lifecycle:
                 self._install(armored, waiting)
             self.record.key_waiting = None
             self._save()
-        self._roll_after_leave(store, chain)
+        self._finish_removal(store, chain)
 
-    def _roll_after_leave(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
-        """A device that left could not roll the key for the others: the remaining member with
-        the smallest id does, once (a roll after the leave means it is done)."""
-        if chain.head_hash == self._leave_checked:
+    def _finish_removal(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        """A removal ends with a roll. The device that removed rolls; for a device that left
+        (it could not: it would know the new key) the remaining member with the smallest id.
+        A crash between the `remove` entry and the roll leaves the last `remove` without a
+        `roll` after it: the roller's next sync drops the folders and rolls then."""
+        if chain.head_hash == self._removal_checked:
             return  # nothing new in the log since it last had nothing to do for us
         entries = chain.entries()
-        last_leave = max(
-            (
-                i
-                for i, e in enumerate(entries)
-                if e.get("op") == "remove" and e.get("by") == e.get("device_id")
-            ),
+        last_remove = max(
+            (i for i, e in enumerate(entries) if e.get("op") == "remove"),
             default=None,
         )
         members = sorted(chain.members())
         if (
-            last_leave is None
-            or any(e.get("op") == "roll" for e in entries[last_leave + 1 :])
+            last_remove is None
+            or any(e.get("op") == "roll" for e in entries[last_remove + 1 :])
             or not members
-            or members[0] != self.me
         ):
-            self._leave_checked = chain.head_hash  # (a failed roll below is tried again)
+            self._removal_checked = chain.head_hash
+            return
+        gone = str(entries[last_remove]["device_id"])
+        by = str(entries[last_remove].get("by"))
+        roller = by if by != gone and by in members else members[0]
+        if roller != self.me:
+            self._removal_checked = chain.head_hash  # (a failed roll below is tried again)
             return
         if self.record.roll_pending is not None:
             return
-        left = str(entries[last_leave]["device_id"])
+        self._drop_device_folders(store, gone)
         self._roll(store)
-        self._drop_device_folders(store, left)
 
     def was_removed(self, chain: devicelog.DeviceLog) -> str | None:
         """Who removed this device, if the verified log says it was removed."""

@@ -239,3 +239,46 @@ def test_the_opt_in_expiry_policy_removes_stale_devices_by_itself(
     laptop_rt.sync()
     assert not laptop_rt.trust.device_log().is_member(phone_id)
     assert laptop_rt.record.expiry_checked == laptop.service._clock()  # type: ignore[attr-defined]
+
+
+class Crash(BaseException):
+    """The process dies here (nothing after it runs, nothing catches it)."""
+
+
+@pytest.mark.parametrize("where", ["before-folders", "before-roll-entry"])
+def test_a_removal_cut_short_by_a_crash_is_finished_after_the_restart(
+    laptop: Device,
+    phone: Device,
+    tablet: Device,
+    server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    three(laptop, phone, tablet)
+    old = fingerprint(laptop)
+    tablet_id = device_id(tablet)
+    tablet_rt = runtime(tablet)
+    laptop_rt = runtime(laptop)
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise Crash(where)
+
+    if where == "before-folders":  # the `remove` entry is on the server, nothing else
+        monkeypatch.setattr(laptop_rt.lifecycle, "_drop_device_folders", crash)
+    else:  # the next key is in the keyring and roll_pending saved, the `roll` entry is not
+        monkeypatch.setattr("native_host.service.lifecycle.devicelog.roll", crash)
+    with pytest.raises(Crash):
+        laptop_rt.remove_device(tablet_id)
+    monkeypatch.undo()
+    laptop.service.stop()
+    back = laptop.restart().runtime(ACCOUNT)
+    back.sync()  # the restarted host's first sync finishes the removal
+    rest = [laptop, phone]
+    settle(rest, lambda: fingerprint(laptop) == fingerprint(phone) != old)
+    chain = back.trust.device_log()
+    assert chain.account_key == fingerprint(laptop)
+    assert [e["op"] for e in chain.entries()].count("roll") == 1
+    assert set(chain.members()) == {device_id(laptop), device_id(phone)}
+    assert layout.inbox_folder(tablet_id) not in server.mailbox.list_folders(layout.INBOX_PREFIX)
+    settle([tablet], lambda: tablet_rt.removed)
+    assert fingerprint(tablet) is None
