@@ -66,6 +66,7 @@ class AccountRecord:
     pairings: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)  # security problems already reported
     unpublished: list[dict[str, Any]] = field(default_factory=list)  # log entries to append
+    outbox: list[dict[str, str]] = field(default_factory=list)  # pairing messages to send
     roll_pending: str | None = None  # a key roll of ours not yet handed to every member
     key_waiting: str | None = None  # a rolled key received before the log entry naming it
     expire_after_days: float | None = None  # opt-in: remove devices not seen for this long
@@ -86,6 +87,7 @@ class AccountRecord:
             "pairings": self.pairings,
             "alerts": self.alerts[-1000:],
             "unpublished": self.unpublished,
+            "outbox": self.outbox,
             "roll_pending": self.roll_pending,
             "key_waiting": self.key_waiting,
             "expire_after_days": self.expire_after_days,
@@ -111,6 +113,7 @@ class AccountRecord:
             pairings=dict(data.get("pairings") or {}),
             alerts=list(data.get("alerts") or []),
             unpublished=list(data.get("unpublished") or []),
+            outbox=list(data.get("outbox") or []),
             roll_pending=data.get("roll_pending"),
             key_waiting=data.get("key_waiting"),
             expire_after_days=data.get("expire_after_days"),

@@ -16,7 +16,7 @@ from native_host.core import pairing as pm
 from native_host.core.crypto import DeviceKeys, DevicePublic, verify_document
 from native_host.core.envelope import MessageType, SmaMessage
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
-from native_host.ports import Clock, FolderStore, RandomBytes, SecretStore
+from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes, SecretStore
 from native_host.service.accounts import AccountRecord, account_key_name, device_key_name
 
 log = logging.getLogger(__name__)
@@ -332,6 +332,7 @@ class Trust:
     def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
         self._prune()
         self.publish_pending(store)
+        self.send_pending(store)
         for data in list(self.record.pairings.values()):
             current = pm.Pairing.from_json(data)
             if current.state in pm.TERMINAL:
@@ -360,19 +361,24 @@ class Trust:
         p = outcome.pairing
         installs = [e for e in outcome.effects if isinstance(e, pm.Install)]
         self.record.pairings[p.pairing_id] = (installs[0].pending if installs else p).to_json()
-        self._save()
+        # What the step sends is saved with the state it belongs to and sent from the outbox: a
+        # crash between the two sends it after the restart (a duplicate leaves the peer unchanged).
         for effect in outcome.effects:
             if isinstance(effect, pm.Send):
                 for to in targets if effect.to == "*" and targets else [effect.to]:
-                    self._send(store, to, effect.type, effect.data)
-            elif isinstance(effect, pm.Install):
+                    raw = self._build(to, effect.type, effect.data)
+                    self.record.outbox.append({"to": to, "raw": raw.decode("ascii")})
+        self._save()
+        self.send_pending(store)
+        for effect in outcome.effects:
+            if isinstance(effect, pm.Install):
                 if not self._install(store, p, effect.payload):
                     return  # refused: the pairing is now failed, nothing more to tell
             elif isinstance(effect, pm.Notify):
                 self._notify(effect.event, p)
 
-    def _send(self, store: FolderStore, to: str, kind: str, data: dict[str, Any]) -> None:
-        raw = envelope.build(
+    def _build(self, to: str, kind: str, data: dict[str, Any]) -> bytes:
+        return envelope.build(
             MessageType(kind),
             self.me,
             data,
@@ -382,7 +388,17 @@ class Trust:
             keys=self.device_keys(),
             to=to,
         )
-        store.append(layout.inbox_folder(to), raw)
+
+    def send_pending(self, store: FolderStore) -> None:
+        """Send the saved pairing messages, each removed from the outbox once appended."""
+        while self.record.outbox:
+            message = self.record.outbox[0]
+            try:
+                store.append(layout.inbox_folder(message["to"]), message["raw"].encode("ascii"))
+            except FolderMissing:
+                log.warning("pairing: the inbox of %s is gone; message dropped", message["to"])
+            self.record.outbox.pop(0)
+            self._save()
 
     def _install(self, store: FolderStore, p: pm.Pairing, payload: dict[str, Any]) -> bool:
         """Initiator, after its user confirmed and the transfer authenticated: check everything,

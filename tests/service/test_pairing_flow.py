@@ -3,6 +3,7 @@ same flow on Dovecot): codes agree, approval transfers the key, the log admits t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -160,3 +161,62 @@ def laptop_settings() -> Any:
     from tests.service.test_instance import SETTINGS
 
     return SETTINGS
+
+
+class Crash(BaseException):
+    """The process dies here (nothing after it runs, nothing catches it)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("kind", ["pair-request", "pair-accept", "pair-reveal", "pair-key"])
+def test_a_crash_before_a_pairing_message_is_sent_loses_nothing(
+    laptop: Device, phone: Device, server: Server, kind: str
+) -> None:
+    """The step is saved, then the device dies before its message reaches the server: after
+    the restart the message is sent and the pairing completes, once."""
+    original = server.mailbox.append
+    crashed: list[bool] = []
+
+    def dying(folder: str, message: bytes) -> int | None:
+        if not crashed and envelope.parse(message).type.value == kind:
+            crashed.append(True)
+            raise Crash(kind)  # in the API call or in the background sync that sent it
+        return original(folder, message)
+
+    server.mailbox.append = dying  # type: ignore[method-assign]
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    sender = phone if kind in ("pair-request", "pair-reveal") else laptop
+    new = phone.service.runtime(ACCOUNT)
+    with contextlib.suppress(Crash):
+        new.with_store(lambda store: new.trust.request(store, None))
+    [pairing_id] = new.trust.record.pairings
+
+    def decide(device: Device) -> None:
+        rt = device.service.runtime(ACCOUNT)
+        with contextlib.suppress(Crash):
+            rt.with_store(lambda s: rt.trust.decide(s, pairing_id, True))
+
+    def restart_if_crashed() -> None:
+        if crashed and crashed[0]:
+            crashed[0] = False  # (restart once)
+            sender.service.stop()
+            sender.restart().start_background()
+
+    for device in (laptop, phone):
+        wait_for(lambda d=device: bool(crashed) or state(d, pairing_id) == "showing")
+        restart_if_crashed()
+        wait_for(lambda d=device: state(d, pairing_id) == "showing")
+    decide(laptop)
+    restart_if_crashed()
+    decide(phone)
+    wait_for(
+        lambda: state(phone, pairing_id) == "completed" and state(laptop, pairing_id) == "completed"
+    )
+    assert crashed == [False]
+    for device in (laptop, phone):
+        rt = device.service.runtime(ACCOUNT)
+        assert list(rt.trust.record.pairings) == [pairing_id]
+        assert rt.trust.record.outbox == []
+        ops = [(e["op"], e["device_id"]) for e in rt.trust.device_log().entries()]
+        assert [op for op, _ in ops] == ["genesis", "add"]
