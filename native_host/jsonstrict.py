@@ -7,6 +7,7 @@ because Python's json module accepts all of those by default.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -27,6 +28,15 @@ def _reject_constant(name: str) -> Any:
     raise InvalidJson(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # Python reads 1e400 as inf: the NaN/Infinity ban would be moot, and canonical JSON
+    # (signatures, hashes) would later fail on it with a ValueError.
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidJson(f"number {text[:32]} is out of range")
+    return value
+
+
 def decode_object(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
@@ -34,7 +44,10 @@ def decode_object(body: bytes) -> dict[str, Any]:
         raise InvalidJson(f"not UTF-8 (byte {exc.start})") from None
     try:
         value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
         )
     except InvalidJson:
         raise

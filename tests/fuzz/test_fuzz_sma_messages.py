@@ -14,6 +14,7 @@ import json
 import zlib
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -150,13 +151,20 @@ def messages(draw: st.DrawFn) -> tuple[bytes, int, frozenset[bytes]]:
     index = draw(st.integers(0, len(SEEDS) - 1))
     raw = SEEDS[index]
     lines, body = split(raw)
-    how = draw(st.sampled_from(["keep", "headers", "document", "body", "bytes", "eol", "big"]))
+    how = draw(
+        st.sampled_from(["keep", "headers", "document", "number", "body", "bytes", "eol", "big"])
+    )
     if how == "headers":
         raw = join(draw(header_damage(lines)), body)
     elif how == "document":
         document = draw(document_damage(envelope.parse(raw).document, resigned))
         text = json.dumps(document).encode("utf-8", "surrogatepass")
         raw = join(lines, base64.encodebytes(text).replace(b"\n", b"\r\n"))
+    elif how == "number":  # numbers Python reads as inf, 0 or a huge int, spliced into the JSON
+        text = json.dumps(envelope.parse(raw).document)
+        number = draw(st.sampled_from(["1e400", "-1e400", "1e-400", "1" * 5000, "-0", "2.0"]))
+        text = text.replace('"data": {', '"data": {"x": ' + number + ", ", 1)
+        raw = join(lines, base64.encodebytes(text.encode()).replace(b"\n", b"\r\n"))
     elif how == "body":
         body = draw(
             st.sampled_from(
@@ -211,6 +219,16 @@ def test_any_message_parses_or_is_one_remote_protocol_error(
         assert _unsigned(message.document) in signed
     if opened is not None:
         assert opened["lo"] == 0
+
+
+def test_an_out_of_range_number_is_a_remote_protocol_error() -> None:
+    """Regression: 1e400 was read as inf, and the signature check then crashed with ValueError."""
+    lines, _ = split(SEEDS[1])
+    text = json.dumps(envelope.parse(SEEDS[1]).document).replace(
+        '"data": {', '"data": {"x": 1e400, '
+    )
+    with pytest.raises(RemoteProtocolError, match="out of range"):
+        envelope.parse(join(lines, base64.encodebytes(text.encode())))
 
 
 def test_the_slice_is_not_vacuous() -> None:

@@ -78,3 +78,12 @@ def test_lone_surrogates_are_escaped_not_emitted_as_invalid_utf8() -> None:
     body = encode({"id": "\ud800"})
     assert body == b'{"id":"\\ud800"}'
     assert json.loads(body) == {"id": "\ud800"}
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1E999999", "123456789.0e99999"])
+def test_numbers_out_of_float_range_are_invalid_json_not_infinity(number: str) -> None:
+    """Regression: they decoded to inf, which canonical JSON (signature checks) then refused
+    with a ValueError, a crash instead of RemoteProtocolError for a message from the server."""
+    with pytest.raises(InvalidJson, match="out of range"):
+        decode_object(f'{{"a":{number}}}'.encode())
+    assert decode_object(b'{"a":1e308,"b":-0.5,"c":1e-400}') == {"a": 1e308, "b": -0.5, "c": 0.0}
