@@ -4,12 +4,14 @@
 import { NativeClient, Status } from "../lib/native_client.js";
 import { getOrCreateInstanceId } from "../lib/instance_id.js";
 import { MailIngest } from "./mail_ingest.js";
+import { OpenPgpSync, SETTING_KEY as OPENPGP_SETTING } from "./openpgp_sync.js";
 
 const PING_TIMEOUT_MS = 5000;
 const SYNC_TIMEOUT_MS = 60000; // one sync cycle talks to the IMAP server
 const MAX_ALERTS = 5; // per account, newest first
-// The client sends hello itself; letting a page send another could rebind the host to a different instance.
-const METHODS_RESERVED_FOR_CLIENT = new Set(["hello"]);
+// The client sends hello itself; letting a page send another could rebind the host to a different
+// instance. The account's secret key is for the background's OpenPGP import only.
+const METHODS_RESERVED_FOR_CLIENT = new Set(["hello", "account.secret_key"]);
 // Host events after which the host has just heard from the server: they move "last sync".
 const SYNC_EVIDENCE = new Set(["devices.changed", "pairing.updated", "pairing.completed"]);
 export const FINISHED_PAIRING_STATES = new Set(["completed", "rejected", "expired", "failed"]);
@@ -40,6 +42,7 @@ export class Background {
       broadcast: (message) => this.broadcast(message),
       now,
     });
+    this.openpgp = new OpenPgpSync({ api, call: (method, params) => this.call(method, params), now });
   }
 
   async start() {
@@ -56,6 +59,9 @@ export class Background {
     this.client.onEvent("*", (data, name) => this.onHostEvent(name, data));
     api.notifications?.onClicked?.addListener((id) => this.onNotificationClicked(id));
     api.messages?.onNewMailReceived?.addListener((folder, list) => this.mail.onNewMail(folder, list));
+    api.storage.onChanged?.addListener((changes, area) => {
+      if (area === "local" && OPENPGP_SETTING in changes) this.openpgpSettingChanged().catch(() => {});
+    });
     this.client.start();
     return this;
   }
@@ -110,8 +116,15 @@ export class Background {
     }
     await this.refreshBadge(accounts);
     for (const { account, device_id: deviceId } of accounts) {
-      if (deviceId) this.syncNow(account).catch(() => {});
+      if (!deviceId) continue;
+      this.syncNow(account).catch(() => {});
+      this.openpgp.schedule(account, { key: true, peers: "all" });
     }
+  }
+
+  async openpgpSettingChanged() {
+    const accounts = (await this.call("account.list")).accounts ?? [];
+    await this.openpgp.onSettingChanged(accounts.filter((a) => a.device_id).map((a) => a.account));
   }
 
   async syncNow(account) {
@@ -149,6 +162,7 @@ export class Background {
       if (FINISHED_PAIRING_STATES.has(data.pairing.state)) this.clearNotification(`pairing:${data.pairing.pairing_id}`);
       this.refreshBadge().catch(() => {});
     }
+    this.openpgp.onHostEvent(name, data);
     this.broadcast({ type: "event", event: name, data });
   }
 
@@ -242,6 +256,7 @@ export class Background {
       devices: [],
       pairings: [],
       sync: this.syncState(account),
+      openpgp: this.openpgp.status.get(account) ?? null,
       alerts: this.alerts.get(account) ?? [],
       error: null,
     };
@@ -269,6 +284,7 @@ export class Background {
       const result =
         method === "sync" ? await this.syncNow(params?.account) : await this.call(method, params ?? {});
       if (method.startsWith("pairing.") || method === "sma.join") this.refreshBadge().catch(() => {});
+      if (method === "sma.join" && params?.account) this.openpgp.schedule(params.account, { key: true });
       return { ok: true, result };
     } catch (err) {
       return { ok: false, error: errorData(err) };
@@ -292,6 +308,8 @@ export class Background {
         return this.mail.cancelScan();
       case "scan.status":
         return this.mail.scan;
+      case "openpgp.status":
+        return this.openpgp.status.get(message.account) ?? null;
       default:
         return { ok: false, error: { code: "unknown_type", message: `unknown message type: ${message.type}` } };
     }

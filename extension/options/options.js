@@ -8,6 +8,7 @@ const api = globalThis.messenger ?? globalThis.browser;
 const t = (key, subs) => api.i18n.getMessage(key, subs);
 const $ = (id) => document.getElementById(id);
 const SCAN_DONE_KEY_PREFIX = "backlogScanned:"; // as background/mail_ingest.js writes it
+const OPENPGP_SETTING = "useThunderbirdOpenPGP"; // as background/openpgp_sync.js reads it (absent: on)
 
 let hostAccounts = [];
 let tbAccounts = [];
@@ -101,6 +102,7 @@ async function refreshSections() {
   }
   if (known?.device_id) await refreshDevices();
   if (known) await refreshScan();
+  await refreshOpenPgp();
 }
 
 // --- IMAP settings and joining --------------------------------------------------------------
@@ -270,6 +272,25 @@ async function refreshScan() {
   renderScan(scan, stored?.[key]);
 }
 
+// --- Thunderbird's OpenPGP ------------------------------------------------------------------
+
+const OPENPGP_STATUS_KEYS = {
+  disabled: "openpgpStatusDisabled",
+  not_paired: "openpgpStatusNotPaired",
+  no_identity: "openpgpStatusNoIdentity",
+  unsupported: "openpgpStatusUnsupported",
+  error: "openpgpStatusError",
+};
+
+async function refreshOpenPgp() {
+  const stored = await api.storage.local.get(OPENPGP_SETTING).catch(() => ({}));
+  $("openpgp-enabled").checked = stored?.[OPENPGP_SETTING] !== false;
+  const status = await api.runtime.sendMessage({ type: "openpgp.status", account: selected() }).catch(() => null);
+  if (!status) say("openpgp-status", t("openpgpStatusPending"));
+  else if (status.state === "ok") say("openpgp-status", t("openpgpStatusOk", [status.fingerprint ?? "?", String(status.imported ?? 0)]), "ok");
+  else say("openpgp-status", t(OPENPGP_STATUS_KEYS[status.state] ?? "openpgpStatusPending", [status.message ?? ""]), status.state === "error" ? "error" : "");
+}
+
 // --- wiring ---------------------------------------------------------------------------------
 
 localizeDocument(document, t);
@@ -289,6 +310,10 @@ $("scan-start").addEventListener("click", async () => {
   renderScan(scan, null);
 });
 $("scan-cancel").addEventListener("click", () => api.runtime.sendMessage({ type: "scan.cancel" }).catch(() => {}));
+$("openpgp-enabled").addEventListener("change", async () => {
+  await api.storage.local.set({ [OPENPGP_SETTING]: $("openpgp-enabled").checked });
+  await refreshOpenPgp();
+});
 api.runtime.onMessage.addListener((message, sender) => {
   if (sender?.id !== api.runtime.id) return undefined;
   if (message?.type === "status") refreshStatus();
@@ -296,6 +321,7 @@ api.runtime.onMessage.addListener((message, sender) => {
   if (message?.type === "event" && message.data?.account === selected()) {
     if (["devices.changed", "pairing.completed"].includes(message.event)) refreshDevices();
     if (message.event === "device.removed") refreshAccounts();
+    if (["pairing.completed", "account.key_rolled", "peers.updated"].includes(message.event)) refreshOpenPgp();
   }
   return undefined;
 });

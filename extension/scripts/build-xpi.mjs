@@ -7,10 +7,10 @@ import { readFileSync, readdirSync, statSync, mkdirSync, writeFileSync } from "n
 import { join, relative, sep, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateRawSync } from "node:zlib";
+import { PACKAGED } from "./packaged.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-// Only what Thunderbird loads: tests, scripts, package.json and node_modules stay out of the package.
-const PACKAGED = ["manifest.json", "_locales", "background", "popup", "options", "lib", "icons"];
+// Only what Thunderbird loads (scripts/packaged.mjs): tests, scripts, package.json and node_modules stay out.
 const DOS_DATE_1980_01_01 = (0 << 9) | (1 << 5) | 1;
 
 const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {

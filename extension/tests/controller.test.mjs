@@ -224,3 +224,28 @@ test("where openPopup is refused or missing, a notification click opens the popu
   api.notifications.onClicked.fire(api.notifications.created[0].id);
   await until(() => api.windows.created.length === 2, "second window");
 });
+
+test("pages cannot ask for the account's secret key; the background's OpenPGP import can", async () => {
+  const { host, bg, api } = await started({
+    "account.key": () => ({ fingerprint: "A".repeat(40), public_key: "-----BEGIN PGP PUBLIC KEY BLOCK-----" }),
+    "account.secret_key": () => ({ fingerprint: "A".repeat(40), secret_key: "-----BEGIN PGP PRIVATE KEY BLOCK-----\n", previous: [] }),
+    "peers.list": () => ({ peers: [], cursor: null }),
+  });
+  await until(() => bg.client.status === "connected", "connected");
+  const refused = await bg.handleMessage({ type: "call", method: "account.secret_key", params: { account: ACCOUNT } });
+  assert.equal(refused.error.code, "invalid_method");
+  assert.equal(host.callsOf("account.secret_key").length, 0);
+
+  const imported = [];
+  api.autocryptOpenPGP = {
+    support: async () => ({ supported: true, version: "153.7.0" }),
+    identityState: async (email) => ({ email, identities: [{ id: "id1", email, keyId: null, fingerprint: null, secret: false }] }),
+    keyStatus: async (fingerprint) => ({ fingerprint, present: false, secret: false, personal: false, acceptance: null }),
+    importSecretKey: async (key) => { imported.push(key.fingerprint); return { fingerprint: key.fingerprint, identitiesChanged: ["id1"] }; },
+    importPublicKey: async () => ({}),
+  };
+  host.emit("pairing.completed", { account: ACCOUNT, pairing: pairing({ state: "completed" }) });
+  await until(() => imported.length === 1, "secret key imported after pairing");
+  assert.equal(host.callsOf("account.secret_key").length, 1);
+  await until(async () => (await bg.overview()).accounts?.[0]?.openpgp?.state === "ok", "status in the overview");
+});

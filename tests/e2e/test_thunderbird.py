@@ -15,6 +15,8 @@ import imaplib
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from tests.servers.dovecot_server import DovecotServer
 
 ARTIFACTS = Path(os.environ.get("SMA_ARTIFACTS", ROOT / "artifacts" / "e2e"))
 CAROL = "carol@example.net"
+SECRET_SUBJECT = "for your eyes only"
+PLAINTEXT = "The shared key works: xylophone-42."
 
 OPTIONS = "options/options.html"
 POPUP = "popup/popup.html"
@@ -128,6 +132,37 @@ def press_approve(role: str) -> str:
         if (!b || b.disabled) return null; b.click(); return true;"""
 
 
+def deliver(server: DovecotServer, user: str, password: str, raw: bytes) -> None:
+    """A mail arriving in the account's INBOX, appended over IMAP as a delivery agent would."""
+    conn = imaplib.IMAP4(server.host, server.port)
+    conn.login(user, password)
+    conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+    conn.logout()
+
+
+def encrypted_mail(sender: str, to: str, public_armored: str, subject: str, text: str) -> bytes:
+    """A PGP/MIME (RFC 3156) mail encrypted to `public_armored`, as any OpenPGP client sends it."""
+    import warnings
+
+    import pgpy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pgpy warns about flags it does not check
+        key, _ = pgpy.PGPKey.from_blob(public_armored)
+        inner = f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+        sealed = str(key.encrypt(pgpy.PGPMessage.new(inner)))
+    boundary = "sma-e2e-boundary"
+    return (
+        f"From: Carol <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
+        f"Date: {format_datetime(datetime.now(UTC))}\r\nMessage-ID: <e2e-{time.time_ns()}@example.net>\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="{boundary}"\r\n'
+        f"\r\n--{boundary}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+        f'\r\n--{boundary}\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n\r\n'
+        f"{sealed.replace(chr(10), chr(13) + chr(10))}\r\n--{boundary}--\r\n"
+    ).encode()
+
+
 def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -211,13 +246,21 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     assert b_key == a_key
     step("paired: B holds A's account key")
 
+    # Thunderbird's own OpenPGP uses the shared key on both, as the identity's personal key.
+    for tb in (a, b):
+        held = wait_for(
+            f"{tb.home.name}'s Thunderbird uses the account key",
+            lambda tb=tb: (s := tb.openpgp_key(a_key, address))["secret"] and s,
+            30,
+        )
+        assert held["personal"] is True, held
+        assert held["identity_key_ids"] == [a_key[-16:]], held
+    step("both Thunderbirds use the account key")
+
     # A correspondent's mail arrives; Thunderbird A sees it; B's host learns the key.
     carol = generate_account_key(CAROL, int(time.time()) - 3600).keydata()
     raw = base64.b64decode(correspondent_mail(CAROL, carol, int(time.time()) - 60))
-    conn = imaplib.IMAP4(dovecot.host, dovecot.port)
-    conn.login(user, password)
-    conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
-    conn.logout()
+    deliver(dovecot, user, password, raw)
     a.check_mail()
     on_a_host = wait_for(
         "A's host ingests the new mail (onNewMailReceived)",
@@ -261,6 +304,32 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     assert scanned[0] == "ok", scanned
     assert "Messages read: 1;" in scanned[1], scanned
     step("backlog scan on A")
+    # B's Thunderbird key store has Carol's key, accepted as unverified (never verified).
+    in_b = wait_for(
+        "Carol's key in B's Thunderbird "
+        f"(add-on: {b.send({'type': 'openpgp.status', 'account': address})})",
+        lambda: (s := b.openpgp_key(expected, CAROL))["present"] and s,
+        30,
+    )
+    assert in_b["acceptance"] == "unverified", in_b
+    assert in_b["secret"] is False, in_b
+    step("Carol's key in B's Thunderbird")
+
+    # Carol writes encrypted to the account key; B's Thunderbird shows the mail decrypted.
+    public = a.call_host("account.key", {"account": address})["public_key"]
+    deliver(
+        dovecot, user, password, encrypted_mail(CAROL, address, public, SECRET_SUBJECT, PLAINTEXT)
+    )
+    b.check_mail()
+    shown = wait_for(
+        "B's Thunderbird shows the encrypted mail decrypted",
+        lambda: (text := b.message_body(SECRET_SUBJECT)) and PLAINTEXT in text and text,
+        60,
+    )
+    assert "BEGIN PGP MESSAGE" not in shown
+    b.screenshot(ARTIFACTS / "decrypted-on-b-desktop.png")
+    step("B's Thunderbird decrypts mail to the account key")
+
     print("timeline (s):", steps)
 
 

@@ -200,6 +200,67 @@ class Thunderbird:
         )
         return count
 
+    def openpgp_key(self, fingerprint: str, email: str) -> dict[str, Any]:
+        """What Thunderbird's own OpenPGP key store holds for this key, read straight from it."""
+        self.client.timeout.script = 30
+        state: dict[str, Any] = self.client.execute_async_script(
+            """
+            const [fpr, email, resolve] = arguments;
+            (async () => {
+              const { EnigmailKeyRing } = ChromeUtils.importESModule(
+                "chrome://openpgp/content/modules/keyRing.sys.mjs");
+              const { PgpSqliteDb2 } = ChromeUtils.importESModule(
+                "chrome://openpgp/content/modules/sqliteDb.sys.mjs");
+              const { MailServices } = ChromeUtils.importESModule(
+                "resource:///modules/MailServices.sys.mjs");
+              const key = EnigmailKeyRing.getKeyById("0x" + fpr);
+              const ids = MailServices.accounts.allIdentities.filter(
+                i => (i.email || "").toLowerCase() === email.toLowerCase());
+              return {
+                present: Boolean(key),
+                secret: Boolean(key?.secretAvailable),
+                personal: await PgpSqliteDb2.isAcceptedAsPersonalKey(fpr),
+                acceptance: key && !key.secretAvailable
+                  ? await EnigmailKeyRing.getKeyAcceptanceForEmail(key, email) : null,
+                identity_key_ids: ids.map(i => i.getUnicharAttribute("openpgp_key_id")),
+              };
+            })().then(resolve, e => resolve({error: String(e)}));
+            """,
+            script_args=[fingerprint, email],
+        )
+        return state
+
+    def message_body(self, subject: str) -> str | None:
+        """Show the inbox message with this subject in the 3-pane tab, as a user clicking it
+        would, and return the text of the message pane (None until it is there)."""
+        body: str | None = self.client.execute_script(
+            """
+            const subject = arguments[0];
+            const { MailServices } = ChromeUtils.importESModule(
+              "resource:///modules/MailServices.sys.mjs");
+            const win = Services.wm.getMostRecentWindow("mail:3pane");
+            const tabmail = win.document.getElementById("tabmail");
+            tabmail.switchToTab(tabmail.tabInfo[0]);
+            const about3Pane = tabmail.currentAbout3Pane;
+            for (const a of MailServices.accounts.accounts) {
+              const inbox = a.incomingServer.rootFolder.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+              if (!inbox) continue;
+              const hdr = [...inbox.messages].find(h => h.mime2DecodedSubject === subject);
+              if (!hdr) continue;
+              if (about3Pane.gFolder?.URI !== inbox.URI) { about3Pane.displayFolder(inbox.URI); return null; }
+              const index = about3Pane.gDBView.findIndexOfMsgHdr(hdr, true);
+              if (about3Pane.threadTree.selectedIndex !== index) {
+                about3Pane.threadTree.selectedIndex = index; return null;
+              }
+              const pane = about3Pane.messageBrowser.contentWindow.getMessagePaneBrowser();
+              return pane?.contentDocument?.body?.textContent ?? null;
+            }
+            return null;
+            """,
+            script_args=[subject],
+        )
+        return body
+
     def addon_page(self, page: str) -> str:
         host = self.client.execute_script(
             f'return WebExtensionPolicy.getByID("{ADDON_ID}").mozExtensionHostname;'
@@ -240,13 +301,12 @@ class Thunderbird:
             script_args=[url],
         )
 
-    def call_host(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
-        """Ask this Thunderbird's host, through the add-on's background and its native port
-        (the path the popup takes), and return the result or raise with the host's error."""
+    def send(self, message: dict[str, Any], timeout: float = 30.0) -> Any:
+        """runtime.sendMessage from the add-on's popup page to its background; the answer."""
         url = self.addon_page("popup/popup.html")
         self.read_page(url, "return true;", timeout)
         self.client.timeout.script = timeout
-        reply = self.client.execute_async_script(
+        return self.client.execute_async_script(
             """
             const [url, message, resolve] = arguments;
             const tabmail = Services.wm.getMostRecentWindow("mail:3pane")
@@ -254,11 +314,16 @@ class Thunderbird:
             const info = tabmail.tabInfo.find(t => t.browser?.currentURI?.spec === url);
             const page = info.browser.contentWindow.wrappedJSObject;
             page.browser.runtime.sendMessage(Cu.cloneInto(message, page)).then(
-              r => resolve(JSON.parse(JSON.stringify(r))),
+              r => resolve(JSON.parse(JSON.stringify(r ?? null))),
               e => resolve({ok: false, error: {code: "send_failed", message: String(e)}}));
             """,
-            script_args=[url, {"type": "call", "method": method, "params": params}],
+            script_args=[url, message],
         )
+
+    def call_host(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
+        """Ask this Thunderbird's host, through the add-on's background and its native port
+        (the path the popup takes), and return the result or raise with the host's error."""
+        reply = self.send({"type": "call", "method": method, "params": params}, timeout)
         if not (reply and reply.get("ok")):
             raise AssertionError(f"{method} on {self.home.name}'s host: {reply!r}")
         return reply["result"]
