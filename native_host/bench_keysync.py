@@ -58,7 +58,15 @@ def _state(runtime: AccountRuntime, pairing_id: str) -> str:
     return str(runtime.trust.record.pairings.get(pairing_id, {}).get("state"))
 
 
-def paired(root: Path, account: str, settings: ImapSettings, password: str) -> list[Any]:
+def paired(
+    root: Path,
+    account: str,
+    settings: ImapSettings,
+    password: str,
+    timings: dict[str, float] | None = None,
+) -> list[Any]:
+    """Two joined devices, B paired by A; `timings["pairing_s"]`: request to completed on both
+    (both "users" approve the moment the code shows)."""
     services = []
     runtimes = []
     for name in ("a", "b"):
@@ -69,6 +77,7 @@ def paired(root: Path, account: str, settings: ImapSettings, password: str) -> l
         services.append(service)
         runtimes.append(runtime)
     a, b = runtimes
+    started = time.perf_counter()
     pairing_id = b.with_store(lambda store: b.trust.request(store, None))
     wait_for(lambda: _state(a, pairing_id) == "showing", 20, "the request to arrive")
     wait_for(lambda: _state(b, pairing_id) == "showing", 20, "the code on the new device")
@@ -76,6 +85,8 @@ def paired(root: Path, account: str, settings: ImapSettings, password: str) -> l
     b.with_store(lambda store: b.trust.decide(store, pairing_id, True))
     wait_for(lambda: _state(a, pairing_id) == "completed", 20, "the pairing (old device)")
     wait_for(lambda: _state(b, pairing_id) == "completed", 20, "the pairing (new device)")
+    if timings is not None:
+        timings["pairing_s"] = time.perf_counter() - started
     return [*services, a, b]
 
 
@@ -126,7 +137,9 @@ def measure(host: str, port: int, username: str, password: str, count: int) -> d
     raw = messages(count, time.time())
     figures: dict[str, Any] = {"ingest_per_second": ingest_rate(raw)}
     with tempfile.TemporaryDirectory(prefix="sma-bench-keysync-") as tmp:
-        service_a, service_b, a, b = paired(Path(tmp), account, settings, password)
+        timings: dict[str, float] = {}
+        service_a, service_b, a, b = paired(Path(tmp), account, settings, password, timings)
+        figures["pairing_s"] = timings["pairing_s"]
         try:
             wait_for(lambda: storage(a)["inbox_messages"] == 0, 30, "inboxes to drain")
             before = storage(a)

@@ -1,0 +1,149 @@
+// The Experiment API's parent script, run in a Node vm with stand-ins for the Thunderbird globals it
+// uses (ChromeUtils, Services, the OpenPGP modules, identities): the version gate, the clear errors,
+// and what it asks of Thunderbird's importer. The real thing runs in tests/e2e/test_thunderbird.py.
+
+import test from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import vm from "node:vm";
+
+const SOURCE = readFileSync(new URL("../experiments/openpgp/parent.js", import.meta.url), "utf8");
+const FPR = "0123456789ABCDEF0123456789ABCDEF01234567";
+
+class ExtensionError extends Error {}
+// Arrays made inside the vm have the vm's Array prototype: compare their contents.
+const plain = (value) => JSON.parse(JSON.stringify(value));
+
+function identity(email) {
+  const attrs = new Map();
+  return {
+    key: `id-${email}`,
+    email,
+    attrs,
+    getUnicharAttribute: (name) => attrs.get(name) ?? "",
+    setUnicharAttribute: (name, value) => attrs.set(name, value),
+    setBoolAttribute: (name, value) => attrs.set(name, value),
+  };
+}
+
+function load({ version = "153.7.0", drop = null, identities = [identity("Me@Example.org"), identity("other@example.org")] } = {}) {
+  const calls = [];
+  const store = new Map(); // fpr -> {secretAvailable, userIds}
+  const RNP = {
+    async importSecKeyBlockImpl(win, passCB, keep, armored, limited) {
+      calls.push(["importSecKeyBlockImpl", keep, limited]);
+      store.set(FPR, { fpr: FPR, secretAvailable: true, userIds: [{ userId: "<me@example.org>" }] });
+      return { exitCode: 0, importedKeys: ["0x" + FPR.slice(-16)], errorMsg: "" };
+    },
+    async importPubkeyBlockAutoAcceptImpl(win, keyBlock, acceptance, limited) {
+      calls.push(["importPubkeyBlockAutoAcceptImpl", keyBlock, acceptance, limited]);
+      if (keyBlock === "bad") return { exitCode: -1, errorMsg: "RNP.importToFFI failed" };
+      store.set(limited[0].slice(2), { fpr: limited[0].slice(2), secretAvailable: false, userIds: [{ userId: "Carol <carol@example.net>" }] });
+      return { exitCode: 0, importedKeys: [limited[0]] };
+    },
+  };
+  const EnigmailKeyRing = {
+    getKeyById: (id) => store.get(id.replace(/^0x/, "")) ?? [...store.values()].find((k) => k.fpr.endsWith(id.replace(/^0x/, ""))) ?? null,
+    updateKeys: (keys) => calls.push(["updateKeys", keys]),
+    clearCache: () => calls.push(["clearCache"]),
+    getKeyAcceptanceForEmail: async () => "unverified",
+  };
+  const PgpSqliteDb2 = {
+    acceptAsPersonalKey: async (fpr) => calls.push(["acceptAsPersonalKey", fpr]),
+    isAcceptedAsPersonalKey: async () => false,
+    getFingerprintAcceptance: async () => null,
+  };
+  const modules = { RNP, EnigmailKeyRing, PgpSqliteDb2 };
+  if (drop) delete modules[drop[0]][drop[1]];
+  const byUrl = {
+    "resource://gre/modules/ExtensionCommon.sys.mjs": { ExtensionCommon: { ExtensionAPI: class {} } },
+    "resource://gre/modules/ExtensionUtils.sys.mjs": { ExtensionUtils: { ExtensionError } },
+    "chrome://openpgp/content/modules/RNP.sys.mjs": { RNP },
+    "chrome://openpgp/content/modules/keyRing.sys.mjs": { EnigmailKeyRing },
+    "chrome://openpgp/content/modules/sqliteDb.sys.mjs": { PgpSqliteDb2 },
+    "resource:///modules/MailServices.sys.mjs": { MailServices: { accounts: { allIdentities: identities } } },
+  };
+  const sandbox = {
+    ChromeUtils: {
+      importESModule: (url) => {
+        if (!(url in byUrl)) throw new Error(`no module ${url}`);
+        return byUrl[url];
+      },
+      base64URLDecode: (text) => Uint8Array.from(Buffer.from(text, "base64url")).buffer,
+    },
+    Services: { appinfo: { version } },
+  };
+  vm.createContext(sandbox);
+  vm.runInContext(SOURCE, sandbox); // the script sets `this.autocryptOpenPGP`: the context object
+  const api = new sandbox.autocryptOpenPGP().getAPI().autocryptOpenPGP;
+  return { api, calls, identities, store };
+}
+
+test("Thunderbird 153 with the known internals is supported", async () => {
+  const { api } = load();
+  const support = await api.support();
+  assert.equal(support.supported, true);
+  assert.equal(support.version, "153.7.0");
+});
+
+for (const version of ["115.18.0", "154.0", "200.1"]) {
+  test(`Thunderbird ${version}: unsupported, and every function says so`, async () => {
+    const { api, calls } = load({ version });
+    const support = await api.support();
+    assert.equal(support.supported, false);
+    assert.match(support.reason, new RegExp(`Thunderbird ${version.replace(/\./g, "\\.")} is not supported.*128 to 153`));
+    await assert.rejects(api.identityState("me@example.org"), (err) => err instanceof ExtensionError && /not supported/.test(err.message));
+    await assert.rejects(api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR }), /not supported/);
+    assert.deepEqual(calls, []);
+  });
+}
+
+test("internals that differ (a function gone) are named in the error", async () => {
+  const { api } = load({ drop: ["RNP", "importPubkeyBlockAutoAcceptImpl"] });
+  const support = await api.support();
+  assert.equal(support.supported, false);
+  assert.match(support.reason, /OpenPGP internals differ.*RNP lacks importPubkeyBlockAutoAcceptImpl/);
+});
+
+test("the secret key: imported for that fingerprint only, accepted as personal, set on the identities with the address", async () => {
+  const { api, calls, identities } = load();
+  const result = await api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----\n...", fingerprint: FPR.toLowerCase(), personalFor: "me@example.org" });
+  assert.deepEqual(plain(calls[0]), ["importSecKeyBlockImpl", false, ["0x" + FPR]]);
+  assert.ok(calls.some((c) => c[0] === "acceptAsPersonalKey" && c[1] === FPR));
+  assert.deepEqual(plain(result.identitiesChanged), ["id-Me@Example.org"]);
+  assert.equal(identities[0].attrs.get("openpgp_key_id"), FPR.slice(-16));
+  assert.equal(identities[0].attrs.get("is_gnupg_key_id"), false);
+  assert.equal(identities[1].attrs.get("openpgp_key_id"), undefined);
+  await assert.rejects(api.importSecretKey({ armored: "-----BEGIN PGP PUBLIC KEY BLOCK-----", fingerprint: FPR }), /not an armored secret key/);
+});
+
+test("a correspondent's key: base64 decoded to bytes, imported as unverified for that fingerprint", async () => {
+  const { api, calls } = load();
+  const carol = "C".repeat(40);
+  const bytes = Buffer.from([0x99, 0x00, 0xff, 0x10]);
+  const result = await api.importPublicKey({ email: "carol@example.net", keyData: bytes.toString("base64"), fingerprint: carol });
+  const [name, block, acceptance, limited] = calls[0];
+  assert.equal(name, "importPubkeyBlockAutoAcceptImpl");
+  assert.deepEqual([...block].map((c) => c.charCodeAt(0)), [...bytes]);
+  assert.equal(acceptance, "unverified");
+  assert.deepEqual(plain(limited), ["0x" + carol]);
+  assert.equal(result.outcome, "imported");
+  assert.equal(result.acceptance, "unverified");
+  await assert.rejects(api.importPublicKey({ email: "x@example.net", keyData: "not base64!", fingerprint: carol }), /not base64/);
+});
+
+test("a key whose secret Thunderbird holds is never re-imported as a correspondent's", async () => {
+  const { api, calls } = load();
+  await api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR });
+  const result = await api.importPublicKey({ email: "me@example.org", keyData: "AAAA", fingerprint: FPR });
+  assert.equal(result.outcome, "own_key");
+  assert.ok(!calls.some((c) => c[0] === "importPubkeyBlockAutoAcceptImpl"));
+});
+
+test("a refused import is an error with Thunderbird's reason", async () => {
+  const { api } = load();
+  await assert.rejects(
+    api.importPublicKey({ email: "carol@example.net", keyData: Buffer.from("bad", "latin1").toString("base64"), fingerprint: "C".repeat(40) }),
+    /refused to import the key C{40}: RNP.importToFFI failed/,
+  );
+});
