@@ -330,6 +330,40 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     b.screenshot(ARTIFACTS / "decrypted-on-b-desktop.png")
     step("B's Thunderbird decrypts mail to the account key")
 
+    # A removes B: the account key rolls; A's Thunderbird switches to the new key and still reads
+    # the mail encrypted to the old one.
+    devices = a.call_host("devices.list", {"account": address})["devices"]
+    b_id = next(d["device_id"] for d in devices if not d["self"])
+    rolled = a.call_host("device.remove", {"account": address, "device_id": b_id})["account_key"]
+    assert rolled != a_key
+    now_a = wait_for(
+        "A's Thunderbird switches to the rolled key",
+        lambda: (s := a.openpgp_key(rolled, address))["identity_key_ids"] == [rolled[-16:]] and s,
+        30,
+    )
+    assert now_a["secret"] is True, now_a
+    assert a.openpgp_key(a_key, address)["secret"] is True, "the old key must stay for old mail"
+    a.check_mail()
+    old_mail = wait_for(
+        "A's Thunderbird still shows the old mail decrypted",
+        lambda: (text := a.message_body(SECRET_SUBJECT)) and PLAINTEXT in text and text,
+        60,
+    )
+    assert "BEGIN PGP MESSAGE" not in old_mail
+    new_public = a.call_host("account.key", {"account": address})["public_key"]
+    deliver(
+        dovecot,
+        user,
+        password,
+        encrypted_mail(CAROL, address, new_public, "after the roll", "Rolled: quokka-7."),
+    )
+    a.check_mail()
+    wait_for(
+        "A's Thunderbird decrypts mail to the rolled key",
+        lambda: (text := a.message_body("after the roll")) and "Rolled: quokka-7." in text,
+        60,
+    )
+    step("after removing B, A's Thunderbird uses the rolled key and reads old and new mail")
     print("timeline (s):", steps)
 
 
