@@ -59,7 +59,7 @@ def _history() -> list[dict[str, Any]]:
 
 HISTORY = _history()
 GENESIS = entry_hash(HISTORY[0])
-ODD = st.sampled_from(
+ODD: st.SearchStrategy[Any] = st.sampled_from(
     [None, True, 0, -1, 2**40, 2**40 + 1, 2**64, 1.0, "", "x" * 2000, [], {}, A, X, GENESIS,
      FPR.lower(), "genesis", "add", {"sign": "", "enc": ""}]
 )  # fmt: skip

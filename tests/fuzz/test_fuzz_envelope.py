@@ -47,7 +47,7 @@ def _property_names() -> list[str]:
 
 
 KEYS = st.sampled_from(_property_names()) | st.text(max_size=10)
-PLAUSIBLE = st.sampled_from(
+PLAUSIBLE: st.SearchStrategy[Any] = st.sampled_from(
     [
         "alice@example.org",
         "0123456789abcdef",
@@ -84,7 +84,7 @@ JSONISH = (
     | st.lists(LEAVES, max_size=3)
     | st.dictionaries(KEYS, LEAVES | st.lists(LEAVES, max_size=2), max_size=4)
 )
-IDS = (
+IDS: st.SearchStrategy[Any] = (
     st.integers(-MAX_SAFE_INTEGER - 2, MAX_SAFE_INTEGER + 2)
     | st.sampled_from([0, 2**63, 1.0, -3.0, 0.5, float("inf"), float("nan"), True, None, [], {}])
     | st.text(max_size=300)
@@ -150,12 +150,11 @@ def bodies(draw: st.DrawFn) -> bytes:
 
 def check(message: dict[str, Any]) -> Request | HostError:
     """parse_request then resolve, as the host loop does; only HostError may escape."""
+    refused: HostError | None = None
     try:
         request = parse_request(message)
     except HostError as exc:
         refused = exc
-    else:
-        refused = None
     assert CHECKER.request.is_valid(message) == (refused is None), "disagrees with the schema"
     if refused is not None:
         assert refused.code is ErrorCode.INVALID_REQUEST

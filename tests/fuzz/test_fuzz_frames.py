@@ -93,7 +93,8 @@ class ChunkyStream(io.RawIOBase):
 
 def reference_bodies(data: bytes, limit: int) -> tuple[list[bytes], bool]:
     """The bodies a correct reader yields, and whether it then stops at an over-long header."""
-    bodies, at = [], 0
+    bodies: list[bytes] = []
+    at = 0
     while len(data) - at >= 4:
         (length,) = HEADER.unpack_from(data, at)
         if length > limit:

@@ -59,6 +59,12 @@ class RestartingHost:
         assert "result" in response, response
 
     def restart(self) -> None:
+        """After an over-long frame: its answer (the last frame, so the reader thread has sorted
+        every earlier one by then), an exit code of 0, and a new host."""
+        while True:  # answers to earlier bad frames also come with id null
+            message = self.host.next_unsolicited(timeout=ANSWER_SECONDS)
+            if message["error"]["code"] == "frame_too_large":
+                break
         assert self.host.wait_exit(timeout=ANSWER_SECONDS) == 0
         self.host.close()
         self.retired.append(self.host)
@@ -101,7 +107,7 @@ def completed(data: bytes, may_exit: bool = True) -> tuple[bytes, list[bytes], b
     return data, bodies, too_large
 
 
-@settings(max_examples=min(settings.default.max_examples, MAX_HOST_EXAMPLES))
+@settings(max_examples=min(settings().max_examples, MAX_HOST_EXAMPLES))
 @given(
     st.lists(mutated_frames() | st.binary(max_size=32), min_size=1, max_size=6).map(b"".join),
     st.integers(0, 19),
@@ -116,10 +122,7 @@ def test_the_real_host_answers_any_stream_with_frames_and_keeps_serving(
     if too_large:
         hosts.restart()
         messages = hosts.retired[-1].received
-        assert messages[-1]["error"] == {  # type: ignore[comparison-overlap]
-            "code": "frame_too_large",
-            "message": messages[-1]["error"]["message"],  # type: ignore[index]
-        }
+        assert messages[-1]["error"]["code"] == "frame_too_large"
         messages = messages[-1 - len(bodies) : -1]
     else:
         hosts.probe()

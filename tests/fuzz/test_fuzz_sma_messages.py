@@ -161,10 +161,10 @@ def messages(draw: st.DrawFn) -> tuple[bytes, int, frozenset[bytes]]:
         text = json.dumps(document).encode("utf-8", "surrogatepass")
         raw = join(lines, base64.encodebytes(text).replace(b"\n", b"\r\n"))
     elif how == "number":  # numbers Python reads as inf, 0 or a huge int, spliced into the JSON
-        text = json.dumps(envelope.parse(raw).document)
+        spliced = json.dumps(envelope.parse(raw).document)
         number = draw(st.sampled_from(["1e400", "-1e400", "1e-400", "1" * 5000, "-0", "2.0"]))
-        text = text.replace('"data": {', '"data": {"x": ' + number + ", ", 1)
-        raw = join(lines, base64.encodebytes(text.encode()).replace(b"\n", b"\r\n"))
+        spliced = spliced.replace('"data": {', '"data": {"x": ' + number + ", ", 1)
+        raw = join(lines, base64.encodebytes(spliced.encode()).replace(b"\n", b"\r\n"))
     elif how == "body":
         body = draw(
             st.sampled_from(
