@@ -46,6 +46,18 @@ class RestartingHost:
         home.mkdir()
         return CheckedHost(home, env={"SMA_MAX_FRAME_BYTES": str(LIMIT)})
 
+    def send(self, data: bytes) -> None:
+        """Write to the host; if it is gone, say why (its exit code and the end of its log)."""
+        try:
+            self.host.send_bytes(data)
+        except BrokenPipeError:
+            raise self.gone(data) from None
+
+    def gone(self, data: bytes) -> AssertionError:
+        log = self.host.stderr_path.read_text(errors="replace")[-3000:]
+        code = self.host.proc.poll()
+        return AssertionError(f"the host left (exit code {code}) before or on {data!r}: {log}")
+
     def new_messages(self) -> list[dict[str, object]]:
         messages = self.host.received[self.seen :]
         self.seen = len(self.host.received)
@@ -54,7 +66,10 @@ class RestartingHost:
     def probe(self) -> None:
         """A ping must still answer, and nothing may be sent after it that was not asked for."""
         probe_id = f"probe-{next(self._probes)}"
-        self.host.send_message({"id": probe_id, "method": "ping"})
+        try:
+            self.host.send_message({"id": probe_id, "method": "ping"})
+        except BrokenPipeError:
+            raise self.gone(b"a ping") from None
         response = self.host.wait_response(probe_id, timeout=ANSWER_SECONDS)
         assert "result" in response, response
 
@@ -118,7 +133,7 @@ def test_the_real_host_answers_any_stream_with_frames_and_keeps_serving(
     # An over-long frame ends the host, and a restart costs a hundred frames: one in 20 only.
     data, bodies, too_large = completed(data, may_exit=exit_roll == 0)
     if bodies or too_large:
-        hosts.host.send_bytes(data)
+        hosts.send(data)
     if too_large:
         hosts.restart()
         messages = hosts.retired[-1].received
