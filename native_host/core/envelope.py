@@ -56,6 +56,7 @@ class MessageType(StrEnum):
     PAIR_REJECT = "pair-reject"
     KEY_UPDATE = "key-update"
     ACCOUNT_KEY = "account-key"
+    KEY_REQUEST = "key-request"
 
 
 _SUBJECT_TEXT = {
@@ -63,6 +64,7 @@ _SUBJECT_TEXT = {
     MessageType.LOG: "device log entry",
     MessageType.KEY_UPDATE: "key update",
     MessageType.ACCOUNT_KEY: "account key (encrypted)",
+    MessageType.KEY_REQUEST: "account key request",
 }
 SUBJECTS = {
     t: f"Autocrypt SMA: {_SUBJECT_TEXT.get(t, 'pairing message')} (do not delete or move)"

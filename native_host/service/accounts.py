@@ -69,6 +69,8 @@ class AccountRecord:
     outbox: list[dict[str, str]] = field(default_factory=list)  # pairing messages to send
     roll_pending: str | None = None  # a key roll of ours not yet handed to every member
     key_waiting: str | None = None  # a rolled key received before the log entry naming it
+    key_request: dict[str, Any] | None = None  # asking for a current key we lack (keyrequest)
+    key_answers: dict[str, float] = field(default_factory=dict)  # whom we last sent a key, when
     expire_after_days: float | None = None  # opt-in: remove devices not seen for this long
     expiry_checked: float = 0.0  # when the policy last ran here
 
@@ -90,6 +92,8 @@ class AccountRecord:
             "outbox": self.outbox,
             "roll_pending": self.roll_pending,
             "key_waiting": self.key_waiting,
+            "key_request": self.key_request,
+            "key_answers": self.key_answers,
             "expire_after_days": self.expire_after_days,
             "expiry_checked": self.expiry_checked,
         }
@@ -116,6 +120,8 @@ class AccountRecord:
             outbox=list(data.get("outbox") or []),
             roll_pending=data.get("roll_pending"),
             key_waiting=data.get("key_waiting"),
+            key_request=data.get("key_request"),
+            key_answers={str(k): float(v) for k, v in (data.get("key_answers") or {}).items()},
             expire_after_days=data.get("expire_after_days"),
             expiry_checked=float(data.get("expiry_checked") or 0.0),
         )

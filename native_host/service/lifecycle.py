@@ -4,18 +4,26 @@ noticing that this device itself was removed.
 Order, as everywhere: persist the intent, then act, so a crash repeats harmless work. A roll is
 `record.roll_pending` (the fingerprint) plus the new secret key in the keyring under
 `account-key-next:`, set before the log entries are queued; every sync finishes what is pending.
+A member whose verified log names a key it does not hold asks for it (`core/keyrequest.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
-from native_host.core import devicelog, envelope, layout
-from native_host.core.crypto import canonical, decrypt_from, encrypt_to, verify_document
+from native_host.core import devicelog, envelope, keyrequest, layout
+from native_host.core.crypto import (
+    DevicePublic,
+    canonical,
+    decrypt_from,
+    encrypt_to,
+    verify_document,
+)
 from native_host.core.directory import Directory
 from native_host.core.envelope import MessageType, SmaMessage
 from native_host.core.join import Device, announcement, refresh
@@ -73,6 +81,8 @@ class Lifecycle:
         self._clock = clock
         self._random = random
         self._removal_checked: str | None = None  # the log head _finish_removal last looked at
+        self._key_ok_for: str | None = None  # the account key we last found in the keyring
+        self._parsed: tuple[str, str | None] | None = None  # (armored, fingerprint), cached
 
     @property
     def me(self) -> str:
@@ -177,25 +187,11 @@ class Lifecycle:
             self.record.roll_pending = None
             self._save()
             return
+        # Sent once, unacknowledged: a member that does not get it asks (answer_key_request).
         for device_id, member in chain.members().items():
             if device_id == self.me:
                 continue
-            box = encrypt_to(
-                member.keys,
-                canonical({"account_key": armored, "fingerprint": fingerprint}),
-                _associated(self.me, device_id),
-                self._random,
-            )
-            raw = envelope.build(
-                MessageType.ACCOUNT_KEY,
-                self.me,
-                {"box": box},
-                account=self.record.account,
-                now=self._clock(),
-                random=self._random,
-                keys=self.trust.device_keys(),
-                to=device_id,
-            )
+            raw = self._key_message(device_id, member.keys, armored, fingerprint)
             try:
                 store.append(layout.inbox_folder(device_id), raw)
             except FolderMissing:
@@ -203,6 +199,27 @@ class Lifecycle:
         self._install(armored, fingerprint)
         self.record.roll_pending = None
         self._save()
+
+    def _key_message(
+        self, device_id: str, keys: DevicePublic, armored: str, fingerprint: str
+    ) -> bytes:
+        """The account key for one member: encrypted to its device key, signed, addressed."""
+        box = encrypt_to(
+            keys,
+            canonical({"account_key": armored, "fingerprint": fingerprint}),
+            _associated(self.me, device_id),
+            self._random,
+        )
+        return envelope.build(
+            MessageType.ACCOUNT_KEY,
+            self.me,
+            {"box": box},
+            account=self.record.account,
+            now=self._clock(),
+            random=self._random,
+            keys=self.trust.device_keys(),
+            to=device_id,
+        )
 
     def _install(self, armored: str, fingerprint: str) -> None:
         """Make `armored` the account key; the previous one is kept (old mail stays readable)."""
@@ -224,6 +241,11 @@ class Lifecycle:
                 )
         self.secrets.set(name, armored)
         self.secrets.delete(next_key_name(self.record.account))
+        self._key_ok_for = fingerprint
+        request = self.record.key_request
+        if request is not None and request.get("fingerprint") == fingerprint:
+            self.record.key_request = None
+            self._save()
         self._emit(
             "account.key_rolled", {"account": self.record.account, "fingerprint": fingerprint}
         )
@@ -268,9 +290,17 @@ class Lifecycle:
         except (InvalidJson, KeyError, BadAccountKey) as exc:
             raise RemoteProtocolError(f"account key message: {exc}") from None
         if key.fingerprint == chain.account_key:
-            self._install(key.secret_armored, key.fingerprint)
+            if self._held_fingerprint() != key.fingerprint:  # (an answer after the roll's own)
+                self._install(key.secret_armored, key.fingerprint)
             return
-        # The roll entry has not reached us yet (or the key is stale): keep it until it does.
+        if key.fingerprint in _named_keys(chain):
+            log.warning("account key message: %s is an earlier key; ignored", key.fingerprint)
+            return  # a late duplicate or a replay: it must not displace a key still to come
+        if self.record.roll_pending not in (None, key.fingerprint):
+            # The next-key slot holds our own roll's key: if theirs wins, we ask for it then.
+            log.warning("account key message during our own roll; ignored")
+            return
+        # The roll entry has not reached us yet: keep it until it does.
         self.secrets.set(next_key_name(self.record.account), key.secret_armored)
         self.record.key_waiting = key.fingerprint
         self._save()
@@ -286,7 +316,128 @@ class Lifecycle:
                 self._install(armored, waiting)
             self.record.key_waiting = None
             self._save()
+        self._ask_for_key(store, chain)
         self._finish_removal(store, chain)
+
+    # --- a rolled key that never came -----------------------------------------------------------
+    def _held_fingerprint(self) -> str | None:
+        """The fingerprint of the account key in the keyring (parsed once per key)."""
+        from native_host.adapters.pgp import BadAccountKey, load_secret
+
+        armored = self.secrets.get(account_key_name(self.record.account))
+        if armored is None:
+            return None
+        if self._parsed is None or self._parsed[0] != armored:
+            try:
+                fingerprint: str | None = load_secret(armored).fingerprint
+            except BadAccountKey:
+                fingerprint = None
+            self._parsed = (armored, fingerprint)
+        return self._parsed[1]
+
+    def _ask_for_key(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        """The verified log names an account key we do not hold (its roll message was dropped,
+        or our keyring lost it): ask a member for it, with backoff (core/keyrequest.py)."""
+        wanted = chain.account_key
+        if (
+            wanted is None
+            or wanted == self._key_ok_for
+            or not chain.is_member(self.me)
+            or self.record.roll_pending is not None  # our own roll: it installs itself
+        ):
+            if wanted is not None and wanted == self._key_ok_for and self.record.key_request:
+                self.record.key_request = None
+                self._save()
+            return
+        now = self._clock()
+        current = self._key_request()
+        if (
+            current is not None
+            and current.fingerprint == wanted
+            and not keyrequest.due(current, now)
+        ):
+            return  # waiting: the keyring is looked at again when the next request is due
+        if self._held_fingerprint() == wanted:
+            self._key_ok_for = wanted
+            if self.record.key_request is not None:
+                self.record.key_request = None
+                self._save()
+            return
+        state = keyrequest.noticed(current, wanted, now)
+        if state != current:
+            log.info("the log names account key %s, which this device lacks", wanted)
+            self.record.key_request = state.to_json()
+            self._save()
+        if not keyrequest.due(state, now):
+            return
+        to = keyrequest.target(chain, self.me, state.attempts)
+        if to is None:
+            return  # no other member holds it: nothing to ask
+        previous = (state.sent_to, state.sent_uid)
+        sent = keyrequest.after_send(state, now, to)
+        self.record.key_request = sent.to_json()
+        self._save()  # before the append: a crash delays the next request, never hastens it
+        raw = envelope.build(
+            MessageType.KEY_REQUEST,
+            self.me,
+            keyrequest.request_data(wanted),
+            account=self.record.account,
+            now=now,
+            random=self._random,
+            keys=self.trust.device_keys(),
+            to=to,
+        )
+        try:
+            uid = store.append(layout.inbox_folder(to), raw)
+        except FolderMissing:
+            log.warning("key request: the inbox of %s is missing", to)
+            return
+        log.warning("asked %s for account key %s (request %d)", to, wanted, sent.attempts)
+        self.record.key_request = {**sent.to_json(), "sent_uid": uid}
+        self._save()
+        prev_to, prev_uid = previous
+        if prev_to is not None and prev_uid is not None:
+            # Our earlier request, unanswered: the new one replaces it.
+            with contextlib.suppress(FolderMissing):
+                store.delete_messages(layout.inbox_folder(prev_to), [prev_uid])
+
+    def _key_request(self) -> keyrequest.KeyRequest | None:
+        data = self.record.key_request
+        if data is None:
+            return None
+        try:
+            return keyrequest.KeyRequest.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            self.record.key_request = None  # (our own file; start over rather than stop)
+            return None
+
+    def next_due(self) -> float | None:
+        """When the sync loop must run again for a key request."""
+        state = self._key_request()
+        return None if state is None else state.next_at
+
+    def answer_key_request(self, store: FolderStore, message: SmaMessage) -> None:
+        """A member asks for the current account key: send it as a roll would (rate-limited per
+        requester). Anything else raises RemoteProtocolError: reported, and no key goes out."""
+        chain = self.trust.device_log()
+        now = self._clock()
+        wanted = keyrequest.judge(chain, self.me, message, self.record.key_answers, now)
+        armored = self.secrets.get(account_key_name(self.record.account))
+        if armored is None or self._held_fingerprint() != wanted:
+            log.warning("key request from %s: this device lacks %s too", message.sender, wanted)
+            return
+        self.record.key_answers = keyrequest.answered_after(
+            chain, self.record.key_answers, message.sender, now
+        )
+        self._save()  # before the send: a crash loses this answer, and the requester asks again
+        member = chain.members()[message.sender]
+        raw = self._key_message(message.sender, member.keys, armored, wanted)
+        try:
+            store.append(layout.inbox_folder(message.sender), raw)
+        except FolderMissing:
+            log.warning("key request: the inbox of %s is missing", message.sender)
+            return
+        log.warning("sent account key %s to %s on request", wanted, message.sender)
 
     def _finish_removal(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
         """A removal ends with a roll. The device that removed rolls; for a device that left
@@ -350,5 +501,18 @@ class Lifecycle:
         record.inbox = FolderCursor()
         record.roll_pending = None
         record.key_waiting = None
+        record.key_request = None
+        record.key_answers = {}
+        self._key_ok_for = None
+        self._parsed = None
         self._save()
         self._emit("device.removed", {"account": account, "device_id": device_id, "by": by})
+
+
+def _named_keys(chain: devicelog.DeviceLog) -> set[str]:
+    """Every account key the verified log has named (genesis and rolls)."""
+    return {
+        str(e["account_key"])
+        for e in chain.entries()
+        if e.get("op") in ("genesis", "roll") and e.get("account_key")
+    }

@@ -364,6 +364,8 @@ class AccountRuntime:
                     self.peers.receive(parsed, self.trust.device_log(), self.trust.device_keys())
                 elif parsed.type is envelope.MessageType.ACCOUNT_KEY:
                     self.lifecycle.receive_key(parsed)
+                elif parsed.type is envelope.MessageType.KEY_REQUEST:
+                    self.lifecycle.answer_key_request(store, parsed)
                 else:
                     self.trust.receive(store, parsed)
             except RemoteProtocolError as exc:
@@ -523,9 +525,9 @@ class AccountRuntime:
             self._set_online(True)
             backoff = 1.0
             wait = PAIRING_POLL_INTERVAL if self.trust.pairing_active() else POLL_INTERVAL
-            due = self.peers.sync.next_due()
-            if due is not None:
-                wait = max(MIN_WAIT, min(wait, due - self._clock()))
+            for due in (self.peers.sync.next_due(), self.lifecycle.next_due()):
+                if due is not None:
+                    wait = max(MIN_WAIT, min(wait, due - self._clock()))
             self._dirty.wait(wait)
 
     def _push_loop(self, folder: str) -> None:
