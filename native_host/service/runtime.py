@@ -525,7 +525,11 @@ class AccountRuntime:
             self._set_online(True)
             backoff = 1.0
             wait = PAIRING_POLL_INTERVAL if self.trust.pairing_active() else POLL_INTERVAL
-            for due in (self.peers.sync.next_due(), self.lifecycle.next_due()):
+            for due in (
+                self.peers.sync.next_due(),
+                self.lifecycle.next_due(),
+                self.trust.outbox_due(),
+            ):
                 if due is not None:
                     wait = max(MIN_WAIT, min(wait, due - self._clock()))
             self._dirty.wait(wait)

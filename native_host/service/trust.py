@@ -44,6 +44,9 @@ _TERMINAL_STATES = {s.value for s in pm.TERMINAL}
 # the user something), and only the newest finished ones are kept for pairing.list.
 MAX_ACTIVE_PAIRINGS = 4
 MAX_FINISHED_PAIRINGS = 50
+# A pairing message whose recipient's inbox is missing (the server deleted it; the owner
+# recreates it at its next sync) is tried again this often, until its pairing expires.
+OUTBOX_RETRY = 2.0
 
 
 class Trust:
@@ -367,7 +370,9 @@ class Trust:
             if isinstance(effect, pm.Send):
                 for to in targets if effect.to == "*" and targets else [effect.to]:
                     raw = self._build(to, effect.type, effect.data)
-                    self.record.outbox.append({"to": to, "raw": raw.decode("ascii")})
+                    self.record.outbox.append(
+                        {"to": to, "raw": raw.decode("ascii"), "pairing_id": p.pairing_id}
+                    )
         self._save()
         self.send_pending(store)
         for effect in outcome.effects:
@@ -390,15 +395,45 @@ class Trust:
         )
 
     def send_pending(self, store: FolderStore) -> None:
-        """Send the saved pairing messages, each removed from the outbox once appended."""
-        while self.record.outbox:
-            message = self.record.outbox[0]
+        """Send the saved pairing messages, each removed from the outbox once appended. One
+        whose recipient's inbox is missing stays and is tried again every OUTBOX_RETRY seconds
+        until its pairing expires: the server may have deleted the inbox, and its owner
+        recreates it at its next sync (dropping the message would leave the pairing hanging)."""
+        index = 0
+        while index < len(self.record.outbox):
+            message = self.record.outbox[index]
+            now = self._clock()
+            if not self._still_wanted(message, now):
+                log.warning("pairing: a message to %s expired unsent", message["to"])
+                self.record.outbox.pop(index)
+                self._save()
+                continue
+            if float(message.get("retry_at", 0)) > now:
+                index += 1
+                continue
             try:
                 store.append(layout.inbox_folder(message["to"]), message["raw"].encode("ascii"))
             except FolderMissing:
-                log.warning("pairing: the inbox of %s is gone; message dropped", message["to"])
-            self.record.outbox.pop(0)
+                log.warning("pairing: the inbox of %s is missing; trying again", message["to"])
+                self.record.outbox[index] = {**message, "retry_at": str(now + OUTBOX_RETRY)}
+                self._save()
+                index += 1
+                continue
+            self.record.outbox.pop(index)
             self._save()
+
+    def _still_wanted(self, message: dict[str, str], now: float) -> bool:
+        """A message is sent until its pairing expires (or is pruned): a reject, sent from a
+        terminal state, too."""
+        if "pairing_id" not in message:  # saved by an earlier version: one attempt
+            return "retry_at" not in message
+        pairing = self.record.pairings.get(message["pairing_id"])
+        return pairing is not None and now < float(pairing.get("expires_at", 0))
+
+    def outbox_due(self) -> float | None:
+        """When the sync loop must run again to retry a message (None: nothing waits)."""
+        waiting = [float(m["retry_at"]) for m in self.record.outbox if "retry_at" in m]
+        return min(waiting) if waiting else None
 
     def _install(self, store: FolderStore, p: pm.Pairing, payload: dict[str, Any]) -> bool:
         """Initiator, after its user confirmed and the transfer authenticated: check everything,
