@@ -149,6 +149,18 @@ def old_keys_name(account: str) -> str:
     return f"account-key-old:{account}"
 
 
+def account_secret_names(account: str) -> tuple[str, ...]:
+    """Every keyring entry an SMA membership leaves (the password is the account's, not the
+    membership's): forgotten together when the device is removed, joins anew, or the account
+    is removed."""
+    return (
+        device_key_name(account),
+        account_key_name(account),
+        next_key_name(account),
+        old_keys_name(account),
+    )
+
+
 class AccountFiles:
     """The account records of one instance, one file each, named by a hash of the address."""
 

@@ -24,8 +24,7 @@ from native_host.service.accounts import (
     AccountFiles,
     AccountRecord,
     ImapSettings,
-    account_key_name,
-    device_key_name,
+    account_secret_names,
     password_name,
 )
 from native_host.service.runtime import AccountRuntime, Emit, PushStore
@@ -141,11 +140,7 @@ class InstanceService:
         if runtime is not None:
             runtime.stop()
         try:
-            for name in (
-                password_name(account),
-                device_key_name(account),
-                account_key_name(account),
-            ):
+            for name in (password_name(account), *account_secret_names(account)):
                 self.secrets.delete(name)
         except SecretStoreUnavailable as exc:
             raise keyring_error(exc) from None

@@ -34,7 +34,6 @@ from native_host.service.accounts import (
     AccountRecord,
     FolderCursor,
     account_key_name,
-    device_key_name,
     next_key_name,
     old_keys_name,
 )
@@ -483,13 +482,6 @@ class Lifecycle:
         """Forget the account's secrets and the SMA state; only a new pairing brings us back."""
         account = self.record.account
         device_id = self.me
-        for name in (
-            account_key_name(account),
-            next_key_name(account),
-            old_keys_name(account),
-            device_key_name(account),
-        ):
-            self.secrets.delete(name)
         self.trust.forget_secrets()
         record = self.record
         record.device = None

@@ -17,7 +17,12 @@ from native_host.core.crypto import DeviceKeys, DevicePublic, verify_document
 from native_host.core.envelope import MessageType, SmaMessage
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes, SecretStore
-from native_host.service.accounts import AccountRecord, account_key_name, device_key_name
+from native_host.service.accounts import (
+    AccountRecord,
+    account_key_name,
+    account_secret_names,
+    device_key_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +92,11 @@ class Trust:
         return keys
 
     def forget_secrets(self) -> None:
-        """Delete this device's key pair and the account key from the keyring."""
+        """Delete this device's key pair and every account key (current, next, earlier ones)
+        from the keyring."""
         self._device_keys = None
-        self.secrets.delete(device_key_name(self.record.account))
-        self.secrets.delete(account_key_name(self.record.account))
+        for name in account_secret_names(self.record.account):
+            self.secrets.delete(name)
 
     def account_key_armored(self) -> str | None:
         return self.secrets.get(account_key_name(self.record.account))

@@ -13,7 +13,12 @@ from native_host.adapters.pgp import load_secret
 from native_host.core import layout
 from native_host.core.keysync import seal_chunk
 from native_host.errors import ErrorCode, HostError
-from native_host.service.accounts import account_key_name, device_key_name
+from native_host.service.accounts import (
+    account_key_name,
+    device_key_name,
+    next_key_name,
+    old_keys_name,
+)
 from tests.service.imap_backed import dovecot, server_fixture
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
 from tests.service.test_keysync_flow import T0, keys, mail, pair, runtime, settle, table
@@ -282,3 +287,23 @@ def test_a_removal_cut_short_by_a_crash_is_finished_after_the_restart(
     assert layout.inbox_folder(tablet_id) not in server.mailbox.list_folders(layout.INBOX_PREFIX)
     settle([tablet], lambda: tablet_rt.removed)
     assert fingerprint(tablet) is None
+
+
+def test_no_account_key_outlives_the_membership_it_came_with(laptop: Device) -> None:
+    """Earlier keys (kept after rolls) and a next key go with the rest: when the account is
+    removed, and when a device identity starts anew over what an earlier life left behind
+    (found by tests/host/test_secret_key_imap.py, whose instances met an earlier test's keys)."""
+    stale = {
+        old_keys_name(ACCOUNT): '["an earlier life\'s key"]',
+        next_key_name(ACCOUNT): "an earlier life's next key",
+    }
+    for name, value in stale.items():
+        laptop.secrets.set(name, value)
+    configured(laptop, "Laptop")  # joins as a new device
+    assert all(laptop.secrets.get(name) is None for name in stale)
+    assert runtime(laptop).lifecycle.old_key_count() == 0
+    for name, value in stale.items():
+        laptop.secrets.set(name, value)
+    laptop.service.remove(ACCOUNT)
+    for name in (*stale, account_key_name(ACCOUNT), device_key_name(ACCOUNT)):
+        assert laptop.secrets.get(name) is None, name
