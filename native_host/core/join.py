@@ -15,7 +15,7 @@ from native_host.core import envelope, layout
 from native_host.core.crypto import DeviceKeys
 from native_host.core.directory import Announcement, Directory
 from native_host.core.envelope import MessageType
-from native_host.ports import Clock, FolderStore, RandomBytes
+from native_host.ports import Clock, FolderStore, RandomBytes, Watermark
 
 FETCH_BATCH = 200  # messages per FETCH round trip
 MAX_BATCHES = 50  # bound on one refresh; the rest is read on the next one
@@ -61,6 +61,25 @@ def refresh(store: FolderStore, directory: Directory) -> int:
         if not batch.more:
             break
     return read
+
+
+def still_announced(store: FolderStore, directory: Directory, device_id: str) -> bool:
+    """Whether the announcement `directory` holds for `device_id` is still in the folder.
+
+    Reads from a watermark never see a deletion: if the server deletes a device's announcement,
+    the devices that read it keep it, but a device that reads the folder from the start (a new
+    one, or any after a UIDVALIDITY change) never learns of it, and cannot pair with it. So a
+    device checks its own, one FETCH of sizes only, whenever the folder has changed."""
+    current = directory.devices.get(device_id)
+    mark = directory.watermark
+    if current is None or mark is None:
+        return False
+    batch = store.fetch(
+        layout.ANNOUNCE_FOLDER, Watermark(mark.uidvalidity, current.uid - 1), limit=1, max_size=0
+    )
+    if batch.reset:
+        return True  # renumbered meanwhile: the next refresh reads it all again anyway
+    return bool(batch.messages) and batch.messages[0].uid == current.uid
 
 
 def announcement(device: Device, *, now: float, random: RandomBytes) -> bytes:

@@ -16,7 +16,14 @@ from typing import Any, Protocol, TypeVar
 
 from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
-from native_host.core.join import Device, JoinResult, ensure_folder, join, refresh
+from native_host.core.join import (
+    Device,
+    JoinResult,
+    ensure_folder,
+    join,
+    refresh,
+    still_announced,
+)
 from native_host.core.keysync import PeerRepo
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.ports import (
@@ -251,7 +258,13 @@ class AccountRuntime:
             mark = (record.directory.watermark, len(record.directory.rejected))
             announcements = refresh(store, record.directory)
             self._log_rejections(mark)
-            if record.device.device_id not in record.directory.devices:
+            me = record.device.device_id
+            if me in record.directory.devices and not still_announced(store, record.directory, me):
+                # The server deleted our announcement: devices that read the folder afresh
+                # would not see us. Announce again (the join writes what is missing).
+                del record.directory.devices[me]
+            gone = self.lifecycle.was_removed(self.trust.device_log()) is not None
+            if me not in record.directory.devices and not gone:  # (removed: below)
                 self._join_again(store)
             record.announce_status = announce_status
             moved = True

@@ -284,3 +284,28 @@ def test_a_deleted_announcement_folder_is_recreated_and_keeps_every_member(
     refresh(server.mailbox, fresh)
     assert set(fresh.devices) == members  # both announced again
     assert len(fresh.log_entries) == 2  # the log written back, copies not kept twice
+
+
+def test_a_deleted_announcement_is_written_again_so_a_new_device_can_pair(
+    laptop: Device, phone: Device, server: Server, tmp_path: Any
+) -> None:
+    """Regression (tests/adversary, seed 3): the server deleted the laptop's announcement. The
+    laptop and the phone, reading from their watermarks, never noticed; a device that read the
+    folder from the start (here a new one; in the adversary run, after a UIDVALIDITY change)
+    did not know the laptop, and its `pairing.request` to it failed, after the attack too."""
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    honest_pairing_completes(laptop, phone)
+    laptop_id = runtime(laptop).trust.me
+    uid = runtime(laptop).record.directory.devices[laptop_id].uid
+    server.mailbox.delete_messages(layout.ANNOUNCE_FOLDER, [uid])
+    runtime(laptop).sync()  # the folder changed: the laptop checks its own announcement
+    fresh = Directory()
+    refresh(server.mailbox, fresh)
+    assert laptop_id in fresh.devices  # written again
+    tablet = Device(tmp_path / "tablet", server, 3)
+    configured(tablet, "Tablet")
+    assert laptop_id in {d["device_id"] for d in runtime(tablet).devices()}
+    tablet_rt = runtime(tablet)
+    pairing_id = tablet_rt.with_store(lambda s: tablet_rt.trust.request(s, laptop_id))
+    wait_for(lambda: state(laptop, pairing_id) == "showing")
