@@ -420,7 +420,8 @@ class Trust:
             try:
                 store.append(layout.inbox_folder(message["to"]), message["raw"].encode("ascii"))
             except FolderMissing:
-                log.warning("pairing: the inbox of %s is missing; trying again", message["to"])
+                if "retry_at" not in message:  # (said once, not every OUTBOX_RETRY)
+                    log.warning("pairing: the inbox of %s is missing; trying again", message["to"])
                 self.record.outbox[index] = {**message, "retry_at": str(now + OUTBOX_RETRY)}
                 self._save()
                 index += 1
