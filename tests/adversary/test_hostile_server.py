@@ -337,8 +337,15 @@ def test_hostile_server_during_pairing_key_sync_and_removal(
             approved.add(ids["tablet"])
             tablet.keep_secrets()
         if not removed_under_attack:
-            laptop.host.call("device.remove", {**laptop.params, "device_id": ids["tablet"]})
-            story.append("tablet removed after the attack")
+            try:
+                laptop.host.call("device.remove", {**laptop.params, "device_id": ids["tablet"]})
+                story.append("tablet removed after the attack")
+            except HostCallError as exc:
+                # A removal that failed under attack after its `remove` entry was published
+                # has taken effect: a later sync finishes it (protocol.md, Removal).
+                if exc.code != "invalid_params" or "not paired" not in exc.message:
+                    raise
+                story.append("the removal that failed under attack had taken effect")
         tablet.removed = True
         remaining = [laptop, phone]
 
