@@ -34,24 +34,36 @@ class DeviceRecord:
     joined: int
 
 
+MAX_APPLIED = 1000  # more than one inbox batch
+
+
 @dataclass
 class FolderCursor:
     """How far a folder was read, and what its STATUS said then (an idle sync compares only that)."""
 
     watermark: Watermark | None = None
     status: FolderStatus | None = None
+    # UIDs the watermark covers (applied, saved) whose deletion may not have happened: a crash
+    # between the save and the delete would otherwise leave them below the watermark for good.
+    # Valid only under the watermark's UIDVALIDITY.
+    applied: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "watermark": asdict(self.watermark) if self.watermark else None,
             "status": asdict(self.status) if self.status else None,
+            "applied": list(self.applied),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> FolderCursor:
         data = data or {}
         mark, status = data.get("watermark"), data.get("status")
-        return cls(Watermark(**mark) if mark else None, FolderStatus(**status) if status else None)
+        applied = data.get("applied") or []
+        uids = [u for u in applied if isinstance(u, int) and u > 0][:MAX_APPLIED]
+        return cls(
+            Watermark(**mark) if mark else None, FolderStatus(**status) if status else None, uids
+        )
 
 
 @dataclass

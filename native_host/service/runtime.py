@@ -211,9 +211,16 @@ class AccountRuntime:
     def devices(self, stale_after_days: float = STALE_AFTER_DAYS) -> list[dict[str, Any]]:
         with self._lock:
             me = self.record.device.device_id if self.record.device else None
-            members = self.trust.device_log().members()
+            chain = self.trust.device_log()
+            members = chain.members()
+            # A removed device's announcement is deleted by the remover, but the directory read
+            # it earlier: the verified log has the last word (a removed id never comes back).
+            removed = {
+                e["device_id"] for e in chain.entries() if e["op"] == "remove"
+            } - members.keys()
             ordered = sorted(
-                self.record.directory.devices.values(), key=lambda a: (a.joined, a.device_id)
+                (a for a in self.record.directory.devices.values() if a.device_id not in removed),
+                key=lambda a: (a.joined, a.device_id),
             )
             stale_before = self._clock() - stale_after_days * 86400
             return [
@@ -361,12 +368,14 @@ class AccountRuntime:
         """Handle what other devices dropped here, then delete it: each message is applied and
         the state saved before the message goes, so a crash repeats it (harmlessly) but never
         loses it."""
+        cursor = self.record.inbox
         batch = store.fetch(
-            folder,
-            self.record.inbox.watermark,
-            limit=INBOX_BATCH,
-            max_size=envelope.MAX_MESSAGE_BYTES,
+            folder, cursor.watermark, limit=INBOX_BATCH, max_size=envelope.MAX_MESSAGE_BYTES
         )
+        if cursor.applied and not batch.reset:
+            # The last read saved its watermark, then crashed before deleting: finish that.
+            store.delete_messages(folder, cursor.applied)
+        cursor.applied = []
         done: list[int] = []
         for message in batch.messages:
             try:
@@ -386,10 +395,12 @@ class AccountRuntime:
                 alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}
                 self._emit("security.alert", alert)
             done.append(message.uid)
-        self.record.inbox.watermark = batch.after(self.record.inbox.watermark)
+        cursor.watermark = batch.after(cursor.watermark)
+        cursor.applied = done
         self._files.save(self.record)
         if done:
             store.delete_messages(folder, done)
+        cursor.applied = []  # saved as empty with the next save; a repeat delete is harmless
         return len(batch.messages)
 
     def _removed(self, by: str) -> None:
