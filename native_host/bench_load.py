@@ -29,6 +29,7 @@ from typing import Any
 
 import keyring.backend
 import keyring.errors
+from keyring.compat import properties
 
 from native_host.client import HostCallError, HostProcess
 
@@ -47,7 +48,13 @@ class ProcessKeyring(keyring.backend.KeyringBackend):
     """A keyring that lives as long as its host process: for benchmark hosts only, named through
     PYTHON_KEYRING_BACKEND so that no Secret Service is needed (each host keeps its own)."""
 
-    priority = 1
+    @properties.classproperty
+    def priority(cls) -> float:
+        # Viable only where named: merely importing this module (as pytest's collection does)
+        # must not put it next to the Secret Service, which would make keyring chain the two.
+        if os.environ.get("PYTHON_KEYRING_BACKEND", "").endswith(".ProcessKeyring"):
+            return 1
+        raise RuntimeError("ProcessKeyring is used only where PYTHON_KEYRING_BACKEND names it")
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
