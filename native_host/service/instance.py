@@ -35,6 +35,8 @@ StoreFactory = Callable[[ImapSettings, str], PushStore]
 
 
 DEFAULT_IMAP_TIMEOUT = 30.0
+# How long a runtime being replaced (new settings, account removed) may finish its sync cycle.
+REPLACE_WAIT = 15.0
 
 
 def imap_timeout() -> float:
@@ -109,7 +111,7 @@ class InstanceService:
         with self._lock:
             old = self._runtimes.pop(account, None)
             if old is not None:
-                old.stop()
+                old.stop(wait=REPLACE_WAIT)
             record = self.files.load(account) or AccountRecord(account, settings)
             record.imap = settings
             self.files.save(record)
@@ -138,7 +140,7 @@ class InstanceService:
                 raise HostError(ErrorCode.NOT_CONFIGURED, f"{account} is not configured here")
             runtime = self._runtimes.pop(account, None)
         if runtime is not None:
-            runtime.stop()
+            runtime.stop(wait=REPLACE_WAIT)
         try:
             for name in (password_name(account), *account_secret_names(account)):
                 self.secrets.delete(name)
@@ -202,12 +204,12 @@ class InstanceService:
                 except HostError:
                     log.warning("cannot resume %s", record.account)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
         with self._lock:
             runtimes = list(self._runtimes.values())
             self._runtimes.clear()
         for runtime in runtimes:
-            runtime.stop()
+            runtime.stop(wait)
 
 
 class Services:

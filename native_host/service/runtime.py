@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -476,10 +477,17 @@ class AccountRuntime:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop the loops. With `wait`, also let a sync cycle under way finish (up to that many
+        seconds) before returning, so that a runtime replacing this one on the same record never
+        runs beside it; process exit passes no wait."""
         self._stop.set()
         self._dirty.set()
         self._cycle_done()
+        deadline = time.monotonic() + wait
+        for thread in self._threads[:1]:  # the sync loop; push loops only wake it
+            if wait > 0 and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
         # A worker may sit in a slow IMAP call holding the lock; exit must not wait for it.
         if self._lock.acquire(timeout=0.2):
             try:

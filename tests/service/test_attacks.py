@@ -221,7 +221,7 @@ def test_a_flood_of_requests_opens_at_most_four_pairings(laptop: Device, server:
     from native_host.errors import RemoteProtocolError
 
     configured(laptop, "Laptop")
-    laptop.service.stop()
+    laptop.service.stop(wait=10)
     trust = runtime(laptop).trust
     refused: list[str] = []
     for n in range(8):

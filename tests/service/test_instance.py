@@ -138,8 +138,8 @@ def test_two_devices_join_and_the_first_hears_of_the_second_by_push(
     assert [d["name"] for d in mine] == ["Laptop"]
     assert mine[0]["paired"] is True
     assert all(d["paired"] is False for d in data["devices"] if not d["self"])
-    laptop.service.stop()
-    phone.service.stop()
+    laptop.service.stop(wait=10)
+    phone.service.stop(wait=10)
 
 
 def test_an_idle_sync_costs_two_round_trips_whatever_the_device_count(
@@ -151,7 +151,7 @@ def test_an_idle_sync_costs_two_round_trips_whatever_the_device_count(
         for device in devices[:count]:
             if not device.service.accounts():
                 configured(device, f"device {device.seed}")
-                device.service.stop()  # no background threads: this test counts alone
+                device.service.stop(wait=10)  # no background threads: this test counts alone
         runtime = devices[0].service.runtime(ACCOUNT)
         runtime.sync()  # catch up
         before = server.mailbox.operations
@@ -167,8 +167,8 @@ def test_state_survives_a_restart_and_is_not_read_again(
 ) -> None:
     configured(laptop, "Laptop")
     configured(phone, "Phone")
-    laptop.service.stop()
-    phone.service.stop()
+    laptop.service.stop(wait=10)
+    phone.service.stop(wait=10)
     laptop.service.runtime(ACCOUNT).sync()
     service = laptop.restart()
     runtime = service.runtime(ACCOUNT)
@@ -205,8 +205,8 @@ def test_background_sync_reports_an_outage_and_recovers(
     configured(phone, "Phone")
     online = laptop.wait_event("sync.state", timeout=5)
     assert online["online"] is True
-    laptop.service.stop()
-    phone.service.stop()
+    laptop.service.stop(wait=10)
+    phone.service.stop(wait=10)
 
 
 def test_a_change_just_before_the_push_wait_starts_is_not_missed(
@@ -221,7 +221,7 @@ def test_a_change_just_before_the_push_wait_starts_is_not_missed(
     assert status is not None
     server.mailbox.append("_Autocrypt_SMA", b"Subject: x\r\n\r\nnot an announcement\r\n")
     assert server.mailbox.wait_for_change("_Autocrypt_SMA", 0.0, since=status) is True
-    laptop.service.stop()
+    laptop.service.stop(wait=10)
 
 
 def test_reconfiguring_a_joined_account_keeps_it_syncing(laptop: Device, phone: Device) -> None:
@@ -231,5 +231,5 @@ def test_reconfiguring_a_joined_account_keeps_it_syncing(laptop: Device, phone: 
     configured(phone, "Phone")
     data = laptop.wait_event("devices.changed", timeout=2.0)
     assert {d["name"] for d in data["devices"]} == {"Laptop", "Phone"}
-    laptop.service.stop()
-    phone.service.stop()
+    laptop.service.stop(wait=10)
+    phone.service.stop(wait=10)

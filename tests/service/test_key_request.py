@@ -88,7 +88,7 @@ def test_requests_back_off_survive_a_restart_and_replace_each_other(
     only the latest request; once the server stops dropping, the key arrives."""
     three(laptop, phone, tablet)
     for device in (laptop, phone, tablet):
-        device.service.stop()
+        device.service.stop(wait=10)
     laptop_rt = laptop.restart().runtime(ACCOUNT)
     phone_rt = phone.restart().runtime(ACCOUNT)
     laptop_id, phone_id = device_id(laptop), device_id(phone)
@@ -154,7 +154,7 @@ def test_requests_go_to_another_member_when_the_roller_does_not_answer(
         everyone, lambda: all(len(runtime(d).trust.device_log().members()) == 4 for d in everyone)
     )
     for device in everyone:
-        device.service.stop()
+        device.service.stop(wait=10)
     rts = {d: d.restart().runtime(ACCOUNT) for d in everyone}
     laptop_id, phone_id = device_id(laptop), device_id(phone)
     asked: list[str] = []
@@ -213,8 +213,8 @@ def _paired(laptop: Device, phone: Device) -> tuple[AccountRuntime, AccountRunti
     configured(laptop, "Laptop")
     configured(phone, "Phone")
     pair(laptop, phone, [laptop, phone])
-    laptop.service.stop()
-    phone.service.stop()
+    laptop.service.stop(wait=10)
+    phone.service.stop(wait=10)
     laptop_rt = laptop.restart().runtime(ACCOUNT)
     phone_rt = phone.restart().runtime(ACCOUNT)
     laptop_rt.sync()
@@ -235,7 +235,7 @@ def test_key_requests_that_do_not_hold_up_are_refused_reported_and_get_nothing(
     configured(tablet, "Tablet")  # announced, never paired: not in the log
     tablet_id = device_id(tablet)
     tablet_keys = runtime(tablet).trust.device_keys()
-    tablet.service.stop()
+    tablet.service.stop(wait=10)
     forged = {
         "a stranger": _request(MALLORY, mallory, laptop_id, current),
         "a member's name, another key": _request(phone_id, mallory, laptop_id, current),

@@ -103,7 +103,7 @@ def test_a_removed_device_that_was_offline_finds_out_when_it_returns(
 ) -> None:
     three(laptop, phone, tablet)
     tablet_id = device_id(tablet)
-    tablet.service.stop()
+    tablet.service.stop(wait=10)
     new = runtime(phone).remove_device(tablet_id)
     settle([laptop, phone], lambda: fingerprint(laptop) == new)
     back = tablet.restart().runtime(ACCOUNT)
@@ -194,7 +194,7 @@ def test_concurrent_removals_settle_on_one_key(
 ) -> None:
     everyone = three(laptop, phone, tablet)
     for device in everyone:
-        device.service.stop()  # no background sync: both removals happen before either is seen
+        device.service.stop(wait=10)  # no background sync: both removals happen before either is seen
     laptop_rt = laptop.restart().runtime(ACCOUNT)
     phone_rt = phone.restart().runtime(ACCOUNT)
     tablet_id = device_id(tablet)
@@ -233,7 +233,7 @@ def test_the_opt_in_expiry_policy_removes_stale_devices_by_itself(
     configured(phone, "Phone")
     pair(laptop, phone, [laptop, phone])
     phone_id = device_id(phone)
-    phone.service.stop()
+    phone.service.stop(wait=10)
     laptop_rt = runtime(laptop)
     laptop_rt.sync()
     assert laptop_rt.trust.device_log().is_member(phone_id)  # no policy: nothing happens
@@ -275,7 +275,7 @@ def test_a_removal_cut_short_by_a_crash_is_finished_after_the_restart(
     with pytest.raises(Crash):
         laptop_rt.remove_device(tablet_id)
     monkeypatch.undo()
-    laptop.service.stop()
+    laptop.service.stop(wait=10)
     back = laptop.restart().runtime(ACCOUNT)
     back.sync()  # the restarted host's first sync finishes the removal
     rest = [laptop, phone]
