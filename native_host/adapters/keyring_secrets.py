@@ -264,8 +264,18 @@ class KeyringSecrets:
             ) from None
 
     def get(self, name: str) -> str | None:
-        value = self._call(lambda backend: backend.get_password(self.service, name))
-        return value if isinstance(value, str) else None
+        def read(backend: Any) -> str | None:
+            try:
+                value = backend.get_password(self.service, name)
+            except Exception as exc:
+                # Secret Service: the item went between the search and the read (another thread
+                # or process deleted it). That is "not there", not a broken keyring.
+                if type(exc).__name__ == "ItemNotFoundException":
+                    return None
+                raise
+            return value if isinstance(value, str) else None
+
+        return self._call(read)
 
     def set(self, name: str, value: str) -> None:
         self._call(lambda backend: backend.set_password(self.service, name, value))

@@ -576,7 +576,8 @@ class AccountRuntime:
                 if waiter.wait_for_change(folder, PUSH_WAIT, since=self._last_status(folder)):
                     self._sync_and_wait()
                 backoff = 1.0
-            except StoreError:
+            except (StoreError, SecretStoreUnavailable):
+                # Both are reported by the sync loop (imap_unavailable, keyring_unavailable).
                 if waiter is not None:
                     try:
                         waiter.close()

@@ -306,3 +306,15 @@ def test_account_configure_answers_keyring_unavailable_and_writes_nothing(
     for path in tmp_path.rglob("*"):
         assert not path.is_file() or b"hunter2" not in path.read_bytes()
     assert password_name("a@example.org") not in str(caught.value)
+
+
+class ItemNotFoundException(Exception):
+    """What secretstorage raises when an item is deleted between its search and its read."""
+
+
+def test_an_item_deleted_while_being_read_is_not_there_not_a_broken_keyring() -> None:
+    use(Failing(ItemNotFoundException("gone")))
+    assert KeyringSecrets("p1").get("imap-password:a") is None
+    use(Failing(RuntimeError("the bus went away")))
+    with pytest.raises(SecretStoreUnavailable):
+        KeyringSecrets("p1").get("imap-password:a")
