@@ -46,6 +46,7 @@ class Directory:
     watermark: Watermark | None = None
     rejected: list[Rejection] = field(default_factory=list)
     superseded: set[int] = field(default_factory=set)  # UIDs of older announcements of a device
+    rejected_total: int = 0  # every rejection since this process started, kept or not
     log_entries: list[dict[str, Any]] = field(
         default_factory=list
     )  # device-log entries, unverified
@@ -109,5 +110,9 @@ class Directory:
         )
 
     def _reject(self, uid: int, reason: str) -> None:
-        if len(self.rejected) < MAX_REJECTIONS_KEPT:
-            self.rejected.append(Rejection(uid, reason))
+        # The latest MAX_REJECTIONS_KEPT are kept; the count goes on, so that every one of them
+        # can be reported once (a server that keeps injecting must not outrun the report).
+        self.rejected_total += 1
+        self.rejected.append(Rejection(uid, reason))
+        if len(self.rejected) > MAX_REJECTIONS_KEPT:
+            del self.rejected[0]

@@ -263,7 +263,7 @@ class AccountRuntime:
         except FolderMissing:
             announce_status = self._recreate_announce_folder(store)
         if announce_status != record.announce_status:
-            mark = (record.directory.watermark, len(record.directory.rejected))
+            mark = (record.directory.watermark, record.directory.rejected_total)
             announcements = refresh(store, record.directory)
             self._log_rejections(mark)
             me = record.device.device_id
@@ -329,11 +329,10 @@ class AccountRuntime:
         """Report on stderr what the last refresh refused (garbage, bad signatures); the count
         is in `sync`'s answer. After a reset (a new UIDVALIDITY) everything is new again."""
         directory = self.record.directory
-        before, count = mark
-        after = directory.watermark
-        if before is None or after is None or before.uidvalidity != after.uidvalidity:
-            count = 0
-        for rejection in directory.rejected[count:]:  # (at most MAX_REJECTIONS_KEPT are kept)
+        new = directory.rejected_total - mark[1]
+        if new > len(directory.rejected):  # more than are kept: say how many went unlisted
+            log.warning("announcement folder: %d more rejected", new - len(directory.rejected))
+        for rejection in directory.rejected[-new:] if new > 0 else []:
             log.warning("announcement folder: rejected uid %d: %s", rejection.uid, rejection.reason)
 
     def _join_again(self, store: FolderStore) -> None:
