@@ -163,6 +163,15 @@ def encrypted_mail(sender: str, to: str, public_armored: str, subject: str, text
     ).encode()
 
 
+def shows_decrypted(tb: Thunderbird, subject: str, plaintext: str, what: str) -> None:
+    """Thunderbird fetches mail, and the message pane shows this mail's plaintext, not the armor."""
+    tb.check_mail()
+    shown = wait_for(
+        what, lambda: (text := tb.message_body(subject)) and plaintext in text and text, 60
+    )
+    assert "BEGIN PGP MESSAGE" not in shown
+
+
 def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -320,13 +329,7 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     deliver(
         dovecot, user, password, encrypted_mail(CAROL, address, public, SECRET_SUBJECT, PLAINTEXT)
     )
-    b.check_mail()
-    shown = wait_for(
-        "B's Thunderbird shows the encrypted mail decrypted",
-        lambda: (text := b.message_body(SECRET_SUBJECT)) and PLAINTEXT in text and text,
-        60,
-    )
-    assert "BEGIN PGP MESSAGE" not in shown
+    shows_decrypted(b, SECRET_SUBJECT, PLAINTEXT, "B's Thunderbird shows the mail decrypted")
     b.screenshot(ARTIFACTS / "decrypted-on-b-desktop.png")
     step("B's Thunderbird decrypts mail to the account key")
 
@@ -343,13 +346,7 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     )
     assert now_a["secret"] is True, now_a
     assert a.openpgp_key(a_key, address)["secret"] is True, "the old key must stay for old mail"
-    a.check_mail()
-    old_mail = wait_for(
-        "A's Thunderbird still shows the old mail decrypted",
-        lambda: (text := a.message_body(SECRET_SUBJECT)) and PLAINTEXT in text and text,
-        60,
-    )
-    assert "BEGIN PGP MESSAGE" not in old_mail
+    shows_decrypted(a, SECRET_SUBJECT, PLAINTEXT, "A's Thunderbird still shows the old mail")
     new_public = a.call_host("account.key", {"account": address})["public_key"]
     deliver(
         dovecot,
@@ -357,12 +354,7 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
         password,
         encrypted_mail(CAROL, address, new_public, "after the roll", "Rolled: quokka-7."),
     )
-    a.check_mail()
-    wait_for(
-        "A's Thunderbird decrypts mail to the rolled key",
-        lambda: (text := a.message_body("after the roll")) and "Rolled: quokka-7." in text,
-        60,
-    )
+    shows_decrypted(a, "after the roll", "Rolled: quokka-7.", "A decrypts mail to the rolled key")
     step("after removing B, A's Thunderbird uses the rolled key and reads old and new mail")
     print("timeline (s):", steps)
 
