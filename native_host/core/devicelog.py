@@ -1,20 +1,36 @@
-"""The device log: an append-only, hash-chained list of signed entries saying which devices belong to the account.
+"""The device log: an append-only, hash-chained tree of signed entries saying which devices belong to the account.
 
 Pure: no I/O. Entries travel through the SMA folders, so the server (the adversary) decides
-which of them a device sees and in what order; it may also forge, replay or withhold them. The
-log therefore keeps every well-formed entry as a *candidate* and derives the verified chain from
-the pinned genesis alone, as a function of the set of candidates: whatever order they came in,
-every device that saw the same entries ends with the same chain, members and account key.
+which of them a device sees and in what order; it may also forge, replay, withhold or flood them,
+and a removed device keeps its device key and may sign whatever it likes.
 
-Trust is rooted in the pin (the genesis hash a device created itself, or received from the
-device it paired with): an entry counts only if it hangs off that genesis through entries each
-signed by a device that was a member at that point.
+Three rules make that harmless (docs/protocol.md, "Device log"):
+
+1. **Only what verifies is kept.** An entry is kept once it hangs off a kept entry (or is the
+   pinned genesis) and is signed by a device that was a member at that point; anything else is
+   counted and dropped, never accumulated (a few entries wait in a bounded pool for a parent
+   that has not arrived yet). Junk costs a parse and, at most, one signature check.
+2. **Removal wins.** A device that any kept `remove` names is out for good, whichever branch
+   that removal sits on; nothing it signed concurrently with or after its removal counts, and
+   nothing that hangs below such an entry does. Two devices that removed each other at the same
+   time are both out (the log cannot tell which one is the user's; both are reported), except
+   that a device always trusts its own removals (`me`).
+3. **The same tree gives the same answer.** Among the entries that count, each fork goes to the
+   branch holding more removals, then the longer one, then the smaller hash; membership and the
+   account key are read along that chain. The result depends on the set of entries kept, never
+   on their order.
+
+An honest device whose entry lost a fork signs it again on the new head (the service does this);
+that is an ordinary race and raises no alert. What only an attacker produces is reported as an
+attack: entries by removed devices, removals answered by counter-removals, a signer with two
+entries at one position, a foreign genesis.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -34,9 +50,13 @@ from native_host.core.crypto import (
 from native_host.core.layout import is_device_id
 from native_host.errors import RemoteProtocolError
 
-MAX_CANDIDATES = 10_000  # entries kept in memory; beyond it new ones are refused and reported
+FORMAT = 2  # entries of autocrypt-sma 0.1.0 (no "v") are refused with a clear message
+MAX_ENTRIES = 16_384  # kept entries; a removal is kept past it (else a full log could not remove)
+MAX_PER_SIGNER = 256  # kept entries one device signed (an honest one signs a few in its life)
+MAX_WAITING = 256  # entries waiting for their parent or the pin, oldest dropped first
+MAX_PER_SIGNER_SEQ = 2  # one signer's entries at one seq: the second is kept as evidence
 MAX_ENTRY_BYTES = 1024  # canonical size; a legitimate entry is under 800 bytes
-MAX_REJECTIONS_KEPT = 100  # malformed entries remembered for `problems` (all are returned)
+MAX_REJECTIONS_KEPT = 100  # refused entries remembered for `problems` (all are counted)
 MAX_NAME_CHARS = 64  # as for the names in announcements
 MAX_INT = 2**40  # seq and at: the SMA schema's timestamp bound, far beyond any real value
 SIGNATURE_BYTES = 64
@@ -44,26 +64,38 @@ SIGNATURE_BYTES = 64
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")  # OpenPGP v4, v5/v6
 _NAME_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\x7f]")
-_REQUIRED = frozenset({"seq", "prev", "op", "device_id", "name", "account_key", "by", "at", "sig"})
+_REQUIRED = frozenset(
+    {"v", "seq", "prev", "op", "device_id", "name", "account_key", "by", "at", "sig"}
+)
 _OPTIONAL = frozenset({"keys"})
 
 
 class Op(StrEnum):
     GENESIS = "genesis"  # the first entry: the founding device, self-signed, and the account key
     ADD = "add"  # a member admits a new device
-    REMOVE = "remove"  # a member removes a device (possibly itself)
-    ROLL = "roll"  # a member records a new account key
+    REMOVE = "remove"  # a member removes a device: another one with the new account key at once
+    ROLL = "roll"  # a member records a new account key (after a device left, or a lost roll)
     RENAME = "rename"  # a member gives a device (possibly itself) a new name
 
 
 class ProblemKind(StrEnum):
-    """Lets upstream tell an attack or corruption from the ordinary race of a fork."""
+    """Lets upstream tell an attack from junk and from the ordinary race of a fork."""
 
-    MALFORMED = "malformed"  # not a log entry at all
-    INVALID = "invalid"  # well-formed but does not verify where it claims to sit
-    FORK = "fork"  # verifies, but a sibling with a smaller hash won the same position
-    FOREIGN = "foreign"  # a genesis other than the pinned one
-    FULL = "full"  # refused because the log holds MAX_CANDIDATES entries
+    MALFORMED = "malformed"  # not a log entry at all (refused, counted)
+    INVALID = "invalid"  # well-formed but does not verify where it claims to sit (refused)
+    FULL = "full"  # refused: the log is full, or its signer has enough at that seq
+    WAITING_DROPPED = "waiting_dropped"  # its parent never came and newer ones took its place
+    FORK = "fork"  # counts, but lost a fork to a sibling branch: a benign race, no alert
+    FOREIGN = "foreign"  # a genesis other than the pinned one: another identity (a reset?)
+    REMOVED_ACTED = "removed_acted"  # signed by a removed device concurrently with or after
+    CONFLICT = "conflict"  # two devices removed each other at the same time
+    EQUIVOCATION = "equivocation"  # one signer, two entries that count, at one seq
+
+
+REFUSED = frozenset(
+    {ProblemKind.MALFORMED, ProblemKind.INVALID, ProblemKind.FULL, ProblemKind.WAITING_DROPPED}
+)
+ATTACKS = frozenset({ProblemKind.REMOVED_ACTED, ProblemKind.CONFLICT, ProblemKind.EQUIVOCATION})
 
 
 _OPS = frozenset(op.value for op in Op)
@@ -140,6 +172,11 @@ def parse_entry(value: Any) -> Entry:
     """
     if not isinstance(value, dict):
         raise MalformedEntry("a log entry must be an object")
+    if value.get("v") != FORMAT:
+        raise MalformedEntry(
+            "a device-log entry of another format (autocrypt-sma 0.1.0 wrote format 1, which this"
+            f" version does not read; it reads format {FORMAT}): pair this device again"
+        )
     present = set(value)
     missing = _REQUIRED - present
     if missing:
@@ -177,12 +214,19 @@ def _shape_problem(entry: Entry) -> str | None:
         return f"{entry.op} needs seq >= 1 and a prev"
     if entry.op in (Op.GENESIS, Op.ADD) and entry.keys is None:
         return f"{entry.op} must carry the device's keys"
-    if (entry.op in (Op.GENESIS, Op.ROLL)) != (entry.account_key is not None):
+    if entry.op is not Op.REMOVE and (entry.op in (Op.GENESIS, Op.ROLL)) != (
+        entry.account_key is not None
+    ):
         return (
             f"{entry.op} {'needs' if entry.op in (Op.GENESIS, Op.ROLL) else 'takes no'} account_key"
         )
     if entry.op is Op.ROLL and entry.device_id != entry.by:
         return "roll must name its signer as device_id"
+    if entry.op is Op.REMOVE and (entry.device_id == entry.by) == (entry.account_key is not None):
+        return (
+            "a device that removes another names the new account key (one atomic entry);"
+            " a device that leaves names none"
+        )
     return None
 
 
@@ -254,122 +298,139 @@ def _canonical_b64(value: Any, size: int, what: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class _View:
-    """The verified result of one rebuild."""
+class _Node:
+    """A kept entry and the state after it on its own branch (fixed by its ancestry)."""
 
-    chain: tuple[Entry, ...]
+    entry: Entry
     members: dict[str, Member]
-    account_key: str | None
-    problems: tuple[Problem, ...]
-    pending: tuple[str, ...]
+    account_key: str
 
 
-_EMPTY = _View((), {}, None, (), ())
-
-
-def _genesis_problem(entry: Entry) -> str | None:
-    """The pinned entry needs only its self-signature: the pin is what makes it trusted."""
-    if entry.op is not Op.GENESIS:
-        return f"the pinned entry is not a genesis but an {entry.op}"
-    assert entry.keys is not None  # parse_entry: a genesis carries keys
-    if not verify_document(entry.document, entry.keys):
-        return "the pinned genesis's signature does not verify"
+def _judge(entry: Entry, parent: _Node) -> str | None:
+    """Why `entry` cannot follow `parent` on its branch, or None if it can."""
+    if entry.seq != parent.entry.seq + 1:
+        return f"seq {entry.seq} does not follow {parent.entry.seq}"
+    signer = parent.members.get(entry.by)
+    if signer is None:
+        return f"signed by {entry.by}, which is not a member there"
+    if not verify_document(entry.document, signer.keys):
+        return f"signature by {entry.by} does not verify"
+    subject = parent.members.get(entry.device_id)
+    if entry.op is Op.ADD:
+        return None if subject is None else f"{entry.device_id} is already a member"
+    if subject is None:
+        return f"{entry.device_id} is not a member"
+    if entry.keys is not None and entry.keys != subject.keys:
+        return f"keys given for {entry.device_id} are not its keys"
+    if entry.op is Op.REMOVE and len(parent.members) == 1:
+        return "removing the last member would leave nobody to sign"
     return None
 
 
-class _Replay:
-    """Membership as of the head while walking the chain; lives only inside one rebuild."""
+def _after(entry: Entry, parent: _Node) -> _Node:
+    members = dict(parent.members)
+    account_key = parent.account_key
+    if entry.op is Op.ADD:
+        assert entry.keys is not None  # parse_entry
+        members[entry.device_id] = Member(
+            entry.device_id, entry.keys, entry.name, entry.by, entry.seq
+        )
+    elif entry.op is Op.REMOVE:
+        del members[entry.device_id]
+    elif entry.op is Op.RENAME:
+        members[entry.device_id] = replace(members[entry.device_id], name=entry.name)
+    if entry.account_key is not None:  # a roll, or a removal that rolls
+        account_key = entry.account_key
+    return _Node(entry, members, account_key)
 
-    def __init__(self, genesis: Entry) -> None:
-        assert genesis.keys is not None  # parse_entry checked both
-        assert genesis.account_key is not None
-        self.head = genesis
-        self.account_key: str = genesis.account_key
-        self.members = {
-            genesis.device_id: Member(genesis.device_id, genesis.keys, genesis.name, genesis.by, 0)
-        }
 
-    def judge(self, entry: Entry) -> str | None:
-        """Why `entry` cannot follow the head, or None if it can."""
-        if entry.seq != self.head.seq + 1:
-            return f"seq {entry.seq} does not follow {self.head.seq}"
-        signer = self.members.get(entry.by)
-        if signer is None:
-            return f"signed by {entry.by}, which is not a member"
-        if not verify_document(entry.document, signer.keys):
-            return f"signature by {entry.by} does not verify"
-        subject = self.members.get(entry.device_id)
-        if entry.op is Op.ADD:
-            return None if subject is None else f"{entry.device_id} is already a member"
-        if subject is None:
-            return f"{entry.device_id} is not a member"
-        if entry.keys is not None and entry.keys != subject.keys:
-            return f"keys given for {entry.device_id} are not its keys"
-        if entry.op is Op.REMOVE and len(self.members) == 1:
-            return "removing the last member would leave nobody to sign"
-        return None
+def _genesis_node(entry: Entry) -> _Node | str:
+    """The pinned entry needs only its self-signature: the pin is what makes it trusted."""
+    if entry.op is not Op.GENESIS:
+        return f"the pinned entry is not a genesis but an {entry.op}"
+    assert entry.keys is not None  # parse_entry
+    assert entry.account_key is not None
+    if not verify_document(entry.document, entry.keys):
+        return "the pinned genesis's signature does not verify"
+    member = Member(entry.device_id, entry.keys, entry.name, entry.by, 0)
+    return _Node(entry, {entry.device_id: member}, entry.account_key)
 
-    def apply(self, entry: Entry) -> None:
-        if entry.op is Op.ADD:
-            assert entry.keys is not None  # parse_entry
-            self.members[entry.device_id] = Member(
-                entry.device_id, entry.keys, entry.name, entry.by, entry.seq
-            )
-        elif entry.op is Op.REMOVE:
-            del self.members[entry.device_id]
-        elif entry.op is Op.ROLL:
-            assert entry.account_key is not None  # parse_entry
-            self.account_key = entry.account_key
-        elif entry.op is Op.RENAME:
-            member = self.members[entry.device_id]
-            self.members[entry.device_id] = replace(member, name=entry.name)
-        self.head = entry
+
+class Label(StrEnum):
+    """What a removal does (docs/protocol.md, "Removal wins")."""
+
+    IN = "in"  # it counts: its target is out, and it may sit on the chain
+    OUT = "out"  # its signer was removed concurrently: it counts for nothing
+    CONFLICT = "conflict"  # part of a cycle of devices removing each other: all of them are out
+
+
+@dataclass(frozen=True)
+class _View:
+    """The result of one resolution of the kept tree."""
+
+    chain: tuple[_Node, ...]
+    members: dict[str, Member]
+    account_key: str | None
+    removed: dict[str, Entry]  # device id -> a removal that put it out (IN or CONFLICT)
+    roll_owed: bool  # a removed device knows the current account key
+    problems: tuple[Problem, ...]
+
+
+_EMPTY = _View((), {}, None, {}, False, ())
 
 
 class DeviceLog:
-    """The candidates seen so far and the chain verified from them.
+    """The kept entries and the chain resolved from them.
 
-    Feed entries with `receive` (cheap: structure only), then `rebuild` (or just query: queries
-    rebuild when something changed). `genesis_hash` None means not pinned yet: nothing verifies
-    until `pin` is called.
+    Feed entries with `receive` (parse, and a signature check once the parent is known), then
+    query (queries resolve again when something changed). `genesis_hash` None means not pinned
+    yet: entries wait (up to MAX_WAITING) until `pin`. `me` is this device: its own removals
+    always count for it (it knows they were its user's).
     """
 
-    def __init__(self, genesis_hash: str | None) -> None:
+    def __init__(self, genesis_hash: str | None, *, me: str | None = None) -> None:
         if genesis_hash is not None and _HASH_RE.fullmatch(genesis_hash) is None:
             raise ValueError(f"not an entry hash: {genesis_hash!r}")
         self._genesis_hash = genesis_hash
-        self._candidates: dict[str, Entry] = {}
-        self._children: dict[str, set[str]] = {}  # prev -> hashes of the candidates naming it
-        self._rejected: list[Problem] = []
-        self._verdicts: dict[str, str | None] = {}  # see _walk: fixed once computed
+        self._me = me
+        self._nodes: dict[str, _Node] = {}
+        self._children: dict[str, list[str]] = {}
+        self._per_signer_seq: dict[tuple[str, int], int] = {}
+        self._per_signer: dict[str, int] = {}
+        self._waiting: OrderedDict[str, Entry] = OrderedDict()
+        self._foreign: set[str] = set()
+        self._rejected: list[Problem] = []  # the latest MAX_REJECTIONS_KEPT refusals
+        self.refused_total = 0  # every refusal, kept or not: upstream reports the difference
+        self.changes = 0  # counts changes to what `documents` returns (upstream saves then)
         self._view = _EMPTY
         self._dirty = False
-        self._reported: frozenset[Problem] = frozenset()
+        self._reported: set[tuple[ProblemKind, str | None]] = set()
+        self._disputed: list[str] = []  # trusted removals that others may count as a conflict
 
     # Feeding
 
     def receive(self, value: Any) -> list[Problem]:
-        """Keep a well-formed entry as a candidate; a malformed one is reported here and dropped.
-
-        Replays are free: an entry already held (same hash) changes nothing and is not reported.
-        """
+        """Keep `value` if it verifies (or park it until its parent comes); a refusal is counted
+        and returned here, once. Replays are free: an entry already held changes nothing."""
         try:
             entry = parse_entry(value)
         except MalformedEntry as exc:
-            return self._reject(Problem(exc.entry_hash, str(exc), ProblemKind.MALFORMED))
-        if entry.hash in self._candidates:
+            return self._refuse(Problem(exc.entry_hash, str(exc), ProblemKind.MALFORMED))
+        if entry.hash in self._nodes or entry.hash in self._waiting:
             return []
-        if len(self._candidates) >= MAX_CANDIDATES:
-            reason = f"the log already holds {MAX_CANDIDATES} entries; not kept"
-            return self._reject(Problem(entry.hash, reason, ProblemKind.FULL))
-        self._candidates[entry.hash] = entry
-        if entry.prev is not None:
-            self._children.setdefault(entry.prev, set()).add(entry.hash)
-        self._dirty = True
-        return []
+        if entry.op is Op.GENESIS and self._genesis_hash is not None:
+            if entry.hash != self._genesis_hash:
+                if len(self._foreign) < MAX_REJECTIONS_KEPT:
+                    self._foreign.add(entry.hash)
+                    self._dirty = True
+                return []
+            return self._keep_genesis(entry)
+        if self._genesis_hash is None or entry.prev not in self._nodes:
+            return self._park(entry)
+        return self._attach(entry)
 
     def receive_all(self, values: Iterable[Any]) -> list[Problem]:
-        """A batch (one sync's worth): its malformed entries, then what the rebuild newly found."""
+        """A batch (one sync's worth): its refusals, then what the resolution newly found."""
         problems = [problem for value in values for problem in self.receive(value)]
         return problems + self.rebuild()
 
@@ -379,19 +440,25 @@ class DeviceLog:
             raise ValueError(f"not an entry hash: {genesis_hash!r}")
         if self._genesis_hash not in (None, genesis_hash):
             raise ValueError("the log is already pinned to another genesis")
-        self._genesis_hash = genesis_hash
+        if self._genesis_hash is None:
+            self._genesis_hash = genesis_hash
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+            self.changes += 1
+            for entry in sorted(waiting, key=lambda e: e.seq):
+                self.receive(json.loads(entry.raw))
         self._dirty = True
 
     def rebuild(self) -> list[Problem]:
-        """Bring the chain up to date; the problems that the previous rebuild did not report.
-
-        Returning only new ones lets upstream raise one alert per problem, however often it
-        rebuilds; `problems` still lists them all.
-        """
+        """Bring the resolution up to date; the attack and fork findings not returned before
+        (refusals are returned by `receive`). Lets upstream alert once per finding."""
         self._refresh()
-        current = self._view.problems
-        new = [problem for problem in current if problem not in self._reported]
-        self._reported = frozenset(current)
+        new = []
+        for problem in self._view.problems:
+            key = (problem.kind, problem.entry_hash)
+            if key not in self._reported:
+                self._reported.add(key)
+                new.append(problem)
         return new
 
     # Queries
@@ -403,12 +470,12 @@ class DeviceLog:
     @property
     def head_hash(self) -> str | None:
         chain = self._refreshed().chain
-        return chain[-1].hash if chain else None
+        return chain[-1].entry.hash if chain else None
 
     @property
     def head_seq(self) -> int | None:
         chain = self._refreshed().chain
-        return chain[-1].seq if chain else None
+        return chain[-1].entry.seq if chain else None
 
     @property
     def account_key(self) -> str | None:
@@ -421,31 +488,139 @@ class DeviceLog:
     def is_member(self, device_id: str) -> bool:
         return device_id in self._refreshed().members
 
+    def removal_of(self, device_id: str) -> dict[str, Any] | None:
+        """The removal that put `device_id` out, wherever it sits (None: it is not out)."""
+        entry = self._refreshed().removed.get(device_id)
+        return None if entry is None else entry.document
+
+    @property
+    def removed(self) -> frozenset[str]:
+        """Every device a counting removal names: never a member again."""
+        return frozenset(self._refreshed().removed)
+
+    @property
+    def roll_owed(self) -> bool:
+        """A device that is out may know the current account key: a member must roll."""
+        return self._refreshed().roll_owed
+
     def entries(self) -> list[dict[str, Any]]:
-        """The verified chain in order: the snapshot to hand a newly paired device."""
-        return [entry.document for entry in self._refreshed().chain]
+        """The resolved chain in order: what a newly paired device is handed."""
+        return [node.entry.document for node in self._refreshed().chain]
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Everything held (kept entries parents first, then the waiting ones): what to save so
+        that a restart resolves the same way."""
+        kept = sorted(self._nodes.values(), key=lambda n: (n.entry.seq, n.entry.hash))
+        return [n.entry.document for n in kept] + [e.document for e in self._waiting.values()]
+
+    def lost_by(self, device_id: str) -> list[dict[str, Any]]:
+        """`device_id`'s adds and renames that lost a fork and whose effect the chain lacks: the
+        device signs them again on the head (a removal that lost still counts, and a lost roll
+        is owed anyway)."""
+        view = self._refreshed()
+        on_chain = {node.entry.hash for node in view.chain}
+        lost = []
+        for problem in view.problems:
+            if problem.kind is not ProblemKind.FORK or problem.entry_hash is None:
+                continue
+            entry = self._nodes[problem.entry_hash].entry
+            if entry.by != device_id or entry.hash in on_chain:
+                continue
+            member = view.members.get(entry.device_id)
+            readd = entry.op is Op.ADD and member is None and entry.device_id not in view.removed
+            rename = entry.op is Op.RENAME and member is not None and member.name != entry.name
+            if readd or rename:
+                lost.append(entry.document)
+        return lost
+
+    def admission_of(self, device_id: str) -> dict[str, Any] | None:
+        """The entry on the chain that admitted `device_id` (None: not admitted there)."""
+        for node in self._refreshed().chain:
+            if node.entry.device_id == device_id and node.entry.op in (Op.ADD, Op.GENESIS):
+                return node.entry.document
+        return None
+
+    def contains(self, entry_hash_: str) -> bool:
+        """Whether an entry is kept (a head another device names, for example)."""
+        return entry_hash_ in self._nodes
 
     @property
     def problems(self) -> list[Problem]:
-        """Everything ignored, with why: malformed (the first MAX_REJECTIONS_KEPT), invalid, lost
-        forks, foreign genesis. Entries below an ignored one are ignored silently (it was reported)."""
+        """Refusals (the latest MAX_REJECTIONS_KEPT), then the findings of the resolution."""
         return [*self._rejected, *self._refreshed().problems]
 
     @property
     def pending(self) -> list[str]:
-        """Hashes of candidates waiting for an entry (or the pin) that has not arrived. Normal
-        mid-sync; after a full sync, a sign that the server withholds or made something up."""
-        return list(self._refreshed().pending)
+        """Hashes of entries waiting for a parent (or the pin) that has not arrived: normal
+        mid-sync; for long, a sign that the server withholds or made something up."""
+        return sorted(self._waiting)
 
-    # Internals
+    # Internals: keeping
 
-    def _reject(self, problem: Problem) -> list[Problem]:
-        """Report it; remember it if there is room. A replay of a hashable one is not news."""
-        if problem.entry_hash is not None and problem in self._rejected:
-            return []
-        if len(self._rejected) < MAX_REJECTIONS_KEPT:
-            self._rejected.append(problem)
+    def _refuse(self, problem: Problem) -> list[Problem]:
+        self.refused_total += 1
+        self._rejected.append(problem)
+        if len(self._rejected) > MAX_REJECTIONS_KEPT:
+            del self._rejected[0]
         return [problem]
+
+    def _park(self, entry: Entry) -> list[Problem]:
+        self._waiting[entry.hash] = entry
+        self.changes += 1
+        if len(self._waiting) <= MAX_WAITING:
+            return []
+        dropped, _ = self._waiting.popitem(last=False)
+        reason = "waited for an entry that never came; dropped for newer ones"
+        return self._refuse(Problem(dropped, reason, ProblemKind.WAITING_DROPPED))
+
+    def _keep_genesis(self, entry: Entry) -> list[Problem]:
+        node = _genesis_node(entry)
+        if isinstance(node, str):
+            return self._refuse(Problem(entry.hash, node, ProblemKind.INVALID))
+        self._nodes[entry.hash] = node
+        self._dirty = True
+        self.changes += 1
+        return self._adopt_waiting(entry.hash)
+
+    def _attach(self, entry: Entry) -> list[Problem]:
+        assert entry.prev is not None
+        parent = self._nodes[entry.prev]
+        reason = _judge(entry, parent)
+        if reason is not None:
+            return self._refuse(Problem(entry.hash, reason, ProblemKind.INVALID))
+        slot = (entry.by, entry.seq)
+        if self._per_signer_seq.get(slot, 0) >= MAX_PER_SIGNER_SEQ:
+            reason = f"{entry.by} already has {MAX_PER_SIGNER_SEQ} entries at seq {entry.seq}"
+            return self._refuse(Problem(entry.hash, reason, ProblemKind.FULL))
+        if self._per_signer.get(entry.by, 0) >= MAX_PER_SIGNER and entry.op is not Op.REMOVE:
+            reason = f"{entry.by} already signed {MAX_PER_SIGNER} entries; only removals are kept"
+            return self._refuse(Problem(entry.hash, reason, ProblemKind.FULL))
+        if len(self._nodes) >= MAX_ENTRIES and entry.op is not Op.REMOVE:
+            reason = f"the log holds {MAX_ENTRIES} entries; only removals are kept"
+            return self._refuse(Problem(entry.hash, reason, ProblemKind.FULL))
+        self._per_signer_seq[slot] = self._per_signer_seq.get(slot, 0) + 1
+        self._per_signer[entry.by] = self._per_signer.get(entry.by, 0) + 1
+        self._nodes[entry.hash] = _after(entry, parent)
+        self._children.setdefault(entry.prev, []).append(entry.hash)
+        self._dirty = True
+        self.changes += 1
+        return self._adopt_waiting(entry.hash)
+
+    def _adopt_waiting(self, parent_hash: str) -> list[Problem]:
+        """Attach what waited for `parent_hash`, and below it (bounded: each entry once)."""
+        problems: list[Problem] = []
+        queue = [parent_hash]
+        while queue:
+            parent = queue.pop()
+            for h in [h for h, e in self._waiting.items() if e.prev == parent]:
+                entry = self._waiting.pop(h)
+                self.changes += 1
+                problems.extend(self._attach(entry))
+                if h in self._nodes:
+                    queue.append(h)
+        return problems
+
+    # Internals: resolving
 
     def _refreshed(self) -> _View:
         self._refresh()
@@ -453,90 +628,248 @@ class DeviceLog:
 
     def _refresh(self) -> None:
         if self._dirty:
-            self._view = self._walk()
+            self._view = self._resolve()
             self._dirty = False
 
-    def _walk(self) -> _View:
-        """Follow the chain from the pinned genesis, taking at each step the valid child with
-        the smallest hash (the fork rule: the same winner whatever order entries came in).
+    def _is_ancestor(self, ancestor: str, of: str) -> bool:
+        """Whether `ancestor` lies on the path from the genesis to `of` (itself included)."""
+        target = self._nodes[ancestor].entry.seq
+        current: str | None = of
+        while current is not None and current in self._nodes:
+            node = self._nodes[current].entry
+            if node.seq < target:
+                return False
+            if current == ancestor:
+                return True
+            current = node.prev
+        return False
 
-        An entry's ancestry is fixed by its hash chain, so the membership it is judged against
-        is too: verdicts are cached and each signature is checked once. Each step consumes a
-        distinct candidate, so the loop is bounded by their number.
-        """
-        problems: list[Problem] = []
-        pinned = self._genesis_hash
-        if pinned is not None:
-            problems.extend(
-                Problem(h, "genesis is not the pinned one; its log is ignored", ProblemKind.FOREIGN)
-                for h, entry in sorted(self._candidates.items())
-                if entry.op is Op.GENESIS and h != pinned
-            )
-        genesis = None if pinned is None else self._candidates.get(pinned)
-        if pinned is None or genesis is None:
-            return self._view_of((), None, {}, problems)
-        if pinned not in self._verdicts:
-            self._verdicts[pinned] = _genesis_problem(genesis)
-        reason = self._verdicts[pinned]
-        if reason is not None:
-            problems.append(Problem(pinned, reason, ProblemKind.INVALID))
-            return self._view_of((), None, {}, problems)
-        replay = _Replay(genesis)
-        chain = [genesis]
-        for _ in range(len(self._candidates)):
-            winner: str | None = None
-            for h in sorted(self._children.get(replay.head.hash, ())):
-                if h not in self._verdicts:
-                    self._verdicts[h] = replay.judge(self._candidates[h])
-                reason = self._verdicts[h]
-                if reason is not None:
-                    problems.append(Problem(h, reason, ProblemKind.INVALID))
-                elif winner is None:
-                    winner = h
-                else:
-                    problems.append(
-                        Problem(h, f"fork: entry {h} lost to {winner}", ProblemKind.FORK)
-                    )
-            if winner is None:
-                break
-            replay.apply(self._candidates[winner])
-            chain.append(self._candidates[winner])
-        return self._view_of(tuple(chain), replay.account_key, replay.members, problems)
+    def _label_removals(self) -> dict[str, Label]:
+        """Removal wins, settled as in an argumentation framework (grounded semantics): a
+        removal is defeated by a removal of its signer that is not below it. It counts (IN)
+        when all its defeaters are OUT, and is OUT when one of them counts. What is left is a
+        cycle of devices removing each other at the same time, or hangs on one: a 2-cycle (or
+        longer) is a CONFLICT, whose devices are all out; what merely hangs on a conflict is
+        OUT. Removals this device trusts are never defeated (`_trusted_removals`)."""
+        removals = [n.entry for n in self._nodes.values() if n.entry.op is Op.REMOVE]
+        by_target: dict[str, list[Entry]] = {}
+        for r in removals:
+            by_target.setdefault(r.device_id, []).append(r)
+        trusted = self._trusted_removals(removals)
+        defeaters = {
+            r.hash: [
+                d.hash for d in by_target.get(r.by, []) if not self._is_ancestor(r.hash, d.hash)
+            ]
+            for r in removals
+        }
+        self._disputed = sorted(h for h in trusted if defeaters[h])
+        for h in trusted:
+            defeaters[h] = []
+        labels: dict[str, Label] = {}
 
-    def _view_of(
-        self,
-        chain: tuple[Entry, ...],
-        account_key: str | None,
-        members: dict[str, Member],
-        problems: list[Problem],
-    ) -> _View:
-        settled = {entry.hash for entry in chain} | {p.entry_hash for p in problems if p.entry_hash}
-        return _View(chain, members, account_key, tuple(problems), self._pending(settled))
+        def settle() -> None:
+            for _ in range(len(removals) + 1):
+                changed = False
+                for r in removals:
+                    if r.hash in labels:
+                        continue
+                    seen = [labels.get(d) for d in defeaters[r.hash]]
+                    if any(s in (Label.IN, Label.CONFLICT) for s in seen):
+                        labels[r.hash], changed = Label.OUT, True
+                    elif all(s is Label.OUT for s in seen):
+                        labels[r.hash], changed = Label.IN, True
+                if not changed:
+                    return
 
-    def _pending(self, settled: set[str]) -> tuple[str, ...]:
-        """Candidates whose ancestry ends at a missing entry rather than at a settled one.
+        settle()
+        undecided = {r.hash for r in removals if r.hash not in labels}
+        for h in undecided:
+            if self._in_cycle(h, defeaters, undecided):
+                labels[h] = Label.CONFLICT
+        settle()
+        for h in undecided - labels.keys():  # (defensive: settle labels everything left)
+            labels[h] = Label.OUT
+        return labels
 
-        Memoised walk up the prev links: linear overall. A prev cycle would need a SHA-256
-        cycle; the bound is there anyway.
-        """
-        fate: dict[str, bool] = {}  # hash -> waiting for something missing
-        for start in sorted(self._candidates):
-            if start in settled or start in fate:
+    def _trusted_removals(self, removals: list[Entry]) -> set[str]:
+        """This device's own removals (its user made them), and those its own admission hangs
+        below (its user paired it, in person, with a device on that branch)."""
+        me = self._me
+        if me is None:
+            return set()
+        admissions = [
+            n.entry.hash
+            for n in self._nodes.values()
+            if n.entry.device_id == me and n.entry.op in (Op.ADD, Op.GENESIS)
+        ]
+        return {
+            r.hash
+            for r in removals
+            if r.by == me or any(self._is_ancestor(r.hash, a) for a in admissions)
+        }
+
+    @staticmethod
+    def _in_cycle(start: str, defeaters: dict[str, list[str]], among: set[str]) -> bool:
+        """Whether `start` is on a cycle of defeats within `among` (bounded DFS)."""
+        stack = [d for d in defeaters[start] if d in among]
+        seen: set[str] = set()
+        while stack:
+            current = stack.pop()
+            if current == start:
+                return True
+            if current in seen:
                 continue
-            path: list[str] = []
-            current: str | None = start
-            waiting = False
-            for _ in range(len(self._candidates) + 1):
-                if current is None or current not in self._candidates:
-                    waiting = True
-                    break
-                if current in settled or current in fate:
-                    waiting = fate.get(current, False)
-                    break
-                path.append(current)
-                current = self._candidates[current].prev
-            fate.update(dict.fromkeys(path, waiting))
-        return tuple(sorted(h for h, waiting in fate.items() if waiting))
+            seen.add(current)
+            stack.extend(d for d in defeaters[current] if d in among)
+        return False
+
+    def _resolve(self) -> _View:
+        problems = [
+            Problem(h, "genesis is not the pinned one: another identity", ProblemKind.FOREIGN)
+            for h in sorted(self._foreign)
+        ]
+        pinned = self._genesis_hash
+        if pinned is None or pinned not in self._nodes:
+            return replace(_EMPTY, problems=tuple(problems))
+        labels = self._label_removals()
+        removed: dict[str, Entry] = {}
+        for h in sorted(labels):
+            entry = self._nodes[h].entry
+            if labels[h] is Label.IN:
+                removed.setdefault(entry.device_id, entry)
+        for h in sorted(labels):
+            entry = self._nodes[h].entry
+            if labels[h] is Label.CONFLICT:
+                removed.setdefault(entry.device_id, entry)
+                problems.append(
+                    Problem(
+                        h,
+                        f"devices {entry.by} and {entry.device_id} removed each other at the same"
+                        " time: one of them is not yours; both are out of the account here. Pair"
+                        " the one you still have again.",
+                        ProblemKind.CONFLICT,
+                    )
+                )
+        for h in self._disputed:
+            entry = self._nodes[h].entry
+            problems.append(
+                Problem(
+                    h,
+                    f"{entry.device_id} answered its removal by removing devices of yours at the"
+                    " same time: ignored here, but devices that did not see the removal first may"
+                    " count this device out; pair them again from this one",
+                    ProblemKind.CONFLICT,
+                )
+            )
+        void = self._void(pinned, labels, removed, problems)
+        chain = self._main_chain(pinned, void, labels)
+        members = {d: m for d, m in chain[-1].members.items() if d not in removed}
+        self._equivocations(void, problems)
+        for node in self._nodes.values():
+            h, parent = node.entry.hash, node.entry.prev
+            if parent is not None and h not in void and all(n.entry.hash != h for n in chain):
+                problems.append(Problem(h, f"entry {h} lost a fork (a race)", ProblemKind.FORK))
+        return _View(
+            tuple(chain),
+            members,
+            chain[-1].account_key,
+            removed,
+            self._roll_owed(chain, removed),
+            tuple(problems),
+        )
+
+    def _void(
+        self,
+        pinned: str,
+        labels: dict[str, Label],
+        removed: dict[str, Entry],
+        problems: list[Problem],
+    ) -> set[str]:
+        """Entries that count for nothing: removals that do not count, entries a removed device
+        signed concurrently with or after its removal, and everything below those."""
+        counting: dict[str, list[str]] = {}  # device id -> the removals of it that count
+        for h, label in labels.items():
+            if label is not Label.OUT:
+                counting.setdefault(self._nodes[h].entry.device_id, []).append(h)
+        void: set[str] = set()
+        order = sorted(self._nodes.values(), key=lambda n: (n.entry.seq, n.entry.hash))
+        for node in order:
+            entry = node.entry
+            if entry.hash == pinned:
+                continue
+            if entry.prev in void:
+                void.add(entry.hash)
+                continue
+            if labels.get(entry.hash) in (Label.OUT, Label.CONFLICT):
+                void.add(entry.hash)
+                if labels[entry.hash] is Label.OUT:
+                    problems.append(self._acted(entry))
+                continue
+            if entry.by in removed and not any(
+                self._is_ancestor(entry.hash, r) for r in counting.get(entry.by, [])
+            ):
+                void.add(entry.hash)
+                problems.append(self._acted(entry))
+        return void
+
+    @staticmethod
+    def _acted(entry: Entry) -> Problem:
+        return Problem(
+            entry.hash,
+            f"{entry.by}, a removed device, signed a {entry.op} at seq {entry.seq} concurrently"
+            " with or after its removal: ignored (it may be trying to get back in)",
+            ProblemKind.REMOVED_ACTED,
+        )
+
+    def _main_chain(self, pinned: str, void: set[str], labels: dict[str, Label]) -> list[_Node]:
+        """From the genesis, at each fork the child whose branch holds more counting removals
+        (removal wins), then the longer one, then the smaller hash."""
+        score: dict[str, tuple[int, int]] = {}
+        for node in sorted(self._nodes.values(), key=lambda n: -n.entry.seq):
+            h = node.entry.hash
+            if h in void:
+                continue
+            best = (0, 0)
+            for child in self._children.get(h, []):
+                if child in score:
+                    best = max(best, score[child])
+            own = 1 if labels.get(h) is Label.IN else 0
+            score[h] = (best[0] + own, best[1] + 1)
+        chain = [self._nodes[pinned]]
+        for _ in range(len(self._nodes)):
+            children = [c for c in self._children.get(chain[-1].entry.hash, []) if c in score]
+            if not children:
+                break
+            winner = min(children, key=lambda c: (-score[c][0], -score[c][1], c))
+            chain.append(self._nodes[winner])
+        return chain
+
+    def _equivocations(self, void: set[str], problems: list[Problem]) -> None:
+        seen: dict[tuple[str, int], str] = {}
+        for node in sorted(self._nodes.values(), key=lambda n: (n.entry.seq, n.entry.hash)):
+            entry = node.entry
+            if entry.hash in void or entry.op is Op.GENESIS:
+                continue
+            first = seen.setdefault((entry.by, entry.seq), entry.hash)
+            if first != entry.hash:
+                problems.append(
+                    Problem(
+                        entry.hash,
+                        f"{entry.by} signed two different entries at seq {entry.seq} ({first} and"
+                        f" {entry.hash}): a device never does; its key may be in other hands",
+                        ProblemKind.EQUIVOCATION,
+                    )
+                )
+
+    @staticmethod
+    def _roll_owed(chain: list[_Node], removed: dict[str, Entry]) -> bool:
+        """Whether a device that is out was a member since the current key was set (so it
+        holds that key): then a member must roll."""
+        last_key = max(i for i, node in enumerate(chain) if node.entry.account_key is not None)
+        knew: set[str] = set()
+        for node in chain[last_key:]:
+            knew.update(node.members)
+        return bool(knew & removed.keys())
 
 
 # --- Building --------------------------------------------------------------------------------
@@ -547,6 +880,7 @@ def genesis(
 ) -> dict[str, Any]:
     """The first entry, made by the founding device; its hash is what every device pins."""
     document = {
+        "v": FORMAT,
         "seq": 0,
         "prev": None,
         "op": Op.GENESIS.value,
@@ -577,14 +911,24 @@ def admit(
 
 
 def remove(
-    log: DeviceLog, signer_id: str, signer_keys: DeviceKeys, device_id: str, now: float
+    log: DeviceLog,
+    signer_id: str,
+    signer_keys: DeviceKeys,
+    device_id: str,
+    now: float,
+    account_key_fpr: str | None = None,
 ) -> dict[str, Any]:
-    """A member removes a device (itself included), e.g. one that was lost or retired."""
+    """A member removes a device, e.g. one that was lost or retired, and names the new account
+    key in the same entry (so nobody can deliver the removal and withhold the roll); a device
+    that leaves removes itself and names none (it would know it)."""
     subject = log.members().get(device_id)
     if subject is None:
         raise ValueError(f"{device_id} is not a member")
+    if (device_id == signer_id) != (account_key_fpr is None):
+        raise ValueError("removing another device names the new account key; leaving does not")
+    key = None if account_key_fpr is None else normalise_fingerprint(account_key_fpr)
     fields = {"op": Op.REMOVE.value, "device_id": device_id, "name": subject.name}
-    return _extend(log, signer_id, signer_keys, {**fields, "account_key": None}, now)
+    return _extend(log, signer_id, signer_keys, {**fields, "account_key": key}, now)
 
 
 def rename(
@@ -626,7 +970,14 @@ def _extend(
         raise ValueError(f"{signer_id} is not a member with these keys")
     if fields["op"] == Op.REMOVE.value and len(log.members()) == 1:
         raise ValueError("removing the last member would leave nobody to sign")
-    document = {**fields, "seq": head_seq + 1, "prev": head_hash, "by": signer_id, "at": int(now)}
+    document = {
+        **fields,
+        "v": FORMAT,
+        "seq": head_seq + 1,
+        "prev": head_hash,
+        "by": signer_id,
+        "at": int(now),
+    }
     return _signed(document, signer_keys)
 
 

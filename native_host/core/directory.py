@@ -6,6 +6,7 @@ made through the server; nothing here makes a device trusted. Trust comes only f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,6 @@ from native_host.ports import StoredMessage, Watermark
 
 MAX_DEVICES = 1000  # announcements kept in memory; beyond it new device ids are refused
 MAX_REJECTIONS_KEPT = 100
-MAX_LOG_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,11 @@ class Directory:
     rejected: list[Rejection] = field(default_factory=list)
     superseded: set[int] = field(default_factory=set)  # UIDs of older announcements of a device
     rejected_total: int = 0  # every rejection since this process started, kept or not
-    log_entries: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # device-log entries, unverified
+    # What the device log keeps (core/devicelog.py), saved with the directory. Entries read from
+    # the folder go to `on_log` (the device log, which checks each one before keeping it); with
+    # no `on_log` (a device that has not set one up) they are dropped.
+    log_entries: list[dict[str, Any]] = field(default_factory=list)
+    on_log: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
 
     def reset(self) -> None:
         """Forget what UIDs point at: the folder's UIDVALIDITY changed (or it was recreated).
@@ -88,12 +90,9 @@ class Directory:
             raise RemoteProtocolError(f"{message.size} bytes is over the size limit; not fetched")
         parsed = envelope.parse(message.raw)
         if parsed.type is MessageType.LOG:
-            # Verified by the device log, which alone decides who belongs (here: only kept).
-            if parsed.data in self.log_entries:
-                return None  # a copy (a duplicate, a rescan, a device writing the log again)
-            if len(self.log_entries) >= MAX_LOG_ENTRIES:
-                raise RemoteProtocolError(f"more than {MAX_LOG_ENTRIES} log entries")
-            self.log_entries.append(parsed.data)
+            # The device log alone decides who belongs; it keeps only what verifies.
+            if self.on_log is not None:
+                self.on_log(parsed.data)
             return None
         if parsed.type is not MessageType.ANNOUNCE:
             raise RemoteProtocolError(

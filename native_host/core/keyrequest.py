@@ -88,10 +88,10 @@ def after_send(state: KeyRequest, now: float, to: str) -> KeyRequest:
 
 
 def roller(chain: devicelog.DeviceLog) -> str | None:
-    """Who signed the entry that made the current account key (a roll, or the genesis)."""
+    """Who signed the entry that made the current account key (a roll, a removal, the genesis)."""
     wanted = chain.account_key
     for entry in reversed(chain.entries()):
-        if entry.get("op") in ("roll", "genesis") and entry.get("account_key") == wanted:
+        if entry.get("account_key") == wanted:
             return str(entry.get("by") or entry.get("device_id"))
     return None
 

@@ -80,6 +80,8 @@ class AccountRecord:
     unpublished: list[dict[str, Any]] = field(default_factory=list)  # log entries to append
     outbox: list[dict[str, str]] = field(default_factory=list)  # pairing messages to send
     roll_pending: str | None = None  # a key roll of ours not yet handed to every member
+    roll_owed_since: float | None = None  # when this device saw that a roll is owed
+    removal_pending: str | None = None  # a device this device's user removes (until done)
     key_waiting: str | None = None  # a rolled key received before the log entry naming it
     key_request: dict[str, Any] | None = None  # asking for a current key we lack (keyrequest)
     key_answers: dict[str, float] = field(default_factory=dict)  # whom we last sent a key, when
@@ -103,6 +105,8 @@ class AccountRecord:
             "unpublished": self.unpublished,
             "outbox": self.outbox,
             "roll_pending": self.roll_pending,
+            "roll_owed_since": self.roll_owed_since,
+            "removal_pending": self.removal_pending,
             "key_waiting": self.key_waiting,
             "key_request": self.key_request,
             "key_answers": self.key_answers,
@@ -131,6 +135,8 @@ class AccountRecord:
             unpublished=list(data.get("unpublished") or []),
             outbox=list(data.get("outbox") or []),
             roll_pending=data.get("roll_pending"),
+            roll_owed_since=data.get("roll_owed_since"),
+            removal_pending=data.get("removal_pending"),
             key_waiting=data.get("key_waiting"),
             key_request=data.get("key_request"),
             key_answers={str(k): float(v) for k, v in (data.get("key_answers") or {}).items()},

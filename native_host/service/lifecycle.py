@@ -45,6 +45,7 @@ Emit = Callable[[str, dict[str, Any]], None]
 DAY = 86400
 STALE_AFTER_DAYS = 90
 MAX_OLD_KEYS = 50
+ROLL_GRACE = 600.0  # seconds a member other than the first waits for an owed roll
 
 
 def announce_interval() -> float:
@@ -149,32 +150,63 @@ class Lifecycle:
                 ErrorCode.INVALID_REQUEST,
                 "the last device cannot be removed; remove the account instead",
             )
-        entry = devicelog.remove(chain, self.me, self.trust.device_keys(), device_id, self._clock())
-        self.trust.record_entry(entry)
-        self.trust.publish_pending(store)
         if device_id == self.me:
-            return None  # the smallest remaining member rolls the key (see tick)
-        # Folders first, then the roll: a crash anywhere leaves a `remove` with no `roll` after
-        # it, which the next sync finishes by doing both (see _finish_removal).
-        self._drop_device_folders(store, device_id)
-        return self._roll(store)
+            # Leaving: we would know a new key, so we name none; a remaining member rolls (tick).
+            entry = devicelog.remove(
+                chain, self.me, self.trust.device_keys(), device_id, self._clock()
+            )
+            self.trust.record_entry(entry)
+            self.trust.publish_pending(store)
+            return None
+        self.record.removal_pending = device_id  # the intent first: a crash is finished by tick
+        self._save()
+        return self._complete_removal(store)
 
-    def _roll(self, store: FolderStore) -> str:
-        """Make a new account key, record it in the log and hand it to every other member."""
+    def _complete_removal(self, store: FolderStore) -> str | None:
+        """One entry removes and rolls (the server cannot deliver the one and withhold the
+        other), then the device's folders go, then the new key goes to every member. Each step
+        is saved before the next, and a repeat does only what is missing."""
+        device_id = self.record.removal_pending
+        if device_id is None:
+            return None
+        chain = self.trust.device_log()
+        if chain.is_member(self.me) and chain.is_member(device_id):
+            entry = devicelog.remove(
+                chain, self.me, self.trust.device_keys(), device_id, self._clock(), self._next_key()
+            )
+            self.trust.record_entry(entry)
+            self.trust.publish_pending(store)
+        if device_id in chain.removed:
+            self._drop_device_folders(store, device_id)
+        self.record.removal_pending = None
+        self._save()
+        rolled = self.record.roll_pending
+        self._finish_roll(store)
+        return rolled
+
+    def _next_key(self) -> str:
+        """The key a roll of ours names: the one a crash left pending, else a new one (saved
+        in the keyring and the record before any entry names it)."""
         from native_host.adapters.pgp import generate_account_key
 
+        pending = self.record.roll_pending
+        if pending is not None and self.secrets.get(next_key_name(self.record.account)):
+            return pending
         key = generate_account_key(self.record.account, self._clock())
         self.secrets.set(next_key_name(self.record.account), key.secret_armored)
         self.record.roll_pending = key.fingerprint
         self._save()
+        return key.fingerprint
+
+    def _roll(self, store: FolderStore) -> str:
+        """Record a new account key in a `roll` and hand it to every other member."""
+        fingerprint = self._next_key()
         chain = self.trust.device_log()
-        entry = devicelog.roll(
-            chain, self.me, self.trust.device_keys(), key.fingerprint, self._clock()
-        )
+        entry = devicelog.roll(chain, self.me, self.trust.device_keys(), fingerprint, self._clock())
         self.trust.record_entry(entry)
         self.trust.publish_pending(store)
         self._finish_roll(store)
-        return key.fingerprint
+        return fingerprint
 
     def _finish_roll(self, store: FolderStore) -> None:
         fingerprint = self.record.roll_pending
@@ -262,7 +294,8 @@ class Lifecycle:
 
     def _drop_device_folders(self, store: FolderStore, device_id: str) -> None:
         """Its inbox goes (nothing is sent there any more) and so do its announcements."""
-        store.delete_folder(layout.inbox_folder(device_id))
+        with contextlib.suppress(FolderMissing):
+            store.delete_folder(layout.inbox_folder(device_id))
         announced = self.record.directory.devices.get(device_id)
         if announced is not None:
             store.delete_messages(layout.ANNOUNCE_FOLDER, [announced.uid])
@@ -306,6 +339,8 @@ class Lifecycle:
 
     # --- every sync ---------------------------------------------------------------------------
     def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        if self.record.removal_pending is not None:
+            self._complete_removal(store)
         if self.record.roll_pending is not None:
             self._finish_roll(store)
         waiting = self.record.key_waiting
@@ -439,44 +474,35 @@ class Lifecycle:
         log.warning("sent account key %s to %s on request", wanted, message.sender)
 
     def _finish_removal(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
-        """A removal ends with a roll. The device that removed rolls; for a device that left
-        (it could not: it would know the new key) the remaining member with the smallest id.
-        A crash between the `remove` entry and the roll leaves the last `remove` without a
-        `roll` after it: the roller's next sync drops the folders and rolls then."""
-        if chain.head_hash == self._removal_checked:
-            return  # nothing new in the log since it last had nothing to do for us
-        entries = chain.entries()
-        last_remove = max(
-            (i for i, e in enumerate(entries) if e.get("op") == "remove"),
-            default=None,
-        )
-        members = sorted(chain.members())
-        if (
-            last_remove is None
-            or any(e.get("op") == "roll" for e in entries[last_remove + 1 :])
-            or not members
-        ):
-            self._removal_checked = chain.head_hash
-            return
-        gone = str(entries[last_remove]["device_id"])
-        by = str(entries[last_remove].get("by"))
-        roller = by if by != gone and by in members else members[0]
-        if roller != self.me:
-            self._removal_checked = chain.head_hash  # (a failed roll below is tried again)
+        """A device that is out may still hold the current account key: it left (and could not
+        roll), its removal and another raced, or two devices removed each other. Then a member
+        rolls: the one with the smallest id at once, every other one once ROLL_GRACE has passed
+        with the roll still owed (the server may be withholding the first one's; two rolls are
+        an ordinary race that the log settles)."""
+        if not chain.roll_owed or not chain.is_member(self.me):
+            self.record.roll_owed_since = None
             return
         if self.record.roll_pending is not None:
             return
-        self._drop_device_folders(store, gone)
+        now = self._clock()
+        if self.record.roll_owed_since is None:
+            self.record.roll_owed_since = now
+            self._save()
+        first = min(chain.members())
+        if first != self.me and now - self.record.roll_owed_since < ROLL_GRACE:
+            return
+        for gone in sorted(chain.removed & set(self.record.directory.devices)):
+            self._drop_device_folders(store, gone)
         self._roll(store)
+        self.record.roll_owed_since = None
+        self._save()
 
     def was_removed(self, chain: devicelog.DeviceLog) -> str | None:
-        """Who removed this device, if the verified log says it was removed."""
-        if self.record.genesis is None or chain.is_member(self.me):
+        """Who removed this device, if the log says it is out."""
+        if self.record.genesis is None:
             return None
-        for entry in reversed(chain.entries()):
-            if entry.get("op") == "remove" and entry.get("device_id") == self.me:
-                return str(entry.get("by"))
-        return None
+        removal = chain.removal_of(self.me)
+        return None if removal is None else str(removal["by"])
 
     def removed(self, by: str) -> None:
         """Forget the account's secrets and the SMA state; only a new pairing brings us back."""
@@ -492,6 +518,8 @@ class Lifecycle:
         record.announce_status = None
         record.inbox = FolderCursor()
         record.roll_pending = None
+        record.roll_owed_since = None
+        record.removal_pending = None
         record.key_waiting = None
         record.key_request = None
         record.key_answers = {}
@@ -503,8 +531,4 @@ class Lifecycle:
 
 def _named_keys(chain: devicelog.DeviceLog) -> set[str]:
     """Every account key the verified log has named (genesis and rolls)."""
-    return {
-        str(e["account_key"])
-        for e in chain.entries()
-        if e.get("op") in ("genesis", "roll") and e.get("account_key")
-    }
+    return {str(e["account_key"]) for e in chain.entries() if e.get("account_key")}

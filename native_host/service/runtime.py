@@ -216,9 +216,7 @@ class AccountRuntime:
             members = chain.members()
             # A removed device's announcement is deleted by the remover, but the directory read
             # it earlier: the verified log has the last word (a removed id never comes back).
-            removed = {
-                e["device_id"] for e in chain.entries() if e["op"] == "remove"
-            } - members.keys()
+            removed = chain.removed
             ordered = sorted(
                 (a for a in self.record.directory.devices.values() if a.device_id not in removed),
                 key=lambda a: (a.joined, a.device_id),
@@ -300,6 +298,7 @@ class AccountRuntime:
             self._removed(removed_by)
             return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
         self.trust.tick(store, chain)
+        self.trust.rebase_lost(store, chain)
         self.lifecycle.tick(store, chain)
         self._expiry_policy(chain)
         if self.lifecycle.refresh_announcement(store):
@@ -352,7 +351,8 @@ class AccountRuntime:
         (_join_again)."""
         ensure_folder(store, layout.ANNOUNCE_FOLDER, [])
         if self.trust.is_paired():
-            self.record.unpublished.extend(self.trust.device_log().entries())
+            kept = self.trust.device_log().documents()  # (off-chain removals count too)
+            self.record.unpublished.extend(kept[: len(kept) - len(self.trust.device_log().pending)])
             self._files.save(self.record)
         self._emit(
             "security.alert",

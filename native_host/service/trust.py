@@ -67,9 +67,10 @@ class Trust:
     ) -> None:
         self.record = record
         self._save = save  # persists the record (the runtime's account file)
-        self._log_cache: tuple[tuple[str | None, int, str | None], devicelog.DeviceLog] | None = (
-            None
-        )
+        self._log: devicelog.DeviceLog | None = None  # built from the record on first use
+        self._log_for: tuple[str | None, str | None] = (None, None)  # (device, genesis) it is for
+        self._refused_reported = 0  # the log's refusal count at the last report
+        record.directory.on_log = self._take_entry  # (device_log sets it again on a new one)
         self.secrets = secrets
         self._device_keys: DeviceKeys | None = None
         self._emit = emit
@@ -108,20 +109,33 @@ class Trust:
 
     # --- the device log -----------------------------------------------------------------------
     def device_log(self) -> devicelog.DeviceLog:
-        """The verified log, rebuilt only when the entries or the pinned genesis changed: entries
-        are only ever appended (or all dropped on a UIDVALIDITY reset), so their count and the
-        last one identify what was verified."""
-        entries = self.record.directory.log_entries
-        key = (self.record.genesis, len(entries), _hash_or_none(entries[-1]) if entries else None)
-        if self._log_cache is None or self._log_cache[0] != key:
-            chain = devicelog.DeviceLog(self.record.genesis)
-            chain.receive_all(entries)
-            self._log_cache = (key, chain)
-        return self._log_cache[1]
+        """The device log, fed as entries arrive (the directory hands each one over as it reads
+        the folder): only what verifies is kept, and the record saves exactly that."""
+        device = self.record.device.device_id if self.record.device is not None else None
+        if self._log is None or self._log_for != (device, self.record.genesis):
+            held = self._log
+            chain = devicelog.DeviceLog(self.record.genesis, me=device)
+            chain.receive_all(self.record.directory.log_entries)
+            if held is not None:  # (pinned now: what waited for the pin gets its chance)
+                chain.receive_all(held.documents())
+            self._log, self._log_for = chain, (device, self.record.genesis)
+            self._refused_reported = chain.refused_total
+        directory = self.record.directory
+        if directory.on_log is None:  # (a directory made afresh: a reset, a removal)
+            directory.on_log = self._take_entry
+        return self._log
+
+    def _take_entry(self, entry: Any) -> None:
+        """One entry read from the announcement folder: the log decides whether it is kept."""
+        chain = self.device_log()
+        before = chain.changes
+        chain.receive(entry)
+        if chain.changes != before:  # (junk is dropped: nothing to save)
+            self.record.directory.log_entries = chain.documents()
 
     def found_log(self, store: FolderStore) -> bool:
         """First device: make the account key and the genesis entry (once)."""
-        if self.record.genesis is not None or self.record.directory.log_entries:
+        if self.record.genesis is not None:
             return False
         from native_host.adapters.pgp import generate_account_key
 
@@ -141,10 +155,9 @@ class Trust:
         """Know an entry of ours at once and queue it for the server, saved before it is sent:
         a crash between the two leaves it queued, and the next sync sends it (a duplicate on
         the server is harmless: the log keys entries by hash)."""
-        if _hash_or_none(entry) not in {
-            _hash_or_none(e) for e in self.record.directory.log_entries
-        }:
-            self.record.directory.log_entries.append(entry)
+        chain = self.device_log()
+        chain.receive(entry)
+        self.record.directory.log_entries = chain.documents()
         self.record.unpublished.append(entry)
         self._save()
 
@@ -164,22 +177,71 @@ class Trust:
             self._save()
 
     def check_log(self) -> devicelog.DeviceLog:
-        """Verify the whole chain (every sync); report new problems as security alerts."""
+        """Resolve the log (every sync) and say what it found: each attack once, as a security
+        alert; a lost fork (an ordinary race) only in the log; refused entries (junk, forgeries)
+        as one alert with their count, never one per entry."""
         chain = self.device_log()
+        self.record.directory.log_entries = chain.documents()
         for problem in chain.problems:
+            if problem.kind in devicelog.REFUSED:
+                continue
             key = f"{problem.kind}:{problem.entry_hash}"
-            if key not in self.record.alerts:
-                self.record.alerts.append(key)
-                self._save()
-                self._emit(
-                    "security.alert",
-                    {
-                        "account": self.record.account,
-                        "kind": "device_log",
-                        "message": str(problem.reason)[:500],
-                    },
-                )
+            if key in self.record.alerts:
+                continue
+            self.record.alerts.append(key)
+            self._save()
+            if problem.kind is devicelog.ProblemKind.FORK:
+                log.info("device log: %s", problem.reason)
+                continue
+            self._alert(problem.kind.value, problem.reason)
+        refused = chain.refused_total - self._refused_reported
+        if refused > 0:
+            self._refused_reported = chain.refused_total
+            last = chain.problems[0].reason if chain.problems else ""
+            for problem in [p for p in chain.problems if p.kind in devicelog.REFUSED][-refused:]:
+                log.warning("device log: refused %s: %s", problem.entry_hash, problem.reason)
+                last = problem.reason
+            self._alert(
+                "refused",
+                f"{refused} device-log entr{'y' if refused == 1 else 'ies'} from the server did not"
+                f" verify and {'was' if refused == 1 else 'were'} dropped (forged, damaged or from"
+                f" another version); the last: {last}",
+            )
         return chain
+
+    def _alert(self, finding: str, message: str) -> None:
+        self._emit(
+            "security.alert",
+            {
+                "account": self.record.account,
+                "kind": "device_log",
+                "finding": finding,
+                "message": message[:500],
+            },
+        )
+
+    def rebase_lost(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
+        """Our adds and renames that lost a fork to another device's entry (an ordinary race):
+        signed again on the head, so that what the user did still happens."""
+        if not chain.is_member(self.me):
+            return
+        for lost in chain.lost_by(self.me):
+            members = chain.members()
+            device_id = str(lost["device_id"])
+            if lost["op"] == devicelog.Op.ADD.value and device_id not in members:
+                keys = DevicePublic.from_json(lost["keys"])
+                entry = devicelog.admit(
+                    chain, self.me, self.device_keys(), device_id, keys, lost["name"], self._clock()
+                )
+            elif lost["op"] == devicelog.Op.RENAME.value and device_id in members:
+                entry = devicelog.rename(
+                    chain, self.me, self.device_keys(), device_id, lost["name"], self._clock()
+                )
+            else:
+                continue
+            log.info("device log: %s of %s signed again on the new head", lost["op"], device_id)
+            self.record_entry(entry)
+        self.publish_pending(store)
 
     def _active_count(self) -> int:
         return sum(
@@ -278,10 +340,11 @@ class Trust:
             p.peer_name or "device",
             self._clock(),
         )
+        # Every entry kept, not only the chain: removals that count off the chain too.
         return {
             "account_key": armored,
             "genesis": self.record.genesis,
-            "log": [*chain.entries(), entry],
+            "log": [*chain.documents()[: devicelog.MAX_ENTRIES], entry],
         }
 
     # --- pairing: messages from the inbox -----------------------------------------------------
@@ -449,7 +512,7 @@ class Trust:
 
         try:
             genesis = str(payload["genesis"])
-            chain = devicelog.DeviceLog(genesis)
+            chain = devicelog.DeviceLog(genesis, me=self.me)
             chain.receive_all(list(payload["log"])[:10_000])
             me = chain.members().get(self.me)
             if me is None or me.keys != self.device_keys().public:
@@ -472,11 +535,12 @@ class Trust:
         # admits us (see record_entry), "completed", and only then send.
         self.secrets.set(account_key_name(self.record.account), key.secret_armored)
         self.record.genesis = genesis
-        known = {_hash_or_none(e) for e in self.record.directory.log_entries}
-        self.record.directory.log_entries.extend(
-            e for e in chain.entries()[:-1] if devicelog.entry_hash(e) not in known
-        )
-        self.record_entry(chain.entries()[-1])
+        held = self.device_log()  # (pinned now: rebuilt from what it held)
+        admission = chain.admission_of(self.me)
+        held.receive_all(chain.documents())
+        self.record.directory.log_entries = held.documents()
+        assert admission is not None  # checked above: the log admits us
+        self.record_entry(admission)
         self.record.pairings[p.pairing_id] = p.to_json()
         self._save()
         self.publish_pending(store)

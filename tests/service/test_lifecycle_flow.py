@@ -194,7 +194,9 @@ def test_concurrent_removals_settle_on_one_key(
 ) -> None:
     everyone = three(laptop, phone, tablet)
     for device in everyone:
-        device.service.stop(wait=10)  # no background sync: both removals happen before either is seen
+        device.service.stop(
+            wait=10
+        )  # no background sync: both removals happen before either is seen
     laptop_rt = laptop.restart().runtime(ACCOUNT)
     phone_rt = phone.restart().runtime(ACCOUNT)
     tablet_id = device_id(tablet)
@@ -250,7 +252,7 @@ class Crash(BaseException):
     """The process dies here (nothing after it runs, nothing catches it)."""
 
 
-@pytest.mark.parametrize("where", ["before-folders", "before-roll-entry"])
+@pytest.mark.parametrize("where", ["before-folders", "before-remove-entry"])
 def test_a_removal_cut_short_by_a_crash_is_finished_after_the_restart(
     laptop: Device,
     phone: Device,
@@ -268,10 +270,10 @@ def test_a_removal_cut_short_by_a_crash_is_finished_after_the_restart(
     def crash(*_args: object, **_kwargs: object) -> None:
         raise Crash(where)
 
-    if where == "before-folders":  # the `remove` entry is on the server, nothing else
+    if where == "before-folders":  # the `remove` entry (with the new key) is on the server
         monkeypatch.setattr(laptop_rt.lifecycle, "_drop_device_folders", crash)
-    else:  # the next key is in the keyring and roll_pending saved, the `roll` entry is not
-        monkeypatch.setattr("native_host.service.lifecycle.devicelog.roll", crash)
+    else:  # the intent and the next key are saved, the `remove` entry is not
+        monkeypatch.setattr("native_host.service.lifecycle.devicelog.remove", crash)
     with pytest.raises(Crash):
         laptop_rt.remove_device(tablet_id)
     monkeypatch.undo()
@@ -282,7 +284,10 @@ def test_a_removal_cut_short_by_a_crash_is_finished_after_the_restart(
     settle(rest, lambda: fingerprint(laptop) == fingerprint(phone) != old)
     chain = back.trust.device_log()
     assert chain.account_key == fingerprint(laptop)
-    assert [e["op"] for e in chain.entries()].count("roll") == 1
+    removals = [e for e in chain.entries() if e["op"] == "remove"]
+    assert len(removals) == 1  # one entry removes and rolls; no second key, no `roll`
+    assert removals[0]["account_key"] == chain.account_key
+    assert [e["op"] for e in chain.entries()].count("roll") == 0
     assert set(chain.members()) == {device_id(laptop), device_id(phone)}
     assert layout.inbox_folder(tablet_id) not in server.mailbox.list_folders(layout.INBOX_PREFIX)
     settle([tablet], lambda: tablet_rt.removed)

@@ -147,7 +147,7 @@ def scenario() -> tuple[str, list[dict[str, Any]]]:
     assert log.head_hash in {entry_hash(entry) for entry in fork}
     winner_log = DeviceLog(entry_hash(first))
     winner_log.receive_all([first, e1, *fork])
-    e3 = remove(winner_log, A, KEYS[A], B, T + 3)
+    e3 = remove(winner_log, A, KEYS[A], B, T + 3, FPR)
     winner_log.receive_all([e3])
     e4 = roll(winner_log, A, KEYS[A], FPR2, T + 4)
     winner_log.receive_all([e4])
