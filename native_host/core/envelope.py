@@ -31,11 +31,11 @@ if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
 SMA_HEADER = "Autocrypt-SMA"
-SMA_VERSION = "1"
+SMA_VERSION = "2"  # 0.1.0 wrote "1": refused with a clear message (no migration)
 TYPE_HEADER = "Autocrypt-SMA-Type"
 DEVICE_HEADER = "Autocrypt-SMA-Device"
 CONTENT_TYPE = "application/json; charset=utf-8"
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # never fetched or parsed above this
 MAX_HEADER_BYTES = 16 * 1024
@@ -73,6 +73,14 @@ SUBJECTS = {
 
 
 @dataclass(frozen=True)
+class LogHead:
+    """Where the sender's device log stood when it sent a message."""
+
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
 class SmaMessage:
     type: MessageType
     sender: str  # the device id the document claims; trusted only once a signature says so
@@ -80,6 +88,7 @@ class SmaMessage:
     data: dict[str, Any]
     document: dict[str, Any]  # the whole signed document, for the caller's signature check
     to: str | None = None  # the recipient device (inbox messages): a replay elsewhere is refused
+    head: LogHead | None = None  # the sender's log head (signed; trusted once the signature is)
 
 
 @cache
@@ -123,9 +132,12 @@ def build(
     random: RandomBytes,
     keys: DeviceKeys | None = None,
     to: str | None = None,
+    head: LogHead | None = None,
 ) -> bytes:
     """The raw message to append; its document is validated so we never send what we would
-    reject, and signed by the sender's device key when `keys` is given."""
+    reject, and signed by the sender's device key when `keys` is given. `head` is the sender's
+    device-log head, signed with the rest: a receiver that cannot find it learns that the server
+    is hiding log entries from it (docs/protocol.md, "Withholding")."""
     if not _ADDRESS_RE.fullmatch(account):
         raise ValueError("account must be a bare e-mail address")
     document: dict[str, Any] = {
@@ -137,6 +149,8 @@ def build(
     }
     if to is not None:
         document["to"] = to
+    if head is not None:
+        document["head"] = {"seq": head.seq, "hash": head.hash}
     if keys is not None:
         document = sign_document(document, keys)
     _check("document", document)
@@ -204,7 +218,14 @@ def parse(raw: bytes) -> SmaMessage:
         raise RemoteProtocolError(f"message of {len(raw)} bytes is over {MAX_MESSAGE_BYTES}")
     block, body = _split(raw)
     headers = _headers(block)
-    if _one(headers, SMA_HEADER) != SMA_VERSION:
+    version = _one(headers, SMA_HEADER)
+    if version == "1":
+        raise RemoteProtocolError(
+            f"a message of SMA format 1 (autocrypt-sma 0.1.0), which this version does not read"
+            f" (it speaks format {SMA_VERSION}); devices still on 0.1.0 must be updated and paired"
+            " again"
+        )
+    if version != SMA_VERSION:
         raise RemoteProtocolError(f"unsupported {SMA_HEADER} version")
     header_type = _one(headers, TYPE_HEADER)
     header_device = _one(headers, DEVICE_HEADER)
@@ -230,4 +251,5 @@ def parse(raw: bytes) -> SmaMessage:
         document["data"],
         document,
         document.get("to"),
+        LogHead(document["head"]["seq"], document["head"]["hash"]) if "head" in document else None,
     )

@@ -50,7 +50,7 @@ from native_host.core.crypto import (
     verify_document,
 )
 from native_host.core.devicelog import Member
-from native_host.core.envelope import MessageType, SmaMessage
+from native_host.core.envelope import LogHead, MessageType, SmaMessage
 from native_host.errors import RemoteProtocolError
 from native_host.jsonstrict import InvalidJson, decode_object
 from native_host.ports import Clock, RandomBytes
@@ -477,6 +477,7 @@ def seal_chunk(
     account: str,
     now: float,
     random: RandomBytes,
+    head: LogHead | None = None,
 ) -> bytes:
     """The SMA message for one chunk: encrypted to the recipient's device key, then signed."""
     box = encrypt_to(recipient_keys, chunk, _associated(sender, recipient), random)
@@ -489,6 +490,7 @@ def seal_chunk(
         random=random,
         keys=sender_keys,
         to=recipient,
+        head=head,
     )
 
 

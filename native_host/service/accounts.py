@@ -82,6 +82,9 @@ class AccountRecord:
     roll_pending: str | None = None  # a key roll of ours not yet handed to every member
     roll_owed_since: float | None = None  # when this device saw that a roll is owed
     removal_pending: str | None = None  # a device this device's user removes (until done)
+    # Members whose messages named a log head this device does not hold: {device: {hash, seq,
+    # since, alerted}} (trust.check_withholding); at most one per member.
+    unknown_heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     key_waiting: str | None = None  # a rolled key received before the log entry naming it
     key_request: dict[str, Any] | None = None  # asking for a current key we lack (keyrequest)
     key_answers: dict[str, float] = field(default_factory=dict)  # whom we last sent a key, when
@@ -107,6 +110,7 @@ class AccountRecord:
             "roll_pending": self.roll_pending,
             "roll_owed_since": self.roll_owed_since,
             "removal_pending": self.removal_pending,
+            "unknown_heads": self.unknown_heads,
             "key_waiting": self.key_waiting,
             "key_request": self.key_request,
             "key_answers": self.key_answers,
@@ -137,6 +141,7 @@ class AccountRecord:
             roll_pending=data.get("roll_pending"),
             roll_owed_since=data.get("roll_owed_since"),
             removal_pending=data.get("removal_pending"),
+            unknown_heads=dict(data.get("unknown_heads") or {}),
             key_waiting=data.get("key_waiting"),
             key_request=data.get("key_request"),
             key_answers={str(k): float(v) for k, v in (data.get("key_answers") or {}).items()},

@@ -250,6 +250,7 @@ class Lifecycle:
             random=self._random,
             keys=self.trust.device_keys(),
             to=device_id,
+            head=self.trust.log_head(),
         )
 
     def _install(self, armored: str, fingerprint: str) -> None:
@@ -420,6 +421,7 @@ class Lifecycle:
             random=self._random,
             keys=self.trust.device_keys(),
             to=to,
+            head=self.trust.log_head(),
         )
         try:
             uid = store.append(layout.inbox_folder(to), raw)

@@ -19,7 +19,7 @@ from native_host.core import autocrypt, layout
 from native_host.core.autocrypt import InvalidMessage, PeerState, canonical_addr
 from native_host.core.crypto import DeviceKeys
 from native_host.core.devicelog import DeviceLog
-from native_host.core.envelope import SmaMessage
+from native_host.core.envelope import LogHead, SmaMessage
 from native_host.core.keysync import KeySync, PartlyRejected, PeerRepo, open_chunk, seal_chunk
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes
@@ -208,6 +208,8 @@ class PeerBook:
         """Send every batch that is due; returns how many messages were appended."""
         members = chain.members()
         appended = 0
+        seq, hash_ = chain.head_seq, chain.head_hash
+        head = None if seq is None or hash_ is None else LogHead(seq, hash_)
         for out in self.sync.plan(members):
             member = members.get(out.device)
             if member is None:
@@ -225,6 +227,7 @@ class PeerBook:
                         account=self.account,
                         now=self._clock(),
                         random=self._random,
+                        head=head,
                     )
                     uids.append(store.append(folder, raw))
                     appended += 1

@@ -299,6 +299,7 @@ class AccountRuntime:
             return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
         self.trust.tick(store, chain)
         self.trust.rebase_lost(store, chain)
+        self.trust.check_withholding(chain)
         self.lifecycle.tick(store, chain)
         self._expiry_policy(chain)
         if self.lifecycle.refresh_announcement(store):
@@ -390,6 +391,7 @@ class AccountRuntime:
                     self.lifecycle.answer_key_request(store, parsed)
                 else:
                     self.trust.receive(store, parsed)
+                self.trust.note_head(parsed)  # (it verified: its head is the sender's word)
             except RemoteProtocolError as exc:
                 log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, exc)
                 alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}

@@ -14,7 +14,7 @@ from typing import Any
 from native_host.core import devicelog, envelope, layout
 from native_host.core import pairing as pm
 from native_host.core.crypto import DeviceKeys, DevicePublic, verify_document
-from native_host.core.envelope import MessageType, SmaMessage
+from native_host.core.envelope import LogHead, MessageType, SmaMessage
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
 from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes, SecretStore
 from native_host.service.accounts import (
@@ -49,6 +49,9 @@ _TERMINAL_STATES = {s.value for s in pm.TERMINAL}
 # the user something), and only the newest finished ones are kept for pairing.list.
 MAX_ACTIVE_PAIRINGS = 4
 MAX_FINISHED_PAIRINGS = 50
+# A member's log head that this device cannot find for this long (its entries are appended before
+# the message that names the head, and read first) means the server is hiding entries from us.
+WITHHELD_AFTER = 300.0
 # A pairing message whose recipient's inbox is missing (the server deleted it; the owner
 # recreates it at its next sync) is tried again this often, until its pairing expires.
 OUTBOX_RETRY = 2.0
@@ -124,6 +127,12 @@ class Trust:
         if directory.on_log is None:  # (a directory made afresh: a reset, a removal)
             directory.on_log = self._take_entry
         return self._log
+
+    def log_head(self) -> LogHead | None:
+        """Our head, for every message we send another device (None before we have a log)."""
+        chain = self.device_log()
+        seq, head = chain.head_seq, chain.head_hash
+        return None if seq is None or head is None else LogHead(seq, head)
 
     def _take_entry(self, entry: Any) -> None:
         """One entry read from the announcement folder: the log decides whether it is kept."""
@@ -219,6 +228,47 @@ class Trust:
                 "message": message[:500],
             },
         )
+
+    def note_head(self, message: SmaMessage) -> None:
+        """A verified message from a member says where its log stands: remember a head we do
+        not hold (check_withholding decides when that means the server hides entries)."""
+        head = message.head
+        chain = self.device_log()
+        if head is None or not chain.is_member(message.sender):
+            return
+        unknown = self.record.unknown_heads
+        if chain.contains(head.hash):
+            if unknown.pop(message.sender, None) is not None:
+                self._save()
+            return
+        current = unknown.get(message.sender)
+        if current is None or current.get("hash") != head.hash:
+            since = self._clock() if current is None else float(current["since"])
+            unknown[message.sender] = {"hash": head.hash, "seq": head.seq, "since": since}
+            self._save()
+
+    def check_withholding(self, chain: devicelog.DeviceLog) -> None:
+        """Alert once per member whose head stayed out of reach for WITHHELD_AFTER seconds, and
+        read the announcement folder from the start once (an entry may have been missed)."""
+        now = self._clock()
+        for device, info in list(self.record.unknown_heads.items()):
+            if chain.contains(str(info["hash"])) or not chain.is_member(device):
+                del self.record.unknown_heads[device]
+                self._save()
+                continue
+            if info.get("alerted") or now - float(info["since"]) < WITHHELD_AFTER:
+                continue
+            self.record.unknown_heads[device] = {**info, "alerted": True}
+            self.record.directory.watermark = None  # (entries are kept by hash: a re-read is free)
+            self.record.announce_status = None
+            self._save()
+            name = chain.members()[device].name
+            self._alert(
+                "withheld",
+                f"your provider may be hiding messages from your other devices: {name!r} has"
+                f" device-log entry {info['seq']}, which this device has not received after"
+                f" {int(WITHHELD_AFTER // 60)} minutes",
+            )
 
     def rebase_lost(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
         """Our adds and renames that lost a fork to another device's entry (an ordinary race):
@@ -461,6 +511,7 @@ class Trust:
             random=self._random,
             keys=self.device_keys(),
             to=to,
+            head=self.log_head(),
         )
 
     def send_pending(self, store: FolderStore) -> None:

@@ -39,7 +39,7 @@ def test_round_trip() -> None:
 def test_marker_header_subject_and_crlf() -> None:
     raw = build()
     head = raw.split(b"\r\n\r\n", 1)[0].decode()
-    assert "\r\nAutocrypt-SMA: 1\r\n" in head
+    assert "\r\nAutocrypt-SMA: 2\r\n" in head
     assert "do not delete" in head
     assert b"\n" not in raw.replace(b"\r\n", b"")
 
@@ -75,16 +75,20 @@ def with_document(raw: bytes, document: bytes) -> bytes:
     ("mangle", "reason"),
     [
         (
-            lambda r: replace_header(r, b"Autocrypt-SMA: 1", b"X-Other: 1"),
+            lambda r: replace_header(r, b"Autocrypt-SMA: 2", b"X-Other: 1"),
             "0 Autocrypt-SMA headers",
         ),
         (
             lambda r: replace_header(
-                r, b"Autocrypt-SMA: 1", b"Autocrypt-SMA: 1\r\nAutocrypt-SMA: 1"
+                r, b"Autocrypt-SMA: 2", b"Autocrypt-SMA: 2\r\nAutocrypt-SMA: 2"
             ),
             "2 Autocrypt-SMA",
         ),
-        (lambda r: replace_header(r, b"Autocrypt-SMA: 1", b"Autocrypt-SMA: 2"), "unsupported"),
+        (lambda r: replace_header(r, b"Autocrypt-SMA: 2", b"Autocrypt-SMA: 3"), "unsupported"),
+        (
+            lambda r: replace_header(r, b"Autocrypt-SMA: 2", b"Autocrypt-SMA: 1"),
+            "autocrypt-sma 0.1.0",
+        ),
         (
             lambda r: replace_header(
                 r,
@@ -95,23 +99,23 @@ def with_document(raw: bytes, document: bytes) -> bytes:
         ),
         (lambda r: replace_header(r, b"base64", b"8bit"), "not base64"),
         (lambda r: r.split(b"\r\n\r\n")[0] + b"\r\n\r\n!!!notbase64", "not valid base64"),
-        (lambda r: with_document(r, b'{"v":1,"v":1}'), "duplicate key"),
+        (lambda r: with_document(r, b'{"v":2,"v":2}'), "duplicate key"),
         (
             lambda r: with_document(
-                r, b'{"v":2,"type":"announce","from":"0123456789abcdef","created":1,"data":{}}'
+                r, b'{"v":1,"type":"announce","from":"0123456789abcdef","created":1,"data":{}}'
             ),
             "document.v",
         ),
         (
             lambda r: with_document(
                 r,
-                b'{"v":1,"type":"announce","from":"0123456789abcdef","created":1,"data":{"name":"x"}}',
+                b'{"v":2,"type":"announce","from":"0123456789abcdef","created":1,"data":{"name":"x"}}',
             ),
             "announce",
         ),
         (
             lambda r: with_document(
-                r, b'{"v":1,"type":"teleport","from":"0123456789abcdef","created":1,"data":{}}'
+                r, b'{"v":2,"type":"teleport","from":"0123456789abcdef","created":1,"data":{}}'
             ),
             "document.type",
         ),
@@ -125,6 +129,7 @@ def with_document(raw: bytes, document: bytes) -> bytes:
         "no-marker",
         "two-markers",
         "wrong-version",
+        "format-1-of-0.1.0",
         "header-body-mismatch",
         "not-base64-cte",
         "bad-base64",
