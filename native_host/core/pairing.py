@@ -328,7 +328,7 @@ def join(
 
 
 # --- the machine -------------------------------------------------------------------------------
-def _fail(p: Pairing, reason: str, to: str | None = None) -> Outcome:
+def _fail(p: Pairing, reason: str, to: str | None = None, *, tell: bool = True) -> Outcome:
     """One failed check ends the pairing for good and tells the user once (no oracle: the peer
     is only told that it failed)."""
     failed = replace(
@@ -342,7 +342,7 @@ def _fail(p: Pairing, reason: str, to: str | None = None) -> Outcome:
     )
     effects: list[Effect] = [Notify("security.alert"), Notify("pairing.updated")]
     target = to or p.peer
-    if target and p.session:
+    if tell and target and p.session:
         effects.insert(
             0, Send(target, "pair-reject", {"pairing_id": p.session, "reason": "failed"})
         )
@@ -409,7 +409,9 @@ def _inviter_receives(p: Pairing, message: Received, random: RandomBytes) -> Out
         return Outcome(p)  # only the device that used the invitation takes part
     if kind == "pair-reject":
         if p.state is State.CONFIRMING and data.get("reason") == "failed":
-            return _fail(p, "the new device's code did not match: start again with a new code")
+            return _fail(
+                p, "the new device's code did not match: start again with a new code", tell=False
+            )
         return Outcome(
             _end(p, State.REJECTED, "the new device cancelled"), [Notify("pairing.updated")]
         )
