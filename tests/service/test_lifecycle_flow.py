@@ -194,7 +194,9 @@ def test_concurrent_removals_settle_on_one_key(
 ) -> None:
     everyone = three(laptop, phone, tablet)
     for device in everyone:
-        device.service.stop(wait=10)  # no background sync: both removals happen before either is seen
+        device.service.stop(
+            wait=10
+        )  # no background sync: both removals happen before either is seen
     laptop_rt = laptop.restart().runtime(ACCOUNT)
     phone_rt = phone.restart().runtime(ACCOUNT)
     tablet_id = device_id(tablet)
