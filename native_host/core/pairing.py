@@ -87,6 +87,7 @@ class Pairing:
     session_key: bytes | None = None  # both: after the PAKE, bound to the transcript
     key_box: str | None = None  # joiner: the sealed payload while it is being installed
     reason: str | None = None
+    my_name: str = ""  # inviter: told to the joiner, to show whom it paired with
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,7 @@ class Pairing:
             "session_key": crypto.b64(self.session_key) if self.session_key else None,
             "key_box": self.key_box,
             "reason": self.reason,
+            "my_name": self.my_name,
         }
 
     @classmethod
@@ -128,6 +130,7 @@ class Pairing:
             session_key=crypto.unb64(d["session_key"]) if d["session_key"] else None,
             key_box=d["key_box"],
             reason=d["reason"],
+            my_name=d["my_name"],
         )
 
 
@@ -278,7 +281,7 @@ def _associated(session: str) -> bytes:
 
 
 # --- starting ----------------------------------------------------------------------------------
-def invite(*, me: str, my_keys: DevicePublic, now: int, random: RandomBytes) -> Outcome:
+def invite(*, me: str, my_keys: DevicePublic, name: str, now: int, random: RandomBytes) -> Outcome:
     """ "Add a device" on an existing device: a new one-time code, shown until used or expired."""
     nameplate = nameplate_of(me)
     secret = f"{int.from_bytes(random(8), 'big') % 10**SECRET_DIGITS:0{SECRET_DIGITS}d}"
@@ -291,6 +294,7 @@ def invite(*, me: str, my_keys: DevicePublic, now: int, random: RandomBytes) -> 
         nameplate=nameplate,
         expires_at=now + PAIRING_TTL,
         code=format_code(nameplate, secret),
+        my_name=name[:64],
     )
     return Outcome(p, [Notify("pairing.updated")])
 
@@ -469,7 +473,7 @@ def _answer_request(p: Pairing, message: Received, random: RandomBytes) -> Outco
     )
     accept = {
         "pairing_id": session,
-        "name": "",
+        "name": p.my_name,
         "keys": p.my_keys.to_json(),
         "msg": crypto.b64(mine),
         "confirm": crypto.b64(confirmation(session_key, Role.INVITER)),

@@ -223,8 +223,10 @@ class Trust:
         if not self.is_paired() or self.account_key_armored() is None:
             raise HostError(ErrorCode.INVALID_REQUEST, "only a paired device can add a device")
         self._end_open(store, pm.Role.INVITER, "replaced by a new invitation")
+        assert self.record.device is not None
         outcome = pm.invite(
             me=self.me,
+            name=self.record.device.name,
             my_keys=self.device_keys().public,
             now=int(self._clock()),
             random=self._random,

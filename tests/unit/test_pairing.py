@@ -58,7 +58,7 @@ class Run:
 def run(seed: int = 1, code: str | None = None) -> Run:
     rnd = SeededRandom(seed)
     new_keys, old_keys = DeviceKeys.generate(rnd), DeviceKeys.generate(rnd)
-    invited = pm.invite(me=OLD, my_keys=old_keys.public, now=NOW, random=rnd)
+    invited = pm.invite(me=OLD, my_keys=old_keys.public, name="Laptop", now=NOW, random=rnd)
     typed = code or str(invited.pairing.code)
     joined = pm.join(me=NEW, my_keys=new_keys.public, name="Phone", code=typed, now=NOW, random=rnd)
     [request] = sends(joined)
@@ -150,7 +150,7 @@ def test_an_attacker_gets_one_guess_then_the_invitation_is_dead() -> None:
     request (even with the right code) is ignored: the user must start again."""
     rnd = SeededRandom(11)
     old_keys, evil = DeviceKeys.generate(rnd), DeviceKeys.generate(rnd)
-    invited = pm.invite(me=OLD, my_keys=old_keys.public, now=NOW, random=rnd)
+    invited = pm.invite(me=OLD, my_keys=old_keys.public, name="Laptop", now=NOW, random=rnd)
     code = str(invited.pairing.code)
     guess = pm.join(
         me=MALLORY,
