@@ -451,6 +451,10 @@ def _answer_request(p: Pairing, message: Received, random: RandomBytes) -> Outco
         entropy_f=random,
     )
     mine = side.start()
+    try:
+        pake_key = side.finish(theirs)
+    except (SPAKEError, ValueError):
+        return Outcome(p)  # not a group element: no guess, the invitation stays open
     bound = replace(
         p,
         state=State.CONFIRMING,
@@ -460,10 +464,6 @@ def _answer_request(p: Pairing, message: Received, random: RandomBytes) -> Outco
         peer_keys=keys,
         peer_name=str(data.get("name", ""))[:64] or "device",
     )
-    try:
-        pake_key = side.finish(theirs)
-    except (SPAKEError, ValueError) as exc:
-        return _fail(bound, f"the new device's PAKE message is invalid: {exc}")
     session_key = _session_key(
         pake_key,
         session=session,
@@ -515,8 +515,8 @@ def _check_accept(p: Pairing, message: Received) -> Outcome:
     side = SPAKE2_A.from_serialized(p.pake_state)
     try:
         pake_key = side.finish(theirs)
-    except (SPAKEError, ValueError) as exc:
-        return _fail(p, f"the other device's PAKE message is invalid: {exc}", to=message.sender)
+    except (SPAKEError, ValueError):
+        return Outcome(p)  # not a group element: no guess, the join stays open
     session_key = _session_key(
         pake_key,
         session=p.session,

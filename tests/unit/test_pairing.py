@@ -335,3 +335,15 @@ def test_messages_that_do_not_fit_the_state_leave_it_unchanged(kind: str, side: 
         "box": "x",
     }
     assert pm.step(p, Received(kind, sender, data), random=SeededRandom(1)).pairing == p
+
+
+def test_a_pake_message_that_is_no_group_element_spends_no_guess() -> None:
+    """Junk cannot burn an invitation or a join: only a real PAKE run is a guess."""
+    r = run(seed=13)
+    [request] = sends(r.joined)
+    [accept] = sends(r.accepted)
+    junk = b64(b"A" + b"\xff" * 32)
+    bad_request = Received("pair-request", MALLORY, {**request.data, "msg": junk})
+    assert pm.step(r.invited.pairing, bad_request, random=r.rnd).pairing == r.invited.pairing
+    bad_accept = Received("pair-accept", MALLORY, {**accept.data, "msg": b64(b"B" + b"\xff" * 32)})
+    assert pm.step(r.joined.pairing, bad_accept, random=r.rnd).pairing == r.joined.pairing
