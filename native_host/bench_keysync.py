@@ -65,8 +65,8 @@ def paired(
     password: str,
     timings: dict[str, float] | None = None,
 ) -> list[Any]:
-    """Two joined devices, B paired by A; `timings["pairing_s"]`: request to completed on both
-    (both "users" approve the moment the code shows)."""
+    """Two joined devices, B paired by A; `timings["pairing_s"]`: "Add a device" on A to completed
+    on both (the "user" types A's code on B at once)."""
     services = []
     runtimes = []
     for name in ("a", "b"):
@@ -78,13 +78,13 @@ def paired(
         runtimes.append(runtime)
     a, b = runtimes
     started = time.perf_counter()
-    pairing_id = b.with_store(lambda store: b.trust.request(store, None))
-    wait_for(lambda: _state(a, pairing_id) == "showing", 20, "the request to arrive")
-    wait_for(lambda: _state(b, pairing_id) == "showing", 20, "the code on the new device")
-    a.with_store(lambda store: a.trust.decide(store, pairing_id, True))
-    b.with_store(lambda store: b.trust.decide(store, pairing_id, True))
-    wait_for(lambda: _state(a, pairing_id) == "completed", 20, "the pairing (old device)")
-    wait_for(lambda: _state(b, pairing_id) == "completed", 20, "the pairing (new device)")
+    invitation = a.with_store(lambda store: a.trust.invite(store))
+    code = str(invitation.code)
+    joined = b.with_store(lambda store: b.trust.join(store, code))
+    wait_for(
+        lambda: _state(a, invitation.pairing_id) == "completed", 20, "the pairing (old device)"
+    )
+    wait_for(lambda: _state(b, joined) == "completed", 20, "the pairing (new device)")
     if timings is not None:
         timings["pairing_s"] = time.perf_counter() - started
     return [*services, a, b]

@@ -274,22 +274,19 @@ class Load:
         return device
 
     def pair(self, new: Device, approver: Device) -> None:
-        """The way the user does it: request, approve on the member, confirm the code."""
-
-        def this(data: dict[str, Any]) -> bool:
-            return bool(data["pairing"]["pairing_id"] == pairing_id)
-
-        pairing_id = self.call(new, "pairing.request", device_id=approver.device_id)["pairing_id"]
-        approver.host.wait_event("pairing.requested", STEP_TIMEOUT, check=this)
-        self.call(approver, "pairing.approve", pairing_id=pairing_id)
+        """The way the user does it: "Add a device" on the member, its code typed on the new one."""
+        invitation = self.call(approver, "pairing.invite")["pairing"]
+        pairing_id = self.call(new, "pairing.join", code=invitation["code"])["pairing_id"]
         new.host.wait_event(
-            "pairing.updated",
+            "pairing.completed",
             STEP_TIMEOUT,
-            check=lambda d: this(d) and d["pairing"]["sas"] is not None,
+            check=lambda d: bool(d["pairing"]["pairing_id"] == pairing_id),
         )
-        self.call(new, "pairing.approve", pairing_id=pairing_id)
-        new.host.wait_event("pairing.completed", STEP_TIMEOUT, check=this)
-        approver.host.wait_event("pairing.completed", STEP_TIMEOUT, check=this)
+        approver.host.wait_event(
+            "pairing.completed",
+            STEP_TIMEOUT,
+            check=lambda d: bool(d["pairing"]["pairing_id"] == invitation["pairing_id"]),
+        )
 
     def agree_on_members(self, devices: list[Device]) -> float:
         ids = {d.device_id for d in devices}
@@ -438,7 +435,7 @@ def run(
         "load_ingests": float(len(load.ingests)),
         "load_ingests_per_second": len(load.ingests) / load_s,
         "load_join_pair_s": join_s,  # host start to every member listing it as paired
-        "load_pair_s": pair_s,  # pairing.request to completed on both sides
+        "load_pair_s": pair_s,  # pairing.invite to completed on both sides
         "load_handover_s": handover_s,
         "load_remove_s": remove_s,
         "load_converge_s": converge_s,

@@ -3,8 +3,8 @@
 Two devices of one person (a laptop's and a desktop's Thunderbird profile) each start the
 native-messaging host the way Thunderbird does, configure the account (the password goes to the
 OS keyring), and join its SMA over real IMAP; the laptop hears of the desktop by push. The
-desktop pairs with the laptop (codes compared, account key transferred), and a key the laptop
-learns from a correspondent's mail reaches the desktop by key sync.
+desktop pairs with the laptop (a code the laptop shows is typed on the desktop, the account key
+moves), and a key the laptop learns from a correspondent's mail reaches the desktop by key sync.
 """
 
 from __future__ import annotations
@@ -37,36 +37,21 @@ def show(title: str, devices: list[dict[str, Any]]) -> None:
         say(f"    - {device['name']:<20} id {device['device_id']}  last seen {seen}{mark}")
 
 
-def code_shown(host: HostProcess, event: str, timeout: float) -> dict[str, Any]:
-    while True:
-        pairing: dict[str, Any] = host.wait_event(event, timeout)["pairing"]
-        if pairing["sas"]:
-            return pairing
-
-
 def pair(laptop: HostProcess, desktop: HostProcess) -> bool:
-    """The desktop asks to pair; both show the code; both users approve; the key moves."""
+    """The laptop's user chooses "Add a device" and reads the code; the desktop's user types it;
+    the two hosts prove the code to each other (SPAKE2) and the key moves."""
     account = {"account": ACCOUNT}
     say("8. The desktop has no account key yet; the laptop made one when it founded the SMA.")
     started = time.monotonic()
-    pairing_id = desktop.call("pairing.request", account)["pairing_id"]
-    on_laptop = code_shown(laptop, "pairing.requested", 15)
-    on_desktop = code_shown(desktop, "pairing.updated", 15)
-    say("   The desktop asks to pair. Both screens show a code to compare:")
-    say(f"     laptop  shows  {on_laptop['sas']}   (request from {on_laptop['peer_name']!r})")
-    say(f"     desktop shows  {on_desktop['sas']}")
-    if on_laptop["sas"] != on_desktop["sas"]:
-        say("   The codes differ: someone is in the middle. Rejecting.")
-        laptop.call("pairing.reject", {**account, "pairing_id": pairing_id})
-        return False
-    laptop.call("pairing.approve", {**account, "pairing_id": pairing_id})
-    desktop.call("pairing.approve", {**account, "pairing_id": pairing_id})
+    invitation = laptop.call("pairing.invite", account)["pairing"]
+    say(f"   On the laptop, 'Add a device' shows a one-time code:  {invitation['code']}")
+    say("   The user types it on the desktop. Nothing secret moves until the desktop proves it.")
+    desktop.call("pairing.join", {**account, "code": invitation["code"]})
     desktop.wait_event("pairing.completed", 15)
+    laptop.wait_event("pairing.completed", 15)
     took = time.monotonic() - started
     keys = [host.call("account.key", account)["fingerprint"] for host in (laptop, desktop)]
-    say(
-        f"9. Both users approved; {took:.2f} s after the request the desktop holds the account key:"
-    )
+    say(f"9. {took:.2f} s after the code was typed the desktop holds the account key:")
     say(f"     laptop  {keys[0]}")
     say(f"     desktop {keys[1]}")
     paired = [d["paired"] for d in desktop.call("devices.list", account)["devices"]]

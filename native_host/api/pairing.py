@@ -1,4 +1,4 @@
-"""pairing.request / list / approve / reject and account.key: bringing a new device in."""
+"""pairing.invite / join / list / cancel and account.key: bringing a new device in."""
 
 from __future__ import annotations
 
@@ -22,43 +22,40 @@ def _store_error(exc: StoreError) -> HostError:
     return store_error(exc)
 
 
-def request(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+def invite(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     runtime = _runtime(context, params)
     try:
-        pairing_id = runtime.with_store(
-            lambda store: runtime.trust.request(store, params.get("device_id"))
-        )
+        pairing = runtime.with_store(lambda store: runtime.trust.invite(store))
+    except StoreError as exc:
+        raise _store_error(exc) from None
+    return {"pairing": runtime.trust.view(pairing)}
+
+
+def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = _runtime(context, params)
+    try:
+        pairing_id = runtime.with_store(lambda store: runtime.trust.join(store, params["code"]))
     except StoreError as exc:
         raise _store_error(exc) from None
     return {"pairing_id": pairing_id}
 
 
 def list_pairings(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    from native_host.core.pairing import Pairing
-
     trust = _runtime(context, params).trust
-    pairings = [Pairing.from_json(d) for d in trust.record.pairings.values()]
-    pairings.sort(key=lambda p: p.expires_at, reverse=True)
-    return {"pairings": [trust.view(p) for p in pairings[:100]]}
+    pairings = sorted(trust.pairings(), key=lambda p: p.expires_at, reverse=True)
+    return {
+        "pairings": [trust.view(p) for p in pairings[:100]],
+        "unsolicited_requests": trust.record.unsolicited_pairing,
+    }
 
 
-def _decide(context: Context, params: dict[str, Any], approve: bool) -> dict[str, Any]:
+def cancel(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     runtime = _runtime(context, params)
     try:
-        result = runtime.with_store(
-            lambda store: runtime.trust.decide(store, params["pairing_id"], approve)
-        )
+        result = runtime.with_store(lambda store: runtime.trust.cancel(store, params["pairing_id"]))
     except StoreError as exc:
         raise _store_error(exc) from None
     return {"pairing": runtime.trust.view(result)}
-
-
-def approve(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return _decide(context, params, True)
-
-
-def reject(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return _decide(context, params, False)
 
 
 def account_key(context: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -101,10 +98,10 @@ def account_secret_key(context: Context, params: dict[str, Any]) -> dict[str, An
 
 
 METHODS = [
-    Method("pairing.request", request),
+    Method("pairing.invite", invite),
+    Method("pairing.join", join),
     Method("pairing.list", list_pairings),
-    Method("pairing.approve", approve),
-    Method("pairing.reject", reject),
+    Method("pairing.cancel", cancel),
     Method("account.key", account_key),
     Method("account.secret_key", account_secret_key),
 ]

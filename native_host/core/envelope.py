@@ -51,7 +51,7 @@ class MessageType(StrEnum):
     LOG = "log"
     PAIR_REQUEST = "pair-request"
     PAIR_ACCEPT = "pair-accept"
-    PAIR_REVEAL = "pair-reveal"
+    PAIR_CONFIRM = "pair-confirm"
     PAIR_KEY = "pair-key"
     PAIR_REJECT = "pair-reject"
     KEY_UPDATE = "key-update"
@@ -212,6 +212,24 @@ def _one(headers: dict[str, list[str]], name: str) -> str:
     return values[0]
 
 
+OLD_PAIRING = (
+    "a pairing message from autocrypt-sma 0.1.0 (codes compared on two screens): this version "
+    "pairs with a code typed on the new device; update the other device and start again"
+)
+
+
+def _refuse_old_pairing(document: Any) -> None:
+    """0.1.0 pairing messages are refused by name, not as malformed junk (no migration)."""
+    if not isinstance(document, dict):
+        return
+    data = document.get("data")
+    kind = document.get("type")
+    if kind == "pair-reveal" or (
+        kind == "pair-request" and isinstance(data, dict) and "commitment" in data
+    ):
+        raise RemoteProtocolError(OLD_PAIRING)
+
+
 def parse(raw: bytes) -> SmaMessage:
     """Parse and check one message from an SMA folder, or raise RemoteProtocolError."""
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -239,6 +257,7 @@ def parse(raw: bytes) -> SmaMessage:
         document = decode_object(payload)
     except InvalidJson as exc:
         raise RemoteProtocolError(f"body: {exc}") from None
+    _refuse_old_pairing(document)
     _check("document", document)
     kind = MessageType(document["type"])
     _check(kind.value, document["data"])

@@ -1,76 +1,93 @@
-"""The pairing state machine: a new device (initiator) joins through an existing one (responder).
+"""The pairing state machine: the user starts "Add a device" on an existing device (the inviter),
+which shows a one-time code; the user types it on the new device (the joiner).
 
 Pure: `step(pairing, event) -> (pairing, effects)`, with time and randomness passed in. The
 transport (SMA inboxes), the signature check of each message and persistence are the caller's.
 
-    initiator                                responder
-    REQUESTED   -- request(commit(eph_N)) -->
-                <-- accept(eph_E) ----------  ACCEPTED
-    SHOWING     -- reveal(eph_N) ---------->  SHOWING  (commitment checked)
-      both show SAS = HKDF(X25519(eph_N, eph_E), transcript); users compare
-                                              approve -> key(sealed account key + log) --> (APPROVED)
-    confirm + key -> COMPLETED (install)      log shows the new device -> COMPLETED
+    joiner (code typed)                        inviter (code shown: INVITING)
+    JOINING    -- request(SPAKE2 msg A) ---->  CONFIRMING  (the invitation is used up)
+               <-- accept(msg B, MAC_inv) --
+    RECEIVING  -- confirm(MAC_join) -------->  PROVEN -> Release(secret) -> SENT
+      (MAC_inv checked)                          (MAC_join checked)
+               <-- key(sealed account key + log)
+    COMPLETED (install)                         log shows the new device -> COMPLETED
 
-The commitment makes the responder pick eph_E before it can see eph_N, so an attacker in the
-middle gets one guess at a 53-bit code per pairing. Any failed check ends the pairing in FAILED,
-a terminal state that ignores everything after it: no retry without the user.
+The code is a nameplate (three digits naming the inviting device, not secret) and seven secret
+digits (about 23 bits). SPAKE2 (as in magic-wormhole) turns it into a session key; anyone who
+does not know the code gets exactly one guess per pairing and learns nothing offline. Both
+device ids, both device signing keys and both PAKE messages go into the key derivation, so a
+provider that swaps keys in transit makes the confirmations fail. The inviter sends nothing
+secret before the joiner's confirmation verifies. A failed check ends the pairing in FAILED, a
+terminal state that ignores everything after it: the user must start again.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
+from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
 from native_host.core import crypto
 from native_host.core.crypto import DevicePublic, canonical, digest, hkdf
 from native_host.errors import RemoteProtocolError
 from native_host.ports import RandomBytes
 
-PAIRING_TTL = 600  # ten minutes from the request
-SAS_GROUPS = 4
+PAIRING_TTL = 600  # ten minutes from "Add a device" (inviter) or from typing the code (joiner)
+NAMEPLATE_DIGITS = 3  # names the inviting device among the announced ones; not secret
+SECRET_DIGITS = 7  # 10**7 codes: about 23 bits against one guess
+PAKE = "spake2-ed25519-v1"  # the `pake` member of a request; 0.1.0 requests have none
+PAKE_MESSAGE_BYTES = 33  # spake2's message: one side byte and one Ed25519 point
 MAX_SECRET_PAYLOAD = 256 * 1024
+_CODE_RE = re.compile(f"[0-9]{{{NAMEPLATE_DIGITS + SECRET_DIGITS}}}")
 
 
 class Role(StrEnum):
-    INITIATOR = "initiator"
-    RESPONDER = "responder"
+    INVITER = "inviter"  # the existing device: shows the code, sends the account key
+    JOINER = "joiner"  # the new device: the user typed the code here
 
 
 class State(StrEnum):
-    REQUESTED = "requested"  # initiator: request sent, waiting for an accept
-    ACCEPTED = "accepted"  # responder: accept sent, waiting for the reveal
-    SHOWING = "showing"  # both: the code is on screen, waiting for the users
-    APPROVED = "approved"  # responder: user approved, key sent; initiator: user confirmed
+    INVITING = "inviting"  # inviter: the code is on screen, waiting for the new device
+    CONFIRMING = "confirming"  # inviter: PAKE answered, waiting for the joiner's proof
+    PROVEN = "proven"  # inviter: the joiner proved the code; the key is about to go
+    SENT = "sent"  # inviter: the sealed key went out; waiting for the log to admit the joiner
+    JOINING = "joining"  # joiner: PAKE message sent, waiting for the inviter's answer
+    RECEIVING = "receiving"  # joiner: the inviter proved the code; waiting for the key
     COMPLETED = "completed"
-    REJECTED = "rejected"
+    REJECTED = "rejected"  # cancelled by a user (either side)
     EXPIRED = "expired"
-    FAILED = "failed"
+    FAILED = "failed"  # a check failed (wrong code, forged or malformed message): for good
 
 
 TERMINAL = frozenset({State.COMPLETED, State.REJECTED, State.EXPIRED, State.FAILED})
+OPEN_INVITATION = frozenset({State.INVITING})
 
 
 @dataclass(frozen=True)
 class Pairing:
-    pairing_id: str
+    pairing_id: str  # this device's id for it (the API's)
     role: Role
     state: State
-    me: str  # this device's id
+    me: str
     my_keys: DevicePublic
-    peer: str | None  # the other device's id (None: initiator asking any paired device)
+    nameplate: str
     expires_at: int
-    eph_private: bytes
-    eph_public: bytes
+    session: str | None = None  # the id on the wire: the joiner's pairing_id
+    code: str | None = None  # inviter: the code to show, until a request uses it up
+    peer: str | None = None
     peer_name: str | None = None
     peer_keys: DevicePublic | None = None
-    peer_eph: bytes | None = None
-    commitment: str | None = None
-    sas: str | None = None
-    key_box: str | None = None  # initiator: the sealed payload, held until the user confirms
-    confirmed: bool = False  # initiator: the local user confirmed the code
+    pake_state: bytes | None = None  # joiner: the SPAKE2 side waiting for the answer
+    session_key: bytes | None = None  # both: after the PAKE, bound to the transcript
+    key_box: str | None = None  # joiner: the sealed payload while it is being installed
     reason: str | None = None
+    my_name: str = ""  # inviter: told to the joiner, to show whom it paired with
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,40 +96,41 @@ class Pairing:
             "state": self.state.value,
             "me": self.me,
             "my_keys": self.my_keys.to_json(),
-            "peer": self.peer,
+            "nameplate": self.nameplate,
             "expires_at": self.expires_at,
-            "eph_private": crypto.b64(self.eph_private),
-            "eph_public": crypto.b64(self.eph_public),
+            "session": self.session,
+            "code": self.code,
+            "peer": self.peer,
             "peer_name": self.peer_name,
             "peer_keys": self.peer_keys.to_json() if self.peer_keys else None,
-            "peer_eph": crypto.b64(self.peer_eph) if self.peer_eph else None,
-            "commitment": self.commitment,
-            "sas": self.sas,
+            "pake_state": crypto.b64(self.pake_state) if self.pake_state else None,
+            "session_key": crypto.b64(self.session_key) if self.session_key else None,
             "key_box": self.key_box,
-            "confirmed": self.confirmed,
             "reason": self.reason,
+            "my_name": self.my_name,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Pairing:
+        """Raises KeyError/ValueError for a record from 0.1.0 (the caller drops it)."""
         return cls(
             pairing_id=d["pairing_id"],
             role=Role(d["role"]),
             state=State(d["state"]),
             me=d["me"],
             my_keys=DevicePublic.from_json(d["my_keys"]),
-            peer=d["peer"],
+            nameplate=d["nameplate"],
             expires_at=d["expires_at"],
-            eph_private=crypto.unb64(d["eph_private"]),
-            eph_public=crypto.unb64(d["eph_public"]),
+            session=d["session"],
+            code=d["code"],
+            peer=d["peer"],
             peer_name=d["peer_name"],
             peer_keys=DevicePublic.from_json(d["peer_keys"]) if d["peer_keys"] else None,
-            peer_eph=crypto.unb64(d["peer_eph"]) if d["peer_eph"] else None,
-            commitment=d["commitment"],
-            sas=d["sas"],
+            pake_state=crypto.unb64(d["pake_state"]) if d["pake_state"] else None,
+            session_key=crypto.unb64(d["session_key"]) if d["session_key"] else None,
             key_box=d["key_box"],
-            confirmed=d["confirmed"],
             reason=d["reason"],
+            my_name=d["my_name"],
         )
 
 
@@ -128,15 +146,15 @@ class Received:
 
 
 @dataclass(frozen=True)
-class Approve:
-    """The local user approved (responder) or confirmed (initiator) the code."""
+class Release:
+    """Inviter, after the joiner proved the code: the caller supplies what to send."""
 
-    secret: dict[str, Any] | None = None  # responder: what to send (account key, log)
+    secret: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Reject:
-    reason: str = "rejected by the user"
+    reason: str = "cancelled by the user"
 
 
 @dataclass(frozen=True)
@@ -144,20 +162,26 @@ class Tick:
     now: int
 
 
-Event = Received | Approve | Reject | Tick
+Event = Received | Release | Reject | Tick
 
 
 # --- effects ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
-    to: str
+    to: str  # "*": every announced device whose nameplate matches (the caller resolves it)
     type: str
     data: dict[str, Any]
 
 
 @dataclass(frozen=True)
+class NeedSecret:
+    """Inviter: the joiner is proven; answer with `Release(secret)` (the account key and the log
+    admitting `pairing.peer`). The PROVEN state is saved first, so a crash asks again."""
+
+
+@dataclass(frozen=True)
 class Install:
-    """Initiator: the transfer authenticated and the user confirmed: install this payload.
+    """Joiner: the transfer authenticated: install this payload.
 
     `pending` is the state to keep on disk until the install is done: the outcome's COMPLETED
     state must only be saved after the key is in place, or a crash would leave a "completed"
@@ -169,10 +193,10 @@ class Install:
 
 @dataclass(frozen=True)
 class Notify:
-    event: str  # pairing.requested / pairing.updated / pairing.completed / security.alert
+    event: str  # pairing.updated / pairing.completed / security.alert
 
 
-Effect = Send | Install | Notify
+Effect = Send | NeedSecret | Install | Notify
 
 
 @dataclass(frozen=True)
@@ -185,185 +209,358 @@ class IllegalInput(Exception):
     """A user action that does not fit the state (the API answers it as a clear error)."""
 
 
-# --- derivations --------------------------------------------------------------------------------
-def commitment(eph_public: bytes, pairing_id: str, device_id: str, keys: DevicePublic) -> str:
-    return digest(
-        eph_public
-        + canonical({"pairing_id": pairing_id, "device_id": device_id, "keys": keys.to_json()})
-    )
+class BadCode(ValueError):
+    """What the user typed is not a pairing code (the API answers invalid_params)."""
 
 
-def _transcript(p: Pairing) -> bytes:
-    assert p.peer_keys is not None
-    assert p.peer_eph is not None
-    assert p.peer is not None
-    if p.role is Role.INITIATOR:
-        ids, keys, ephs = (p.me, p.peer), (p.my_keys, p.peer_keys), (p.eph_public, p.peer_eph)
-    else:
-        ids, keys, ephs = (p.peer, p.me), (p.peer_keys, p.my_keys), (p.peer_eph, p.eph_public)
-    return canonical(
+# --- the code -----------------------------------------------------------------------------------
+def nameplate_of(device_id: str) -> str:
+    """The three digits that name a device in its codes: the new device sends its request only to
+    the announced devices with these digits (a collision among a handful of devices is rare and
+    costs only an ignored request)."""
+    number = int(digest(b"autocrypt-sma nameplate|" + device_id.encode())[:12], 16)
+    return f"{number % 10**NAMEPLATE_DIGITS:0{NAMEPLATE_DIGITS}d}"
+
+
+def format_code(nameplate: str, secret: str) -> str:
+    """`417-209-3551`: read aloud in three groups like a phone number."""
+    return f"{nameplate}-{secret[:3]}-{secret[3:]}"
+
+
+def parse_code(text: str) -> tuple[str, str]:
+    """(nameplate, secret) from what the user typed; spaces and dashes do not matter."""
+    digits = re.sub(r"[\s\-]", "", text)
+    if not _CODE_RE.fullmatch(digits):
+        raise BadCode(
+            f"a pairing code is {NAMEPLATE_DIGITS + SECRET_DIGITS} digits, "
+            "as shown by 'Add a device' on the other device"
+        )
+    return digits[:NAMEPLATE_DIGITS], digits[NAMEPLATE_DIGITS:]
+
+
+def _password(nameplate: str, secret: str) -> bytes:
+    return f"autocrypt-sma pairing|{nameplate}|{secret}".encode()
+
+
+def _session_key(
+    pake_key: bytes,
+    *,
+    session: str,
+    nameplate: str,
+    joiner: tuple[str, DevicePublic, bytes],
+    inviter: tuple[str, DevicePublic, bytes],
+) -> bytes:
+    """The PAKE key bound to both device ids, both device keys and both PAKE messages."""
+    transcript = canonical(
         {
-            "pairing_id": p.pairing_id,
-            "initiator": {"id": ids[0], "keys": keys[0].to_json(), "eph": crypto.b64(ephs[0])},
-            "responder": {"id": ids[1], "keys": keys[1].to_json(), "eph": crypto.b64(ephs[1])},
+            "session": session,
+            "nameplate": nameplate,
+            "joiner": {"id": joiner[0], "keys": joiner[1].to_json(), "msg": crypto.b64(joiner[2])},
+            "inviter": {
+                "id": inviter[0],
+                "keys": inviter[1].to_json(),
+                "msg": crypto.b64(inviter[2]),
+            },
         }
     )
+    return hkdf(pake_key, salt=session.encode(), info=b"autocrypt-sma pairing v2|" + transcript)
 
 
-def _shared(p: Pairing) -> bytes:
-    assert p.peer_eph is not None
-    return crypto.x25519_shared(p.eph_private, p.peer_eph)
+def confirmation(session_key: bytes, role: Role) -> bytes:
+    """Each side's proof that it derived the same key (and so knew the code)."""
+    mac_key = hkdf(session_key, salt=b"", info=b"autocrypt-sma pairing v2 confirm")
+    return hmac.new(mac_key, b"confirm|" + role.value.encode(), "sha256").digest()
 
 
-def short_code(p: Pairing) -> str:
-    """Four groups of four digits (53 bits), easy to read aloud and compare."""
-    raw = hkdf(
-        _shared(p),
-        salt=p.pairing_id.encode(),
-        info=b"autocrypt-sma v1 SAS|" + _transcript(p),
-        length=8,
-    )
-    number = int.from_bytes(raw, "big") % 10 ** (4 * SAS_GROUPS)
-    digits = f"{number:0{4 * SAS_GROUPS}d}"
-    return " ".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+def _transfer_key(session_key: bytes) -> bytes:
+    return hkdf(session_key, salt=b"", info=b"autocrypt-sma pairing v2 key transfer")
 
 
-def _transfer_key(p: Pairing) -> bytes:
-    return hkdf(
-        _shared(p),
-        salt=p.pairing_id.encode(),
-        info=b"autocrypt-sma v1 key transfer|" + _transcript(p),
-    )
+def _associated(session: str) -> bytes:
+    return canonical({"pairing_id": session, "type": "pair-key"})
 
 
 # --- starting ----------------------------------------------------------------------------------
-def start(
-    *, me: str, my_keys: DevicePublic, name: str, peer: str | None, now: int, random: RandomBytes
-) -> Outcome:
-    """The initiator's first step; `peer` None sends the request to every paired device."""
-    pairing_id = random(16).hex()
-    eph_private, eph_public = crypto.x25519_pair(random)
+def invite(*, me: str, my_keys: DevicePublic, name: str, now: int, random: RandomBytes) -> Outcome:
+    """ "Add a device" on an existing device: a new one-time code, shown until used or expired."""
+    nameplate = nameplate_of(me)
+    secret = f"{int.from_bytes(random(8), 'big') % 10**SECRET_DIGITS:0{SECRET_DIGITS}d}"
     p = Pairing(
-        pairing_id,
-        Role.INITIATOR,
-        State.REQUESTED,
-        me,
-        my_keys,
-        peer,
-        now + PAIRING_TTL,
-        eph_private,
-        eph_public,
-    )
-    data = {
-        "pairing_id": pairing_id,
-        "name": name,
-        "keys": my_keys.to_json(),
-        "commitment": commitment(eph_public, pairing_id, me, my_keys),
-        "expires_at": p.expires_at,
-    }
-    return Outcome(p, [Send(peer or "*", "pair-request", data)])
-
-
-def on_request(
-    message: Received,
-    *,
-    me: str,
-    my_keys: DevicePublic,
-    my_name: str,
-    now: int,
-    random: RandomBytes,
-) -> Outcome:
-    """The responder's first step, for a request whose self-signature the caller verified."""
-    data = message.data
-    expires = min(int(data["expires_at"]), now + PAIRING_TTL)
-    if expires <= now:
-        raise RemoteProtocolError("pairing request already expired")
-    eph_private, eph_public = crypto.x25519_pair(random)
-    p = Pairing(
-        pairing_id=data["pairing_id"],
-        role=Role.RESPONDER,
-        state=State.ACCEPTED,
+        pairing_id=random(16).hex(),
+        role=Role.INVITER,
+        state=State.INVITING,
         me=me,
         my_keys=my_keys,
-        peer=message.sender,
-        expires_at=expires,
-        eph_private=eph_private,
-        eph_public=eph_public,
-        peer_name=data["name"],
-        peer_keys=DevicePublic.from_json(data["keys"]),
-        commitment=data["commitment"],
+        nameplate=nameplate,
+        expires_at=now + PAIRING_TTL,
+        code=format_code(nameplate, secret),
+        my_name=name[:64],
     )
-    accept = {
-        "pairing_id": p.pairing_id,
-        "name": my_name,
+    return Outcome(p, [Notify("pairing.updated")])
+
+
+def join(
+    *, me: str, my_keys: DevicePublic, name: str, code: str, now: int, random: RandomBytes
+) -> Outcome:
+    """On the new device, with the code the user typed: the SPAKE2 request (raises BadCode)."""
+    nameplate, secret = parse_code(code)
+    pairing_id = random(16).hex()
+    side = SPAKE2_A(
+        _password(nameplate, secret), idA=me.encode(), idB=nameplate.encode(), entropy_f=random
+    )
+    message = side.start()
+    p = Pairing(
+        pairing_id=pairing_id,
+        role=Role.JOINER,
+        state=State.JOINING,
+        me=me,
+        my_keys=my_keys,
+        nameplate=nameplate,
+        expires_at=now + PAIRING_TTL,
+        session=pairing_id,
+        pake_state=bytes(side.serialize()),
+    )
+    request = {
+        "pairing_id": pairing_id,
+        "pake": PAKE,
+        "nameplate": nameplate,
+        "name": name,
         "keys": my_keys.to_json(),
-        "eph": crypto.b64(eph_public),
+        "msg": crypto.b64(message),
     }
-    return Outcome(p, [Send(message.sender, "pair-accept", accept)])
+    return Outcome(p, [Send("*", "pair-request", request), Notify("pairing.updated")])
 
 
 # --- the machine -------------------------------------------------------------------------------
-def _fail(p: Pairing, reason: str) -> Outcome:
-    """One failed check ends the pairing for good and tells the user (no oracle: the peer is not told why)."""
-    failed = replace(p, state=State.FAILED, reason=reason, eph_private=b"\0" * 32, key_box=None)
+def _fail(p: Pairing, reason: str, to: str | None = None, *, tell: bool = True) -> Outcome:
+    """One failed check ends the pairing for good and tells the user once (no oracle: the peer
+    is only told that it failed)."""
+    failed = replace(
+        p,
+        state=State.FAILED,
+        reason=reason,
+        code=None,
+        pake_state=None,
+        session_key=None,
+        key_box=None,
+    )
     effects: list[Effect] = [Notify("security.alert"), Notify("pairing.updated")]
-    if p.peer:
+    target = to or p.peer
+    if tell and target and p.session:
         effects.insert(
-            0, Send(p.peer, "pair-reject", {"pairing_id": p.pairing_id, "reason": "failed"})
+            0, Send(target, "pair-reject", {"pairing_id": p.session, "reason": "failed"})
         )
     return Outcome(failed, effects)
 
 
+def _end(p: Pairing, state: State, reason: str) -> Pairing:
+    return replace(
+        p, state=state, reason=reason, code=None, pake_state=None, session_key=None, key_box=None
+    )
+
+
 def step(p: Pairing, event: Event, *, random: RandomBytes) -> Outcome:
     if p.state in TERMINAL:
-        if isinstance(event, Approve | Reject):
+        if isinstance(event, Reject | Release):
             raise IllegalInput(f"the pairing is {p.state.value}")
         return Outcome(p)
     if isinstance(event, Tick):
         if event.now >= p.expires_at:
             return Outcome(
-                replace(p, state=State.EXPIRED, reason="ten minutes passed", key_box=None),
+                _end(p, State.EXPIRED, "ten minutes passed: start again with a new code"),
                 [Notify("pairing.updated")],
             )
         return Outcome(p)
     if isinstance(event, Reject):
         effects: list[Effect] = [Notify("pairing.updated")]
-        if p.peer:
+        if p.peer and p.session:
             effects.insert(
-                0, Send(p.peer, "pair-reject", {"pairing_id": p.pairing_id, "reason": "rejected"})
+                0, Send(p.peer, "pair-reject", {"pairing_id": p.session, "reason": "rejected"})
             )
-        return Outcome(replace(p, state=State.REJECTED, reason=event.reason, key_box=None), effects)
-    if isinstance(event, Approve):
-        return _approve(p, event, random)
-    return _receive(p, event)
+        return Outcome(_end(p, State.REJECTED, event.reason), effects)
+    if isinstance(event, Release):
+        return _release(p, event, random)
+    if p.role is Role.INVITER:
+        return _inviter_receives(p, event, random)
+    return _joiner_receives(p, event)
 
 
-def _approve(p: Pairing, event: Approve, random: RandomBytes) -> Outcome:
-    if p.state is not State.SHOWING or (p.role is Role.INITIATOR and p.confirmed):
-        raise IllegalInput(f"nothing to approve: the pairing is {p.state.value}")
-    if p.role is Role.RESPONDER:
-        if event.secret is None:
-            raise IllegalInput("the responder must send the account key")
-        assert p.peer is not None
-        associated = canonical({"pairing_id": p.pairing_id, "type": "pair-key"})
-        box = crypto.seal(canonical(event.secret), _transfer_key(p), associated, random)
+def _release(p: Pairing, event: Release, random: RandomBytes) -> Outcome:
+    if p.state is not State.PROVEN or p.session_key is None or p.peer is None:
+        raise IllegalInput(f"nothing to send: the pairing is {p.state.value}")
+    assert p.session is not None
+    box = crypto.seal(
+        canonical(event.secret), _transfer_key(p.session_key), _associated(p.session), random
+    )
+    return Outcome(
+        replace(p, state=State.SENT, session_key=None),
+        [
+            Send(p.peer, "pair-key", {"pairing_id": p.session, "box": box}),
+            Notify("pairing.updated"),
+        ],
+    )
+
+
+def _inviter_receives(p: Pairing, message: Received, random: RandomBytes) -> Outcome:
+    data, kind = message.data, message.type
+    if kind == "pair-request":
+        if p.state is not State.INVITING:
+            return Outcome(p)  # used up: the caller counts it as unsolicited
+        return _answer_request(p, message, random)
+    if p.session is None or data.get("pairing_id") != p.session:
+        return Outcome(p)  # not ours: ignored, never an oracle
+    if message.sender != p.peer:
+        return Outcome(p)  # only the device that used the invitation takes part
+    if kind == "pair-reject":
+        if p.state is State.CONFIRMING and data.get("reason") == "failed":
+            return _fail(
+                p, "the new device's code did not match: start again with a new code", tell=False
+            )
         return Outcome(
-            replace(p, state=State.APPROVED),
-            [
-                Send(p.peer, "pair-key", {"pairing_id": p.pairing_id, "box": box}),
-                Notify("pairing.updated"),
-            ],
+            _end(p, State.REJECTED, "the new device cancelled"), [Notify("pairing.updated")]
         )
-    confirmed = replace(p, confirmed=True)
-    if confirmed.key_box is not None:
-        return _install(confirmed)
-    return Outcome(confirmed, [Notify("pairing.updated")])
+    if kind == "pair-confirm" and p.state is State.CONFIRMING:
+        assert p.session_key is not None
+        try:
+            proof = crypto.unb64(data.get("confirm"), 32)
+        except RemoteProtocolError:
+            return _fail(p, "the new device's confirmation is malformed")
+        if not hmac.compare_digest(proof, confirmation(p.session_key, Role.JOINER)):
+            return _fail(p, "the new device did not prove the code: start again with a new code")
+        return Outcome(replace(p, state=State.PROVEN), [NeedSecret(), Notify("pairing.updated")])
+    return Outcome(p)  # a replay, a reorder, or an attack: unchanged
+
+
+def _answer_request(p: Pairing, message: Received, random: RandomBytes) -> Outcome:
+    """The one request an invitation answers: it binds the invitation to its sender for good."""
+    data = message.data
+    if data.get("nameplate") != p.nameplate:
+        return Outcome(p)  # meant for another device (a nameplate collision)
+    try:
+        keys = DevicePublic.from_json(data.get("keys"))
+        theirs = crypto.unb64(data.get("msg"), PAKE_MESSAGE_BYTES)
+        session = str(data["pairing_id"])
+    except (RemoteProtocolError, KeyError):
+        return Outcome(p)  # malformed: no guess spent (the caller reports the message)
+    assert p.code is not None
+    _, secret = parse_code(p.code)
+    side = SPAKE2_B(
+        _password(p.nameplate, secret),
+        idA=message.sender.encode(),
+        idB=p.nameplate.encode(),
+        entropy_f=random,
+    )
+    mine = side.start()
+    try:
+        pake_key = side.finish(theirs)
+    except (SPAKEError, ValueError):
+        return Outcome(p)  # not a group element: no guess, the invitation stays open
+    bound = replace(
+        p,
+        state=State.CONFIRMING,
+        code=None,
+        session=session,
+        peer=message.sender,
+        peer_keys=keys,
+        peer_name=str(data.get("name", ""))[:64] or "device",
+    )
+    session_key = _session_key(
+        pake_key,
+        session=session,
+        nameplate=p.nameplate,
+        joiner=(message.sender, keys, theirs),
+        inviter=(p.me, p.my_keys, mine),
+    )
+    accept = {
+        "pairing_id": session,
+        "name": p.my_name,
+        "keys": p.my_keys.to_json(),
+        "msg": crypto.b64(mine),
+        "confirm": crypto.b64(confirmation(session_key, Role.INVITER)),
+    }
+    return Outcome(
+        replace(bound, session_key=session_key),
+        [Send(message.sender, "pair-accept", accept), Notify("pairing.updated")],
+    )
+
+
+def _joiner_receives(p: Pairing, message: Received) -> Outcome:
+    data, kind = message.data, message.type
+    if data.get("pairing_id") != p.session:
+        return Outcome(p)  # not ours: ignored, never an oracle
+    if p.peer is not None and message.sender != p.peer:
+        return Outcome(p)  # the pairing is bound to the device that answered first
+    if kind == "pair-reject" and p.peer is not None:
+        return Outcome(
+            _end(p, State.REJECTED, "the other device cancelled"), [Notify("pairing.updated")]
+        )
+    if kind == "pair-accept" and p.state is State.JOINING:
+        return _check_accept(p, message)
+    if kind == "pair-key" and p.state is State.RECEIVING and p.key_box is None:
+        return _install(replace(p, key_box=str(data.get("box", ""))))
+    return Outcome(p)  # a replay, a reorder, or an attack: unchanged
+
+
+def _check_accept(p: Pairing, message: Received) -> Outcome:
+    """The first accept is the joiner's one attempt: a wrong code or a forged answer fails it."""
+    data = message.data
+    assert p.pake_state is not None
+    assert p.session is not None
+    try:
+        keys = DevicePublic.from_json(data.get("keys"))
+        theirs = crypto.unb64(data.get("msg"), PAKE_MESSAGE_BYTES)
+        proof = crypto.unb64(data.get("confirm"), 32)
+    except RemoteProtocolError as exc:
+        return _fail(p, f"malformed answer: {exc}", to=message.sender)
+    side = SPAKE2_A.from_serialized(p.pake_state)
+    try:
+        pake_key = side.finish(theirs)
+    except (SPAKEError, ValueError):
+        return Outcome(p)  # not a group element: no guess, the join stays open
+    session_key = _session_key(
+        pake_key,
+        session=p.session,
+        nameplate=p.nameplate,
+        joiner=(p.me, p.my_keys, _message_of(side)),
+        inviter=(message.sender, keys, theirs),
+    )
+    if not hmac.compare_digest(proof, confirmation(session_key, Role.INVITER)):
+        return _fail(
+            p,
+            "the code did not match (mistyped, or another device answered): "
+            "start again with a new code",
+            to=message.sender,
+        )
+    proven = replace(
+        p,
+        state=State.RECEIVING,
+        peer=message.sender,
+        peer_keys=keys,
+        peer_name=str(data.get("name", ""))[:64] or None,
+        pake_state=None,
+        session_key=session_key,
+    )
+    confirm = {
+        "pairing_id": p.session,
+        "confirm": crypto.b64(confirmation(session_key, Role.JOINER)),
+    }
+    return Outcome(
+        proven, [Send(message.sender, "pair-confirm", confirm), Notify("pairing.updated")]
+    )
+
+
+def _message_of(side: Any) -> bytes:
+    """The joiner's own PAKE message, as spake2 keeps it in its state."""
+    return bytes(side.side + side.outbound_message)
 
 
 def _install(p: Pairing) -> Outcome:
-    associated = canonical({"pairing_id": p.pairing_id, "type": "pair-key"})
+    assert p.session_key is not None
+    assert p.session is not None
     try:
-        plaintext = crypto.open_sealed(p.key_box, _transfer_key(p), associated)
+        plaintext = crypto.open_sealed(
+            p.key_box, _transfer_key(p.session_key), _associated(p.session)
+        )
         if len(plaintext) > MAX_SECRET_PAYLOAD:
             raise RemoteProtocolError("key payload too large")
         payload = json.loads(plaintext)
@@ -371,73 +568,21 @@ def _install(p: Pairing) -> Outcome:
             raise RemoteProtocolError("key payload is not an object")
     except (RemoteProtocolError, ValueError) as exc:
         return _fail(p, f"the key transfer did not verify: {exc}")
-    done = replace(p, state=State.COMPLETED, key_box=None, eph_private=b"\0" * 32)
+    done = _end(p, State.COMPLETED, "")
+    done = replace(done, reason=None)
     return Outcome(done, [Install(payload, pending=p), Notify("pairing.completed")])
 
 
 def resume_install(p: Pairing) -> Outcome:
-    """After a crash between the user's confirmation and the end of the install: do it again
+    """After a crash between the key's arrival and the end of the install: do it again
     (installing is idempotent)."""
-    if p.role is Role.INITIATOR and p.state is State.SHOWING and p.confirmed and p.key_box:
+    if p.role is Role.JOINER and p.state is State.RECEIVING and p.key_box:
         return _install(p)
     return Outcome(p)
 
 
-def _receive(p: Pairing, message: Received) -> Outcome:
-    data, kind = message.data, message.type
-    if data.get("pairing_id") != p.pairing_id:
-        return Outcome(p)  # not ours: ignored, never an oracle
-    if p.peer is not None and message.sender != p.peer:
-        return _fail(p, f"a {kind} came from an unexpected device")
-    if kind == "pair-reject":
-        return Outcome(
-            replace(p, state=State.REJECTED, reason="the other device rejected", key_box=None),
-            [Notify("pairing.updated")],
-        )
-    if p.role is Role.INITIATOR:
-        if kind == "pair-accept" and p.state is State.REQUESTED:
-            try:
-                keys = DevicePublic.from_json(data.get("keys"))
-                eph = crypto.unb64(data.get("eph"), crypto.KEY_BYTES)
-            except RemoteProtocolError as exc:
-                return _fail(p, f"malformed accept: {exc}")
-            shown = replace(
-                p,
-                state=State.SHOWING,
-                peer=message.sender,
-                peer_keys=keys,
-                peer_eph=eph,
-                peer_name=str(data.get("name", ""))[:64],
-            )
-            shown = replace(shown, sas=short_code(shown))
-            reveal = {"pairing_id": p.pairing_id, "eph": crypto.b64(p.eph_public)}
-            return Outcome(
-                shown, [Send(message.sender, "pair-reveal", reveal), Notify("pairing.updated")]
-            )
-        if kind == "pair-key" and p.state is State.SHOWING and p.key_box is None:
-            held = replace(p, key_box=str(data.get("box", "")))
-            if held.confirmed:
-                return _install(held)
-            return Outcome(held, [Notify("pairing.updated")])
-    elif kind == "pair-reveal" and p.state is State.ACCEPTED:
-        try:
-            eph = crypto.unb64(data.get("eph"), crypto.KEY_BYTES)
-        except RemoteProtocolError as exc:
-            return _fail(p, f"malformed reveal: {exc}")
-        assert p.peer is not None
-        assert p.peer_keys is not None
-        if commitment(eph, p.pairing_id, p.peer, p.peer_keys) != p.commitment:
-            return _fail(p, "the revealed key does not match the commitment")
-        shown = replace(p, state=State.SHOWING, peer_eph=eph)
-        return Outcome(replace(shown, sas=short_code(shown)), [Notify("pairing.requested")])
-    # A message that does not fit the state: a replay, a reorder, or an attack. Unchanged.
-    return Outcome(p)
-
-
 def complete(p: Pairing) -> Outcome:
-    """Responder: the device log now admits the initiator (it installed the key and published)."""
-    if p.role is not Role.RESPONDER or p.state is not State.APPROVED:
+    """Inviter: the device log now admits the joiner (it installed the key and published)."""
+    if p.role is not Role.INVITER or p.state is not State.SENT:
         return Outcome(p)
-    return Outcome(
-        replace(p, state=State.COMPLETED, eph_private=b"\0" * 32), [Notify("pairing.completed")]
-    )
+    return Outcome(replace(p, state=State.COMPLETED), [Notify("pairing.completed")])

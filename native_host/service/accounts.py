@@ -90,6 +90,7 @@ class AccountRecord:
     key_answers: dict[str, float] = field(default_factory=dict)  # whom we last sent a key, when
     expire_after_days: float | None = None  # opt-in: remove devices not seen for this long
     expiry_checked: float = 0.0  # when the policy last ran here
+    unsolicited_pairing: int = 0  # pair requests that came with no open invitation (ignored)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +117,7 @@ class AccountRecord:
             "key_answers": self.key_answers,
             "expire_after_days": self.expire_after_days,
             "expiry_checked": self.expiry_checked,
+            "unsolicited_pairing": self.unsolicited_pairing,
         }
 
     @classmethod
@@ -147,6 +149,7 @@ class AccountRecord:
             key_answers={str(k): float(v) for k, v in (data.get("key_answers") or {}).items()},
             expire_after_days=data.get("expire_after_days"),
             expiry_checked=float(data.get("expiry_checked") or 0.0),
+            unsolicited_pairing=int(data.get("unsolicited_pairing") or 0),
         )
 
 

@@ -30,10 +30,20 @@ Emit = Callable[[str, dict[str, Any]], None]
 PAIRING_TYPES = {
     MessageType.PAIR_REQUEST,
     MessageType.PAIR_ACCEPT,
-    MessageType.PAIR_REVEAL,
+    MessageType.PAIR_CONFIRM,
     MessageType.PAIR_KEY,
     MessageType.PAIR_REJECT,
 }
+
+
+def _load(data: dict[str, Any] | None) -> pm.Pairing | None:
+    """A stored pairing, or None for one saved by 0.1.0 (no migration: it is left out)."""
+    if data is None:
+        return None
+    try:
+        return pm.Pairing.from_json(data)
+    except (KeyError, ValueError, TypeError, RemoteProtocolError):
+        return None
 
 
 def _hash_or_none(entry: Any) -> str | None:
@@ -45,13 +55,14 @@ def _hash_or_none(entry: Any) -> str | None:
 
 
 _TERMINAL_STATES = {s.value for s in pm.TERMINAL}
-# The server can inject any number of requests: only a few pairings may run at once (each asks
-# the user something), and only the newest finished ones are kept for pairing.list.
-MAX_ACTIVE_PAIRINGS = 4
+# Only a user action opens a pairing ("Add a device", or typing a code), and a new one ends the
+# earlier one of the same role: injected requests open nothing, so they cannot lock pairing out.
+# Only the newest finished ones are kept for pairing.list.
 MAX_FINISHED_PAIRINGS = 50
 # A member's log head that this device cannot find for this long (its entries are appended before
 # the message that names the head, and read first) means the server is hiding entries from us.
 WITHHELD_AFTER = 300.0
+UNSOLICITED_ALERT = "pairing:unsolicited"  # in record.alerts once the user was told
 # A pairing message whose recipient's inbox is missing (the server deleted it; the owner
 # recreates it at its next sync) is tried again this often, until its pairing expires.
 OUTBOX_RETRY = 2.0
@@ -293,13 +304,8 @@ class Trust:
             self.record_entry(entry)
         self.publish_pending(store)
 
-    def _active_count(self) -> int:
-        return sum(
-            1 for p in self.record.pairings.values() if p.get("state") not in _TERMINAL_STATES
-        )
-
     def pairing_active(self) -> bool:
-        return self._active_count() > 0
+        return any(p.get("state") not in _TERMINAL_STATES for p in self.record.pairings.values())
 
     def _prune(self) -> None:
         finished = [p for p in self.record.pairings.values() if p.get("state") in _TERMINAL_STATES]
@@ -312,47 +318,72 @@ class Trust:
 
     # --- pairing: the API side ----------------------------------------------------------------
     def pairing(self, pairing_id: str) -> pm.Pairing:
-        data = self.record.pairings.get(pairing_id)
-        if data is None:
+        found = _load(self.record.pairings.get(pairing_id))
+        if found is None:
             raise HostError(
                 ErrorCode.PAIRING_NOT_FOUND, f"no pairing {pairing_id!r} on this device"
             )
-        return pm.Pairing.from_json(data)
+        return found
 
-    def request(self, store: FolderStore, peer: str | None) -> str:
+    def pairings(self) -> list[pm.Pairing]:
+        """Every pairing this device keeps (records from 0.1.0 are left out: no migration)."""
+        return [p for p in map(_load, self.record.pairings.values()) if p is not None]
+
+    def invite(self, store: FolderStore) -> pm.Pairing:
+        """ "Add a device": a new one-time code on this (paired) device; an earlier invitation
+        that is still open ends, so at most one is open."""
+        if not self.is_paired() or self.account_key_armored() is None:
+            raise HostError(ErrorCode.INVALID_REQUEST, "only a paired device can add a device")
+        self._end_open(store, pm.Role.INVITER, "replaced by a new invitation")
+        assert self.record.device is not None
+        outcome = pm.invite(
+            me=self.me,
+            name=self.record.device.name,
+            my_keys=self.device_keys().public,
+            now=int(self._clock()),
+            random=self._random,
+        )
+        self._commit(store, outcome)
+        return outcome.pairing
+
+    def join(self, store: FolderStore, code: str) -> str:
+        """On the new device, with the code the user typed: ask the device it names."""
         if self.is_paired():
             raise HostError(ErrorCode.INVALID_REQUEST, "this device is already paired")
         assert self.record.device is not None
-        targets = self._targets(peer)
-        outcome = pm.start(
+        try:
+            nameplate, _ = pm.parse_code(code)
+        except pm.BadCode as exc:
+            raise HostError(ErrorCode.INVALID_PARAMS, f"params.code: {exc}") from None
+        targets = [
+            d
+            for d in self.record.directory.devices
+            if d != self.me and pm.nameplate_of(d) == nameplate
+        ]
+        if not targets:
+            raise HostError(
+                ErrorCode.INVALID_PARAMS,
+                f"params.code: no device of this account has the number {nameplate}: check the "
+                "code, and that the other device is online",
+            )
+        self._end_open(store, pm.Role.JOINER, "replaced by a new code")
+        outcome = pm.join(
             me=self.me,
             my_keys=self.device_keys().public,
             name=self.record.device.name,
-            peer=peer,
+            code=code,
             now=int(self._clock()),
             random=self._random,
         )
         self._commit(store, outcome, targets)
         return outcome.pairing.pairing_id
 
-    def _targets(self, peer: str | None) -> list[str]:
-        """Who may answer a request: the named device, or every other announced device (a new
-        device has no log yet, so it cannot tell members apart; the code check does)."""
-        if peer is not None:
-            if peer not in self.record.directory.devices or peer == self.me:
-                raise HostError(
-                    ErrorCode.INVALID_PARAMS,
-                    f"params.device_id: no other device {peer!r} is announced",
-                )
-            return [peer]
-        others = [d for d in self.record.directory.devices if d != self.me]
-        if not others:
-            raise HostError(
-                ErrorCode.INVALID_REQUEST, "no other device has joined this account's SMA yet"
-            )
-        return others
+    def _end_open(self, store: FolderStore, role: pm.Role, reason: str) -> None:
+        for p in self.pairings():
+            if p.role is role and p.state not in pm.TERMINAL:
+                self._commit(store, pm.step(p, pm.Reject(reason), random=self._random))
 
-    def decide(self, store: FolderStore, pairing_id: str, approve: bool) -> pm.Pairing:
+    def cancel(self, store: FolderStore, pairing_id: str) -> pm.Pairing:
         current = self.pairing(pairing_id)
         if current.state is pm.State.EXPIRED or (
             current.state not in pm.TERMINAL and self._clock() >= current.expires_at
@@ -362,14 +393,7 @@ class Trust:
                 ErrorCode.PAIRING_EXPIRED, "the pairing expired (ten minutes); start a new one"
             )
         try:
-            if not approve:
-                outcome = pm.step(current, pm.Reject(), random=self._random)
-            elif current.role is pm.Role.RESPONDER:
-                outcome = pm.step(
-                    current, pm.Approve(self._secret_for(current)), random=self._random
-                )
-            else:
-                outcome = pm.step(current, pm.Approve(), random=self._random)
+            outcome = pm.step(current, pm.Reject(), random=self._random)
         except pm.IllegalInput as exc:
             raise HostError(ErrorCode.PAIRING_STATE, str(exc)) from None
         self._commit(store, outcome)
@@ -405,66 +429,86 @@ class Trust:
             raise RemoteProtocolError(f"no handler for {message.type} in an inbox")
         if message.to != self.me:
             raise RemoteProtocolError("addressed to another device (a replay?)")
-        pairing_id = message.data.get("pairing_id")
         incoming = pm.Received(message.type.value, message.sender, message.data)
         if message.type is MessageType.PAIR_REQUEST:
             self._on_request(store, message, incoming)
             return
-        data = self.record.pairings.get(str(pairing_id))
-        if data is None:
+        session = str(message.data.get("pairing_id"))
+        current = next((p for p in self.pairings() if p.session == session), None)
+        if current is None:
             raise RemoteProtocolError("no such pairing here")
-        current = pm.Pairing.from_json(data)
         signer = current.peer_keys
         if (
             message.type is MessageType.PAIR_ACCEPT
-            and current.role is pm.Role.INITIATOR
+            and current.role is pm.Role.JOINER
             and signer is None
         ):
-            signer = DevicePublic.from_json(
-                message.data.get("keys")
-            )  # self-signed; the code binds it
+            # Self-signed: the key confirmation binds these keys to the code.
+            signer = DevicePublic.from_json(message.data.get("keys"))
         if signer is None or not verify_document(message.document, signer):
             raise RemoteProtocolError(f"{message.type} signature does not verify")
         self._commit(store, pm.step(current, incoming, random=self._random))
 
     def _on_request(self, store: FolderStore, message: SmaMessage, incoming: pm.Received) -> None:
+        """Only an open invitation answers a request: anything else is unsolicited, counted and
+        reported once (a possible attack), and never shown to the user."""
         keys = DevicePublic.from_json(message.data.get("keys"))
         if not verify_document(message.document, keys):
             raise RemoteProtocolError("pairing request signature does not verify")
-        if str(message.data["pairing_id"]) in self.record.pairings:
-            return  # a replay: already answered once
-        if not self.is_paired():
-            return  # only a member can admit anyone; another device will answer
-        if self._active_count() >= MAX_ACTIVE_PAIRINGS:
-            raise RemoteProtocolError(
-                f"more than {MAX_ACTIVE_PAIRINGS} pairings at once; request ignored"
+        session = str(message.data["pairing_id"])
+        if any(p.session == session and p.peer == message.sender for p in self.pairings()):
+            return  # a replay of the request an invitation answered: already answered once
+        invitation = next((p for p in self.pairings() if p.state in pm.OPEN_INVITATION), None)
+        if invitation is not None and self._clock() >= invitation.expires_at:
+            self._commit(
+                store, pm.step(invitation, pm.Tick(int(self._clock())), random=self._random)
             )
-        assert self.record.device is not None
-        outcome = pm.on_request(
-            incoming,
-            me=self.me,
-            my_keys=self.device_keys().public,
-            my_name=self.record.device.name,
-            now=int(self._clock()),
-            random=self._random,
+            invitation = None
+        if invitation is not None:
+            outcome = pm.step(invitation, incoming, random=self._random)
+            if outcome.pairing.state is not pm.State.INVITING:
+                self._commit(store, outcome)
+                return
+        self._unsolicited(message)
+
+    def _unsolicited(self, message: SmaMessage) -> None:
+        self.record.unsolicited_pairing += 1
+        log.warning(
+            "pairing: request from %s without an open invitation ignored (%d so far)",
+            message.sender,
+            self.record.unsolicited_pairing,
         )
-        self._commit(store, outcome)
+        if UNSOLICITED_ALERT not in self.record.alerts:
+            self.record.alerts.append(UNSOLICITED_ALERT)
+            self._emit(
+                "security.alert",
+                {
+                    "account": self.record.account,
+                    "kind": "pairing",
+                    "message": "a device asked to pair although no one chose 'Add a device' "
+                    "here; it was ignored. If you did not try to pair a device, someone with "
+                    "access to your mailbox may have tried.",
+                },
+            )
+        self._save()
 
     # --- the clock and the log ----------------------------------------------------------------
     def tick(self, store: FolderStore, chain: devicelog.DeviceLog) -> None:
         self._prune()
         self.publish_pending(store)
         self.send_pending(store)
-        for data in list(self.record.pairings.values()):
-            current = pm.Pairing.from_json(data)
+        for current in self.pairings():
             if current.state in pm.TERMINAL:
                 continue
-            if current.role is pm.Role.INITIATOR and current.confirmed and current.key_box:
+            if current.role is pm.Role.JOINER and current.key_box:
                 self._commit(store, pm.resume_install(current))  # a crash interrupted it
                 continue
+            if current.state is pm.State.PROVEN:
+                self._release(store, current)  # a crash came between the proof and the send
+                continue
             if (
-                current.role is pm.Role.RESPONDER
-                and current.state is pm.State.APPROVED
+                current.role is pm.Role.INVITER
+                and current.state is pm.State.SENT
                 and current.peer
                 and chain.is_member(current.peer)
             ):
@@ -500,6 +544,17 @@ class Trust:
                     return  # refused: the pairing is now failed, nothing more to tell
             elif isinstance(effect, pm.Notify):
                 self._notify(effect.event, p)
+            elif isinstance(effect, pm.NeedSecret):
+                self._release(store, p)
+
+    def _release(self, store: FolderStore, p: pm.Pairing) -> None:
+        """Inviter: the joiner proved the code (PROVEN is on disk): seal and send the key."""
+        try:
+            secret = self._secret_for(p)
+        except HostError as exc:
+            self._commit(store, pm.step(p, pm.Reject(exc.message), random=self._random))
+            return
+        self._commit(store, pm.step(p, pm.Release(secret), random=self._random))
 
     def _build(self, to: str, kind: str, data: dict[str, Any]) -> bytes:
         return envelope.build(
@@ -557,14 +612,14 @@ class Trust:
         return min(waiting) if waiting else None
 
     def _install(self, store: FolderStore, p: pm.Pairing, payload: dict[str, Any]) -> bool:
-        """Initiator, after its user confirmed and the transfer authenticated: check everything,
+        """Joiner, after the transfer authenticated: check everything,
         then install the account key, pin the log and publish the entry that admits us."""
         from native_host.adapters.pgp import BadAccountKey, load_secret
 
         try:
             genesis = str(payload["genesis"])
             chain = devicelog.DeviceLog(genesis, me=self.me)
-            chain.receive_all(list(payload["log"])[:10_000])
+            chain.receive_all(list(payload["log"])[: devicelog.MAX_ENTRIES + 1])
             me = chain.members().get(self.me)
             if me is None or me.keys != self.device_keys().public:
                 raise RemoteProtocolError("the log sent does not admit this device with its keys")
@@ -617,7 +672,7 @@ class Trust:
             "peer_device_id": p.peer,
             "peer_name": p.peer_name,
             "state": p.state.value,
-            "sas": p.sas if p.state in (pm.State.SHOWING, pm.State.APPROVED) else None,
+            "code": p.code if p.state is pm.State.INVITING else None,
             "expires_at": p.expires_at,
             "reason": p.reason,
         }

@@ -35,11 +35,12 @@ from native_host.core.crypto import (
     verify_document,
 )
 from native_host.core.envelope import MessageType
+from native_host.core.pairing import nameplate_of
 from native_host.errors import RemoteProtocolError
 
 SMA_PATTERN = layout.ANNOUNCE_FOLDER + "*"
 _APPENDUID = re.compile(rb"APPENDUID (\d+) (\d+)")
-PAIRING_TYPES = {"pair-request", "pair-accept", "pair-reveal", "pair-key", "pair-reject"}
+PAIRING_TYPES = {"pair-request", "pair-accept", "pair-confirm", "pair-key", "pair-reject"}
 
 ACTIONS: dict[str, tuple[int, bool]] = {  # name: (weight, destructive)
     "forge_announcement": (3, False),
@@ -338,7 +339,8 @@ class Adversary:
         self._append("forge-log", layout.ANNOUNCE_FOLDER, raw)
 
     def forge_pairing(self) -> None:
-        """Mallory asks an honest device to pair, or answers an honest device's request."""
+        """Mallory asks an honest device to pair (a guess at its code), or answers an honest
+        device's request."""
         victims = self.honest_ids()
         if not victims:
             return
@@ -346,12 +348,13 @@ class Adversary:
         requests = [m for m in self.genuine() if m.type is MessageType.PAIR_REQUEST]
         choice = self.rng.random()
         if choice < 0.4 or not requests:
-            data = {
+            data = {  # a guess at the victim's code (one per invitation, if one is open)
                 "pairing_id": self.rng.randbytes(16).hex(),
+                "pake": "spake2-ed25519-v1",
+                "nameplate": nameplate_of(victim),
                 "name": "Phone",
                 "keys": self.mallory.public.to_json(),
-                "commitment": self.rng.randbytes(32).hex(),
-                "expires_at": 2_000_000_000,
+                "msg": base64.b64encode(b"A" + self.rng.randbytes(32)).decode(),
             }
             raw = self._build(MessageType.PAIR_REQUEST, self.mallory_id, data, to=victim)
             self._append("forge-pair-request", layout.inbox_folder(victim), raw)
@@ -360,14 +363,16 @@ class Adversary:
         initiator = request.sender
         responder = request.to or victim
         pairing_id = request.data["pairing_id"]
-        eph = base64.b64encode(self.rng.randbytes(32)).decode()
+        eph = base64.b64encode(b"B" + self.rng.randbytes(32)).decode()
+        mac = base64.b64encode(self.rng.randbytes(32)).decode()
         if choice < 0.7:  # an accept with Mallory's keys, in Mallory's name or the responder's
             sender = self.rng.choice([self.mallory_id, responder])
             data = {
                 "pairing_id": pairing_id,
                 "name": "Laptop",
                 "keys": self.mallory.public.to_json(),
-                "eph": eph,
+                "msg": eph,
+                "confirm": mac,
             }
             raw = self._build(MessageType.PAIR_ACCEPT, sender, data, to=initiator)
             self._append("forge-pair-accept", layout.inbox_folder(initiator), raw)
@@ -378,10 +383,10 @@ class Adversary:
             }
             raw = self._build(MessageType.PAIR_KEY, responder, data, to=initiator)
             self._append("forge-pair-key", layout.inbox_folder(initiator), raw)
-        else:  # a reveal "from" the initiator
-            data = {"pairing_id": pairing_id, "eph": eph}
-            raw = self._build(MessageType.PAIR_REVEAL, initiator, data, to=responder)
-            self._append("forge-pair-reveal", layout.inbox_folder(responder), raw)
+        else:  # a key confirmation "from" the joiner
+            data = {"pairing_id": pairing_id, "confirm": mac}
+            raw = self._build(MessageType.PAIR_CONFIRM, initiator, data, to=responder)
+            self._append("forge-pair-confirm", layout.inbox_folder(responder), raw)
 
     def forge_device_message(self) -> None:
         """A key update or a rolled account key "from" a member, encrypted to the victim but

@@ -117,9 +117,9 @@ class User:
         for p in self.pairings():
             if p["pairing_id"] in self.started | expected:
                 continue
-            if p["state"] in ("requested", "accepted", "showing", "approved"):
+            if p["state"] in ("inviting", "confirming", "proven", "sent", "joining", "receiving"):
                 with contextlib.suppress(HostCallError):  # expired or finished meanwhile
-                    self.host.call("pairing.reject", {**self.params, "pairing_id": p["pairing_id"]})
+                    self.host.call("pairing.cancel", {**self.params, "pairing_id": p["pairing_id"]})
 
     def keep_secrets(self) -> None:
         """What the keyring holds for this device now (the test's view, never the server's)."""
@@ -132,44 +132,39 @@ class User:
 
 
 def pair(new: User, old: User, users: list[User], log: list[str] | None = None) -> bool:
-    """One pairing attempt as the users do it: approve only on matching codes."""
+    """One pairing attempt as the users do it: "Add a device" on the old device, its code typed
+    on the new one."""
     try:
-        pairing_id = new.host.call("pairing.request", {**new.params, "device_id": old.device_id})[
+        invitation = old.host.call("pairing.invite", old.params)["pairing"]
+        old.started.add(invitation["pairing_id"])
+        pairing_id = new.host.call("pairing.join", {**new.params, "code": invitation["code"]})[
             "pairing_id"
         ]
     except HostCallError:
         return False
     new.started.add(pairing_id)
+    ours = {pairing_id, invitation["pairing_id"]}
     deadline = time.monotonic() + PAIR_SECONDS
-    approved = False
+    mine: dict[str, Any] | None = None
+    theirs: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         for user in users:
-            user.reject_strangers({pairing_id})
+            user.reject_strangers(ours)
         mine = {p["pairing_id"]: p for p in new.pairings()}.get(pairing_id)
-        theirs = {p["pairing_id"]: p for p in old.pairings()}.get(pairing_id)
+        theirs = {p["pairing_id"]: p for p in old.pairings()}.get(invitation["pairing_id"])
         if mine is None or mine["state"] in ("failed", "rejected", "expired"):
-            return False
+            break
         if mine["state"] == "completed" and theirs and theirs["state"] == "completed":
             return True
-        if not approved and mine["sas"] and theirs and theirs["sas"]:
-            decision = "pairing.approve" if mine["sas"] == theirs["sas"] else "pairing.reject"
-            for user in (old, new):
-                try:
-                    user.host.call(decision, {**user.params, "pairing_id": pairing_id})
-                except HostCallError:
-                    return False
-            if decision == "pairing.reject":
-                return False
-            approved = True
         time.sleep(0.2)
     if log is not None:
         log.append(
             f"gave up on {pairing_id[:6]}: {new.instance} {mine and mine['state']}, "
             f"{old.instance} {theirs and theirs['state']}"
         )
-    for user in (new, old):  # give up: nothing half-done stays open
-        with contextlib.suppress(HostCallError):
-            user.host.call("pairing.reject", {**user.params, "pairing_id": pairing_id})
+    for user, its_id in ((new, pairing_id), (old, invitation["pairing_id"])):
+        with contextlib.suppress(HostCallError):  # give up: nothing half-done stays open
+            user.host.call("pairing.cancel", {**user.params, "pairing_id": its_id})
     return False
 
 

@@ -50,11 +50,8 @@ def paired(
     account = {"account": mail["account"]}
     laptop = joined(spawn, mail, "laptop", "Laptop")
     phone = joined(spawn, mail, "phone", "Phone")
-    pairing_id = phone.call("pairing.request", account)["pairing_id"]
-    laptop.wait_event("pairing.requested", 10)
-    laptop.call("pairing.approve", {**account, "pairing_id": pairing_id})
-    phone.wait_event("pairing.updated", 10, check=lambda d: d["pairing"]["sas"] is not None)
-    phone.call("pairing.approve", {**account, "pairing_id": pairing_id})
+    code = laptop.call("pairing.invite", account)["pairing"]["code"]
+    phone.call("pairing.join", {**account, "code": code})
     phone.wait_event("pairing.completed", 15)
     laptop.wait_event("pairing.completed", 15)
     return laptop, phone

@@ -21,28 +21,32 @@ def joined(
     return host
 
 
+def states(host: CheckedHost, account: dict[str, Any]) -> list[str]:
+    return [p["state"] for p in host.call("pairing.list", account)["pairings"]]
+
+
 def test_full_pairing_flow(spawn: Callable[..., CheckedHost], mail: dict[str, Any]) -> None:
     account = {"account": mail["account"]}
     laptop = joined(spawn, mail, "laptop", "Laptop")
     phone = joined(spawn, mail, "phone", "Phone")
     assert phone.request("account.key", account)["error"]["code"] == "not_joined"
     started = time.monotonic()
-    pairing_id = phone.call("pairing.request", account)["pairing_id"]
-    requested = laptop.wait_event("pairing.requested", 10)["pairing"]
-    shown = phone.wait_event("pairing.updated", 10)["pairing"]
-    while shown["sas"] is None:
-        shown = phone.wait_event("pairing.updated", 10)["pairing"]
-    assert requested["pairing_id"] == pairing_id
-    assert requested["sas"] == shown["sas"]
-    assert requested["peer_name"] == "Phone"
-    listed = laptop.call("pairing.list", account)["pairings"]
-    assert [p["sas"] for p in listed] == [requested["sas"]]
-    laptop.call("pairing.approve", {**account, "pairing_id": pairing_id})
-    phone.call("pairing.approve", {**account, "pairing_id": pairing_id})
-    phone.wait_event("pairing.completed", 10)
+    invitation = laptop.call("pairing.invite", account)["pairing"]
+    assert invitation["state"] == "inviting"
+    assert invitation["role"] == "inviter"
+    listed = laptop.call("pairing.list", account)
+    assert [p["code"] for p in listed["pairings"]] == [invitation["code"]]
+    assert listed["unsolicited_requests"] == 0
+    joined_id = phone.call("pairing.join", {**account, "code": invitation["code"]})["pairing_id"]
+    done = phone.wait_event("pairing.completed", 10)["pairing"]
     installed = time.monotonic() - started
-    laptop.wait_event("pairing.completed", 10)
+    assert done["pairing_id"] == joined_id
+    assert done["peer_name"] == "Laptop"
+    old_done = laptop.wait_event("pairing.completed", 10)["pairing"]
     elapsed = time.monotonic() - started
+    assert old_done["pairing_id"] == invitation["pairing_id"]
+    assert old_done["peer_name"] == "Phone"
+    assert old_done["code"] is None
     print(
         f"pairing wall time: new device holds the key after {installed:.2f} s, both completed after {elapsed:.2f} s"
     )
@@ -56,13 +60,37 @@ def test_full_pairing_flow(spawn: Callable[..., CheckedHost], mail: dict[str, An
     assert elapsed < 10
 
 
-def test_approving_twice_or_unknown_pairings_are_clear_errors(
+def test_a_wrong_code_fails_both_devices_over_dovecot(
     spawn: Callable[..., CheckedHost], mail: dict[str, Any]
 ) -> None:
     account = {"account": mail["account"]}
     laptop = joined(spawn, mail, "laptop", "Laptop")
-    unknown = laptop.request("pairing.approve", {**account, "pairing_id": "0" * 32})["error"]
+    phone = joined(spawn, mail, "phone", "Phone")
+    code = laptop.call("pairing.invite", account)["pairing"]["code"]
+    typo = code[:-1] + str((int(code[-1]) + 1) % 10)
+    phone.call("pairing.join", {**account, "code": typo})
+    for host in (laptop, phone):
+        alert = host.wait_event("security.alert", 10)
+        assert alert["kind"] == "pairing"
+    for _ in range(50):
+        if states(laptop, account) == states(phone, account) == ["failed"]:
+            break
+        time.sleep(0.1)
+    assert states(laptop, account) == states(phone, account) == ["failed"]
+    assert phone.request("account.key", account)["error"]["code"] == "not_joined"
+
+
+def test_wrong_sides_bad_codes_and_unknown_pairings_are_clear_errors(
+    spawn: Callable[..., CheckedHost], mail: dict[str, Any]
+) -> None:
+    account = {"account": mail["account"]}
+    laptop = joined(spawn, mail, "laptop", "Laptop")
+    phone = joined(spawn, mail, "phone", "Phone")
+    unknown = laptop.request("pairing.cancel", {**account, "pairing_id": "0" * 32})["error"]
     assert unknown["code"] == "pairing_not_found"
-    assert (
-        laptop.request("pairing.request", account)["error"]["code"] == "invalid_request"
-    )  # already paired
+    paired_join = laptop.request("pairing.join", {**account, "code": "123-456-7890"})["error"]
+    assert paired_join["code"] == "invalid_request"  # already paired
+    assert phone.request("pairing.invite", account)["error"]["code"] == "invalid_request"
+    for bad in ("12", "abc-def-ghij"):
+        error = phone.request("pairing.join", {**account, "code": bad})["error"]
+        assert error["code"] == "invalid_params", bad

@@ -16,7 +16,7 @@ from tests.host.test_accounts_imap import dovecot, mail
 from tests.host.test_pairing_imap import joined
 
 __all__ = ["dovecot", "mail"]
-STEPS = ["after-request", "after-code-shown", "after-old-approves", "after-new-confirms"]
+STEPS = ["old-after-invite", "new-after-join", "old-after-join", "new-after-old-completes"]
 
 
 def restart(spawn: Callable[..., CheckedHost], old: CheckedHost, instance: str) -> CheckedHost:
@@ -27,18 +27,13 @@ def restart(spawn: Callable[..., CheckedHost], old: CheckedHost, instance: str) 
     return again
 
 
-def pairing(
-    host: CheckedHost, account: dict[str, Any], pairing_id: str, timeout: float = 15
-) -> dict[str, Any]:
-    """Wait until the host reports the pairing showing a code (or further)."""
-    for _ in range(int(timeout * 10)):
-        for p in host.call("pairing.list", account)["pairings"]:
-            if p["pairing_id"] == pairing_id and (
-                p["sas"] or p["state"] in ("completed", "failed")
-            ):
-                return dict(p)
+def wait_states(host: CheckedHost, account: dict[str, Any], wanted: list[str]) -> list[str]:
+    for _ in range(150):
+        states = [p["state"] for p in host.call("pairing.list", account)["pairings"]]
+        if states == wanted:
+            break
         time.sleep(0.1)
-    raise AssertionError(f"pairing {pairing_id} never showed a code")
+    return states
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -50,31 +45,25 @@ def test_a_killed_host_resumes_the_pairing(
     phone = joined(spawn, mail, "phone", "Phone")
     extra: list[CheckedHost] = []
     try:
-        pairing_id = phone.call("pairing.request", account)["pairing_id"]
-        if step == "after-request":
+        code = laptop.call("pairing.invite", account)["pairing"]["code"]
+        if step == "old-after-invite":  # the invitation (and its code) survives the kill
+            laptop = restart(spawn, laptop, "laptop")
+            extra.append(laptop)
+            [shown] = laptop.call("pairing.list", account)["pairings"]
+            assert shown["code"] == code
+        phone.call("pairing.join", {**account, "code": code})
+        if step == "new-after-join":
             phone = restart(spawn, phone, "phone")
             extra.append(phone)
-        old_view = pairing(laptop, account, pairing_id)
-        new_view = pairing(phone, account, pairing_id)
-        assert old_view["sas"] == new_view["sas"]
-        if step == "after-code-shown":
+        if step == "old-after-join":
             laptop = restart(spawn, laptop, "laptop")
             extra.append(laptop)
-        laptop.call("pairing.approve", {**account, "pairing_id": pairing_id})
-        if step == "after-old-approves":
-            laptop = restart(spawn, laptop, "laptop")
-            extra.append(laptop)
-        phone.call("pairing.approve", {**account, "pairing_id": pairing_id})
-        if step == "after-new-confirms":
+        if step == "new-after-old-completes":
+            assert wait_states(laptop, account, ["completed"]) == ["completed"]
             phone = restart(spawn, phone, "phone")
             extra.append(phone)
         for host in (laptop, phone):
-            for _ in range(150):
-                states = [p["state"] for p in host.call("pairing.list", account)["pairings"]]
-                if states == ["completed"]:
-                    break
-                time.sleep(0.1)
-            assert states == ["completed"], (step, states)
+            assert wait_states(host, account, ["completed"]) == ["completed"], step
         assert laptop.call("account.key", account) == phone.call("account.key", account)
         for host in (laptop, phone):
             assert [d["paired"] for d in host.call("devices.list", account)["devices"]] == [

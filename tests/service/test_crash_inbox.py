@@ -29,7 +29,9 @@ def test_a_crash_between_saving_the_watermark_and_deleting_leaves_no_message_beh
     laptop_rt.sync()
     phone_rt.sync()
     inbox = layout.inbox_folder(laptop_rt.trust.me)
-    pairing_id = phone_rt.with_store(lambda s: phone_rt.trust.request(s, laptop_rt.trust.me))
+    invitation = laptop_rt.with_store(lambda s: laptop_rt.trust.invite(s))
+    pairing_id = invitation.pairing_id
+    phone_rt.with_store(lambda s: phone_rt.trust.join(s, str(invitation.code)))
     assert server.mailbox.status(inbox).messages == 1
 
     original = server.mailbox.delete_messages
@@ -47,7 +49,7 @@ def test_a_crash_between_saving_the_watermark_and_deleting_leaves_no_message_beh
 
     laptop.service.stop()
     again = laptop.restart().runtime(ACCOUNT)
-    assert state(again, pairing_id) is not None  # the request was applied before the kill
+    assert state(again, pairing_id) == "confirming"  # the request was applied before the kill
     again.sync()
     assert server.mailbox.status(inbox).messages == 0
     assert [p for p in again.record.pairings] == [pairing_id]  # once

@@ -52,7 +52,9 @@ def test_a_pair_request_to_a_deleted_inbox_arrives_once_the_owner_recreated_it(
     before = server.mailbox.status(inbox).uidvalidity
     server.mailbox.delete_folder(inbox)  # the server, just before the phone asks
 
-    pairing_id = phone_rt.with_store(lambda s: phone_rt.trust.request(s, laptop_id))
+    invitation = laptop_rt.with_store(lambda s: laptop_rt.trust.invite(s))
+    pairing_id = invitation.pairing_id
+    joined = phone_rt.with_store(lambda s: phone_rt.trust.join(s, str(invitation.code)))
     assert [m["to"] for m in phone_rt.record.outbox] == [laptop_id]  # kept, not dropped
     assert phone_rt.trust.outbox_due() == clock(phone)() + OUTBOX_RETRY
     phone_rt.sync()  # too early for a retry: nothing changes
@@ -60,25 +62,19 @@ def test_a_pair_request_to_a_deleted_inbox_arrives_once_the_owner_recreated_it(
 
     laptop_rt.sync()  # finds its inbox gone, recreates it, reports it
     assert server.mailbox.status(inbox).uidvalidity != before
-    assert state(laptop_rt, pairing_id) is None
+    assert state(laptop_rt, pairing_id) == "inviting"
     clock(phone).advance(OUTBOX_RETRY)
     phone_rt.sync()  # the retry lands in the recreated inbox
     assert phone_rt.record.outbox == []
     assert phone_rt.trust.outbox_due() is None
     laptop_rt.sync()
-    assert state(laptop_rt, pairing_id) is not None  # the request was read
+    assert state(laptop_rt, pairing_id) == "confirming"  # the request was read
 
     # And the pairing runs to the end through the recreated inbox.
-    for _ in range(3):
-        phone_rt.sync()
-        laptop_rt.sync()
-    assert state(laptop_rt, pairing_id) == state(phone_rt, pairing_id) == "showing"
-    laptop_rt.with_store(lambda s: laptop_rt.trust.decide(s, pairing_id, True))
-    phone_rt.with_store(lambda s: phone_rt.trust.decide(s, pairing_id, True))
     for _ in range(4):
         phone_rt.sync()
         laptop_rt.sync()
-    assert state(laptop_rt, pairing_id) == state(phone_rt, pairing_id) == "completed"
+    assert state(laptop_rt, pairing_id) == state(phone_rt, joined) == "completed"
     alerts = []
     while not laptop.events.empty():
         name, data = laptop.events.get()
@@ -95,8 +91,9 @@ def test_a_message_to_a_missing_inbox_is_given_up_when_its_pairing_expires(
     laptop_rt.sync()
     phone_rt.sync()
     laptop_id = laptop_rt.trust.me
+    invitation = laptop_rt.with_store(lambda s: laptop_rt.trust.invite(s))
     server.mailbox.delete_folder(layout.inbox_folder(laptop_id))  # and the laptop never returns
-    phone_rt.with_store(lambda s: phone_rt.trust.request(s, laptop_id))
+    phone_rt.with_store(lambda s: phone_rt.trust.join(s, str(invitation.code)))
     for _ in range(5):
         clock(phone).advance(OUTBOX_RETRY)
         phone_rt.sync()

@@ -60,15 +60,13 @@ def table(device: Device) -> dict[str, PeerState]:
 
 
 def pair(old: Device, new: Device, settle_with: list[Device]) -> None:
-    new_rt = runtime(new)
-    me = runtime(old).record.device
-    assert me is not None
-    pairing_id = new_rt.with_store(lambda store: new_rt.trust.request(store, me.device_id))
-    settle(settle_with, lambda: state(old, pairing_id) == "showing" == state(new, pairing_id))
-    old_rt = runtime(old)
-    old_rt.with_store(lambda s: old_rt.trust.decide(s, pairing_id, True))
-    new_rt.with_store(lambda s: new_rt.trust.decide(s, pairing_id, True))
-    settle(settle_with, lambda: state(old, pairing_id) == "completed" == state(new, pairing_id))
+    new_rt, old_rt = runtime(new), runtime(old)
+    invitation = old_rt.with_store(lambda store: old_rt.trust.invite(store))
+    joined = new_rt.with_store(lambda store: new_rt.trust.join(store, str(invitation.code)))
+    settle(
+        settle_with,
+        lambda: state(old, invitation.pairing_id) == "completed" == state(new, joined),
+    )
 
 
 def test_a_late_device_gets_one_snapshot_and_everyone_converges(

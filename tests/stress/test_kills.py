@@ -55,8 +55,8 @@ CORRESPONDENTS = 8
 KILL_IN_CALL = {
     "account.configure": 0.1,
     "sma.join": 0.3,
-    "pairing.request": 0.35,
-    "pairing.approve": 0.35,
+    "pairing.invite": 0.35,
+    "pairing.join": 0.35,
     "peers.ingest": 0.08,
     "device.remove": 0.5,
 }
@@ -197,56 +197,51 @@ def join(fleet: Fleet, instance: str) -> str:
     return str(fleet.call(instance, "sma.join", params)["device_id"])
 
 
-def pair(fleet: Fleet, new: str, old: str, old_id: str) -> str:
+def pair(fleet: Fleet, new: str, old: str) -> list[str]:
+    """ "Add a device" on `old`, its code typed on `new`; kills may cut either call. Returns both
+    sides' pairing ids."""
     account = fleet.account
 
     def under_way(host: CheckedHost) -> list[dict[str, Any]]:
         return [
             p
             for p in host.call("pairing.list", account)["pairings"]
-            if p["state"] not in ("rejected", "expired", "failed")
+            if p["state"] not in ("rejected", "expired", "failed", "completed")
         ]
 
-    def request_again(host: CheckedHost) -> bool:
-        return not under_way(host)
+    def again(host: CheckedHost) -> bool:
+        return not under_way(host)  # the cut call was not saved: send it again
 
-    fleet.call(new, "pairing.request", {**account, "device_id": old_id}, retry=request_again)
-    [pairing] = under_way(fleet.hosts[new])  # the one request, or the one the retry adopted
-    pairing_id = pairing["pairing_id"]
-    fleet.note(f"pairing {pairing_id[:8]}: {new} with {old}")
+    fleet.call(old, "pairing.invite", account, retry=again)
+    [invitation] = under_way(fleet.hosts[old])  # the one invitation, saved before any answer
+    fleet.pause("invited", [new, old])
+    [invitation] = [
+        p
+        for p in fleet.hosts[old].call("pairing.list", account)["pairings"]
+        if p["pairing_id"] == invitation["pairing_id"]
+    ]
+    fleet.call(new, "pairing.join", {**account, "code": invitation["code"]}, retry=again)
+    [joined] = [
+        p
+        for p in fleet.hosts[new].call("pairing.list", account)["pairings"]
+        if p["role"] == "joiner"
+    ]
+    ids = {old: invitation["pairing_id"], new: joined["pairing_id"]}
+    fleet.note(f"pairing {ids[new][:8]}: {new} with {old}")
 
-    def state(instance: str) -> dict[str, Any]:
+    def state(instance: str) -> str | None:
         for p in fleet.hosts[instance].call("pairing.list", account)["pairings"]:
-            if p["pairing_id"] == pairing_id:
-                return dict(p)
-        return {"state": None, "sas": None}
+            if p["pairing_id"] == ids[instance]:
+                return str(p["state"])
+        return None
 
-    fleet.pause("pairing requested", [new, old])
+    fleet.pause("code typed", [new, old])
     fleet.until(
-        "both sides to show the code",
+        f"pairing {ids[new][:8]} to complete on both sides",
         [new, old],
-        lambda: state(new)["sas"] is not None and state(old)["sas"] is not None,
+        lambda: state(new) == state(old) == "completed",
     )
-    assert state(new)["sas"] == state(old)["sas"]
-    decide = {**account, "pairing_id": pairing_id}
-    for instance in (old, new) if fleet.rng.random() < 0.5 else (new, old):
-        try:
-            fleet.call(
-                instance,
-                "pairing.approve",
-                decide,
-                retry=lambda host, i=instance: state(i)["state"] == "showing",
-            )
-        except HostCallError as exc:
-            if exc.code != "pairing_state":  # the first approval was kept
-                raise
-        fleet.pause(f"{instance} approved", [new, old])
-    fleet.until(
-        f"pairing {pairing_id[:8]} to complete on both sides",
-        [new, old],
-        lambda: state(new)["state"] == state(old)["state"] == "completed",
-    )
-    return pairing_id
+    return [ids[old], ids[new]]
 
 
 def ingest(
@@ -333,9 +328,9 @@ def scenario(fleet: Fleet, imap: ImapStore, pool: list[bytes]) -> None:
     for instance in all3:  # a join the kill cut and the retry finished is still one device
         assert my_id(fleet.hosts[instance], account) == ids[instance]
     # Pairing: the phone with the laptop, then the tablet with either.
-    pairings = [pair(fleet, "phone", "laptop", ids["laptop"])]
+    pairings = pair(fleet, "phone", "laptop")
     helper = rng.choice(["laptop", "phone"])
-    pairings.append(pair(fleet, "tablet", helper, ids[helper]))
+    pairings.extend(pair(fleet, "tablet", helper))
     # Key sync: mail on every device, converging everywhere.
     expected: dict[str, tuple[int, bytes]] = {}
     ingest(fleet, all3, pool, expected)

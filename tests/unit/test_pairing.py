@@ -1,20 +1,32 @@
-"""The pairing state machine, driven by hand: the happy path, the attacks it must stop, and the
-rule that an input which does not fit leaves the state unchanged."""
+"""The pairing state machine, driven by hand: the happy path, the attacks it must stop (a wrong
+code, one guess only, forged and replayed messages, swapped keys), expiry, and the rule that
+nothing secret leaves the inviter before the joiner proved the code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from native_host.core import pairing as pm
 from native_host.core.crypto import DeviceKeys, b64
-from native_host.core.pairing import Approve, Install, Notify, Received, Reject, Send, State, Tick
+from native_host.core.pairing import (
+    Install,
+    NeedSecret,
+    Notify,
+    Received,
+    Reject,
+    Release,
+    Send,
+    State,
+    Tick,
+)
 from tests.fakes import SeededRandom
 
-NEW, OLD = "000000000000000a", "000000000000000b"
+NEW, OLD, MALLORY = "000000000000000a", "000000000000000b", "00000000000000ff"
 NOW = 1_800_000_000
 SECRET = {
     "account_key": "-----BEGIN PGP PRIVATE KEY BLOCK-----...",
@@ -31,169 +43,307 @@ def deliver(send: Send, sender: str) -> Received:
     return Received(send.type, sender, send.data)
 
 
-def run_to_codes(seed: int = 1) -> tuple[pm.Pairing, pm.Pairing]:
+@dataclass
+class Run:
+    """Both sides after each message of an honest pairing."""
+
+    rnd: SeededRandom
+    invited: pm.Outcome
+    joined: pm.Outcome
+    accepted: pm.Outcome  # inviter after the request
+    confirmed: pm.Outcome  # joiner after the accept
+    proven: pm.Outcome  # inviter after the confirm
+
+
+def run(seed: int = 1, code: str | None = None) -> Run:
     rnd = SeededRandom(seed)
     new_keys, old_keys = DeviceKeys.generate(rnd), DeviceKeys.generate(rnd)
-    started = pm.start(me=NEW, my_keys=new_keys.public, name="Phone", peer=OLD, now=NOW, random=rnd)
-    [request] = sends(started)
-    responder = pm.on_request(
-        deliver(request, NEW),
-        me=OLD,
-        my_keys=old_keys.public,
-        my_name="Laptop",
-        now=NOW,
-        random=rnd,
-    )
-    [accept] = sends(responder)
-    initiator = pm.step(started.pairing, deliver(accept, OLD), random=rnd)
-    [reveal] = sends(initiator)
-    shown = pm.step(responder.pairing, deliver(reveal, NEW), random=rnd)
-    return initiator.pairing, shown.pairing
+    invited = pm.invite(me=OLD, my_keys=old_keys.public, name="Laptop", now=NOW, random=rnd)
+    typed = code or str(invited.pairing.code)
+    joined = pm.join(me=NEW, my_keys=new_keys.public, name="Phone", code=typed, now=NOW, random=rnd)
+    [request] = sends(joined)
+    accepted = pm.step(invited.pairing, deliver(request, NEW), random=rnd)
+    [accept] = sends(accepted)
+    confirmed = pm.step(joined.pairing, deliver(accept, OLD), random=rnd)
+    [confirm] = sends(confirmed) or [Send(OLD, "none", {})]
+    proven = pm.step(accepted.pairing, deliver(confirm, NEW), random=rnd)
+    return Run(rnd, invited, joined, accepted, confirmed, proven)
 
 
-def test_both_sides_show_the_same_code_of_four_groups() -> None:
-    new, old = run_to_codes()
-    assert new.state is old.state is State.SHOWING
-    assert new.sas == old.sas
-    assert new.sas is not None
-    groups = new.sas.split(" ")
-    assert len(groups) == 4
-    assert all(len(g) == 4 and g.isdigit() for g in groups)
+def wrong(code: str) -> str:
+    """The same nameplate, another secret (the last digit changed)."""
+    return code[:-1] + str((int(code[-1]) + 1) % 10)
 
 
-def test_approve_then_confirm_installs_the_key() -> None:
-    rnd = SeededRandom(9)
-    new, old = run_to_codes()
-    approved = pm.step(old, Approve(SECRET), random=rnd)
-    assert approved.pairing.state is State.APPROVED
-    [key] = sends(approved)
+def test_the_code_is_a_nameplate_and_seven_secret_digits() -> None:
+    r = run()
+    code = str(r.invited.pairing.code)
+    nameplate, secret = pm.parse_code(code)
+    assert nameplate == pm.nameplate_of(OLD)
+    assert len(secret) == 7
+    assert secret.isdigit()
+    assert pm.parse_code(" " + code.replace("-", " ") + " ") == (nameplate, secret)
+    assert r.invited.pairing.state is State.INVITING
+    assert not sends(r.invited)  # an invitation sends nothing: the code travels by the user
+
+
+@pytest.mark.parametrize("typed", ["", "12-34", "abc-defg-hij", "417-209-35511", "417/209/3551"])
+def test_what_is_not_a_code_is_refused(typed: str) -> None:
+    with pytest.raises(pm.BadCode):
+        pm.parse_code(typed)
+
+
+def test_codes_differ_from_invitation_to_invitation() -> None:
+    codes = {str(run(seed).invited.pairing.code) for seed in range(20)}
+    assert len(codes) == 20
+
+
+def test_the_right_code_transfers_the_key_after_both_proofs() -> None:
+    r = run()
+    assert r.accepted.pairing.state is State.CONFIRMING
+    assert r.accepted.pairing.code is None  # used up: the request bound it
+    assert r.confirmed.pairing.state is State.RECEIVING
+    assert r.proven.pairing.state is State.PROVEN
+    assert NeedSecret() in r.proven.effects
+    assert not sends(r.proven)  # the key goes only on Release, after PROVEN is saved
+    released = pm.step(r.proven.pairing, Release(SECRET), random=r.rnd)
+    assert released.pairing.state is State.SENT
+    [key] = sends(released)
     assert key.type == "pair-key"
     assert "BEGIN PGP" not in str(key.data)  # sealed
-    held = pm.step(new, deliver(key, OLD), random=rnd)
-    assert not any(isinstance(e, Install) for e in held.effects)  # not before the user confirms
-    done = pm.step(held.pairing, Approve(), random=rnd)
+    done = pm.step(r.confirmed.pairing, deliver(key, OLD), random=r.rnd)
     assert done.pairing.state is State.COMPLETED
     [install] = [e for e in done.effects if isinstance(e, Install)]
     assert install.payload == SECRET
+    assert install.pending.state is State.RECEIVING
+    assert pm.complete(released.pairing).pairing.state is State.COMPLETED
 
 
-def test_confirm_before_the_key_arrives_installs_on_arrival() -> None:
-    rnd = SeededRandom(9)
-    new, old = run_to_codes()
-    confirmed = pm.step(new, Approve(), random=rnd).pairing
-    [key] = sends(pm.step(old, Approve(SECRET), random=rnd))
-    done = pm.step(confirmed, deliver(key, OLD), random=rnd)
-    assert done.pairing.state is State.COMPLETED
-    assert any(isinstance(e, Install) for e in done.effects)
+def test_nothing_secret_is_sent_before_the_joiner_proves_the_code() -> None:
+    r = run()
+    for outcome in (r.invited, r.accepted):
+        assert all(s.type in ("pair-accept",) for s in sends(outcome))
+    for state in (r.invited.pairing, r.accepted.pairing):
+        with pytest.raises(pm.IllegalInput):
+            pm.step(state, Release(SECRET), random=r.rnd)
 
 
-def test_a_man_in_the_middle_gets_different_codes() -> None:
-    """The server swaps the responder's accept for its own: the codes can no longer match."""
-    rnd = SeededRandom(3)
-    new_keys, old_keys, mallory = (DeviceKeys.generate(rnd) for _ in range(3))
-    started = pm.start(me=NEW, my_keys=new_keys.public, name="Phone", peer=OLD, now=NOW, random=rnd)
-    [request] = sends(started)
-    honest = pm.on_request(
-        deliver(request, NEW), me=OLD, my_keys=old_keys.public, my_name="L", now=NOW, random=rnd
+def test_a_wrong_code_fails_both_sides_for_good_and_sends_no_key() -> None:
+    honest = run()
+    r = run(code=wrong(str(honest.invited.pairing.code)))
+    # The joiner sees the inviter's confirmation fail: failed, alert, and it tells the inviter.
+    assert r.confirmed.pairing.state is State.FAILED
+    assert Notify("security.alert") in r.confirmed.effects
+    [reject] = sends(r.confirmed)
+    assert reject.type == "pair-reject"
+    assert reject.data["reason"] == "failed"
+    inviter = pm.step(r.accepted.pairing, deliver(reject, NEW), random=r.rnd)
+    assert inviter.pairing.state is State.FAILED
+    assert Notify("security.alert") in inviter.effects
+    assert not sends(inviter)
+    with pytest.raises(pm.IllegalInput):
+        pm.step(inviter.pairing, Release(SECRET), random=r.rnd)
+
+
+def test_an_attacker_gets_one_guess_then_the_invitation_is_dead() -> None:
+    """A guessing joiner that sends a forged confirmation fails the invitation; a second
+    request (even with the right code) is ignored: the user must start again."""
+    rnd = SeededRandom(11)
+    old_keys, evil = DeviceKeys.generate(rnd), DeviceKeys.generate(rnd)
+    invited = pm.invite(me=OLD, my_keys=old_keys.public, name="Laptop", now=NOW, random=rnd)
+    code = str(invited.pairing.code)
+    guess = pm.join(
+        me=MALLORY,
+        my_keys=evil.public,
+        name="Alice's iPhone",
+        code=wrong(code),
+        now=NOW,
+        random=rnd,
     )
-    forged = pm.on_request(
-        deliver(request, NEW), me=OLD, my_keys=mallory.public, my_name="L", now=NOW, random=rnd
+    accepted = pm.step(invited.pairing, deliver(sends(guess)[0], MALLORY), random=rnd)
+    assert accepted.pairing.state is State.CONFIRMING
+    forged = Received(
+        "pair-confirm",
+        MALLORY,
+        {"pairing_id": accepted.pairing.session, "confirm": b64(b"\x01" * 32)},
     )
-    [forged_accept] = sends(forged)
-    initiator = pm.step(started.pairing, deliver(forged_accept, OLD), random=rnd)
-    [reveal] = sends(initiator)
-    responder = pm.step(honest.pairing, deliver(reveal, NEW), random=rnd)
-    assert initiator.pairing.sas != responder.pairing.sas
-
-
-def test_a_reveal_that_breaks_the_commitment_fails_for_good() -> None:
-    rnd = SeededRandom(4)
-    new_keys, old_keys = DeviceKeys.generate(rnd), DeviceKeys.generate(rnd)
-    started = pm.start(me=NEW, my_keys=new_keys.public, name="P", peer=OLD, now=NOW, random=rnd)
-    [request] = sends(started)
-    responder = pm.on_request(
-        deliver(request, NEW), me=OLD, my_keys=old_keys.public, my_name="L", now=NOW, random=rnd
-    )
-    bad = Received(
-        "pair-reveal", NEW, {"pairing_id": responder.pairing.pairing_id, "eph": b64(b"\x09" * 32)}
-    )
-    failed = pm.step(responder.pairing, bad, random=rnd)
+    failed = pm.step(accepted.pairing, forged, random=rnd)
     assert failed.pairing.state is State.FAILED
-    assert Notify("security.alert") in failed.effects
-    # Terminal: the honest reveal afterwards changes nothing.
-    [accept] = sends(responder)
-    [reveal] = sends(pm.step(started.pairing, deliver(accept, OLD), random=rnd))
-    assert pm.step(failed.pairing, deliver(reveal, NEW), random=rnd).pairing == failed.pairing
+    assert [e for e in failed.effects if e == Notify("security.alert")] == [
+        Notify("security.alert")
+    ]
+    assert all(s.type == "pair-reject" for s in sends(failed))
+    right = pm.join(me=NEW, my_keys=evil.public, name="Phone", code=code, now=NOW, random=rnd)
+    again = pm.step(failed.pairing, deliver(sends(right)[0], NEW), random=rnd)
+    assert again.pairing == failed.pairing
+    assert again.effects == []
+
+
+def test_a_second_request_after_the_first_is_not_answered() -> None:
+    r = run()
+    other = pm.join(
+        me=MALLORY,
+        my_keys=r.accepted.pairing.my_keys,
+        name="X",
+        code=str(r.invited.pairing.code),
+        now=NOW,
+        random=r.rnd,
+    )
+    after = pm.step(r.accepted.pairing, deliver(sends(other)[0], MALLORY), random=r.rnd)
+    assert after.pairing == r.accepted.pairing
+    assert after.effects == []
+
+
+def test_a_provider_that_swaps_device_keys_fails_the_confirmation() -> None:
+    """The man in the middle relays the PAKE messages but puts its own signing key in the accept:
+    the keys are in the transcript, so the joiner's check fails and nothing is sent."""
+    r = run(seed=3)
+    mallory = DeviceKeys.generate(SeededRandom(99))
+    [accept] = sends(r.accepted)
+    swapped = Received("pair-accept", OLD, {**accept.data, "keys": mallory.public.to_json()})
+    out = pm.step(r.joined.pairing, swapped, random=r.rnd)
+    assert out.pairing.state is State.FAILED
+    assert not any(s.type == "pair-confirm" for s in sends(out))
+    # And the other way: the joiner's keys swapped in the request.
+    [request] = sends(r.joined)
+    swapped_request = Received(
+        "pair-request", NEW, {**request.data, "keys": mallory.public.to_json()}
+    )
+    accepted = pm.step(r.invited.pairing, swapped_request, random=r.rnd)
+    [accept2] = sends(accepted)
+    joiner = pm.step(r.joined.pairing, deliver(accept2, OLD), random=r.rnd)
+    assert joiner.pairing.state is State.FAILED
+
+
+def test_a_forged_accept_without_the_code_fails_the_joiner() -> None:
+    r = run(seed=4)
+    [accept] = sends(r.accepted)
+    forged = Received("pair-accept", MALLORY, {**accept.data, "confirm": b64(b"\x02" * 32)})
+    out = pm.step(r.joined.pairing, forged, random=r.rnd)
+    assert out.pairing.state is State.FAILED
+    assert Notify("security.alert") in out.effects
 
 
 def test_tampered_key_transfer_fails_and_installs_nothing() -> None:
-    rnd = SeededRandom(5)
-    new, old = run_to_codes()
-    [key] = sends(pm.step(old, Approve(SECRET), random=rnd))
+    r = run(seed=5)
+    [key] = sends(pm.step(r.proven.pairing, Release(SECRET), random=r.rnd))
     box = key.data["box"]
     tampered = Received(
         "pair-key", OLD, {**key.data, "box": box[:-4] + ("AAAA" if box[-4:] != "AAAA" else "BBBB")}
     )
-    held = pm.step(new, tampered, random=rnd).pairing
-    done = pm.step(held, Approve(), random=rnd)
+    done = pm.step(r.confirmed.pairing, tampered, random=r.rnd)
     assert done.pairing.state is State.FAILED
     assert not any(isinstance(e, Install) for e in done.effects)
 
 
-def test_a_message_from_another_device_fails_the_pairing() -> None:
-    rnd = SeededRandom(6)
-    new, _old = run_to_codes()
-    intruder = Received("pair-key", "00000000000000ff", {"pairing_id": new.pairing_id, "box": "x"})
-    assert pm.step(new, intruder, random=rnd).pairing.state is State.FAILED
+def test_messages_from_another_device_are_ignored_once_bound() -> None:
+    r = run(seed=6)
+    intruder = Received(
+        "pair-key", MALLORY, {"pairing_id": r.confirmed.pairing.session, "box": "x"}
+    )
+    assert pm.step(r.confirmed.pairing, intruder, random=r.rnd).pairing == r.confirmed.pairing
+    fake = Received(
+        "pair-confirm",
+        MALLORY,
+        {"pairing_id": r.accepted.pairing.session, "confirm": b64(b"\x03" * 32)},
+    )
+    assert pm.step(r.accepted.pairing, fake, random=r.rnd).pairing == r.accepted.pairing
 
 
-def test_reject_and_expiry_are_terminal() -> None:
-    rnd = SeededRandom(7)
-    new, old = run_to_codes()
-    rejected = pm.step(old, Reject(), random=rnd)
-    assert rejected.pairing.state is State.REJECTED
-    [notice] = sends(rejected)
-    assert pm.step(new, deliver(notice, OLD), random=rnd).pairing.state is State.REJECTED
-    expired = pm.step(new, Tick(new.expires_at), random=rnd).pairing
+def test_replayed_messages_change_nothing() -> None:
+    r = run(seed=8)
+    [request] = sends(r.joined)
+    [accept] = sends(r.accepted)
+    [confirm] = sends(r.confirmed)
+    for state, message in (
+        (r.accepted.pairing, deliver(request, NEW)),
+        (r.confirmed.pairing, deliver(accept, OLD)),
+        (r.proven.pairing, deliver(confirm, NEW)),
+    ):
+        assert pm.step(state, message, random=r.rnd) == pm.Outcome(state)
+
+
+def test_cancel_and_expiry_are_terminal() -> None:
+    r = run(seed=7)
+    cancelled = pm.step(r.proven.pairing, Reject(), random=r.rnd)
+    assert cancelled.pairing.state is State.REJECTED
+    [notice] = sends(cancelled)
+    assert pm.step(r.confirmed.pairing, deliver(notice, OLD), random=r.rnd).pairing.state is (
+        State.REJECTED
+    )
+    invitation = r.invited.pairing
+    assert pm.step(invitation, Tick(NOW + pm.PAIRING_TTL - 1), random=r.rnd).pairing == invitation
+    expired = pm.step(invitation, Tick(NOW + pm.PAIRING_TTL), random=r.rnd).pairing
     assert expired.state is State.EXPIRED
+    assert expired.code is None
+    [request] = sends(r.joined)
+    assert pm.step(expired, deliver(request, NEW), random=r.rnd).pairing == expired
     with pytest.raises(pm.IllegalInput):
-        pm.step(expired, Approve(), random=rnd)
+        pm.step(expired, Reject(), random=r.rnd)
 
 
 def test_pairings_survive_serialisation() -> None:
-    new, old = run_to_codes()
-    for p in (new, old):
+    r = run()
+    for p in (r.invited.pairing, r.joined.pairing, r.accepted.pairing, r.confirmed.pairing):
         assert pm.Pairing.from_json(p.to_json()) == p
+
+
+def test_a_joiner_restored_from_disk_finishes_the_pake() -> None:
+    r = run(seed=12)
+    restored = pm.Pairing.from_json(r.joined.pairing.to_json())
+    [accept] = sends(r.accepted)
+    assert pm.step(restored, deliver(accept, OLD), random=r.rnd).pairing.state is State.RECEIVING
 
 
 messages = st.builds(
     Received,
-    st.sampled_from(["pair-accept", "pair-reveal", "pair-key", "pair-request", "junk"]),
-    st.sampled_from([NEW, OLD, "00000000000000ff"]),
+    st.sampled_from(["pair-accept", "pair-confirm", "pair-key", "pair-reject", "junk"]),
+    st.sampled_from([NEW, OLD, MALLORY]),
     st.fixed_dictionaries(
         {"pairing_id": st.just("other-pairing")},
-        optional={"eph": st.text(max_size=50), "keys": st.none(), "box": st.text(max_size=20)},
+        optional={
+            "msg": st.text(max_size=50),
+            "keys": st.none(),
+            "box": st.text(max_size=20),
+            "confirm": st.text(max_size=50),
+        },
     ),
 )
 
 
-@given(messages, st.sampled_from(["new", "old"]))
+@settings(max_examples=50, deadline=None)
+@given(messages, st.sampled_from(["invited", "joined", "accepted", "confirmed"]))
 def test_inputs_for_another_pairing_leave_the_state_unchanged(message: Received, side: str) -> None:
-    new, old = run_to_codes()
-    p = new if side == "new" else old
+    r = run()
+    p: pm.Pairing = getattr(r, side).pairing
     assert pm.step(p, message, random=SeededRandom(1)).pairing == p
 
 
-@given(
-    st.sampled_from(["pair-accept", "pair-reveal", "pair-request"]), st.sampled_from(["new", "old"])
+@pytest.mark.parametrize(
+    ("side", "kind"),
+    [(side, kind) for side in ("new", "old") for kind in ("pair-key", "pair-request")]
+    + [("new", "pair-confirm"), ("old", "pair-accept")],
 )
 def test_messages_that_do_not_fit_the_state_leave_it_unchanged(kind: str, side: str) -> None:
-    new, old = run_to_codes()
-    p = new if side == "new" else old
+    r = run()
+    p = r.joined.pairing if side == "new" else r.accepted.pairing
     sender = OLD if side == "new" else NEW
     data: dict[str, Any] = {
-        "pairing_id": p.pairing_id,
-        "eph": b64(b"\x05" * 32),
+        "pairing_id": p.session,
+        "msg": b64(b"\x05" * 33),
         "keys": p.my_keys.to_json(),
+        "box": "x",
     }
     assert pm.step(p, Received(kind, sender, data), random=SeededRandom(1)).pairing == p
+
+
+def test_a_pake_message_that_is_no_group_element_spends_no_guess() -> None:
+    """Junk cannot burn an invitation or a join: only a real PAKE run is a guess."""
+    r = run(seed=13)
+    [request] = sends(r.joined)
+    [accept] = sends(r.accepted)
+    junk = b64(b"A" + b"\xff" * 32)
+    bad_request = Received("pair-request", MALLORY, {**request.data, "msg": junk})
+    assert pm.step(r.invited.pairing, bad_request, random=r.rnd).pairing == r.invited.pairing
+    bad_accept = Received("pair-accept", MALLORY, {**accept.data, "msg": b64(b"B" + b"\xff" * 32)})
+    assert pm.step(r.joined.pairing, bad_accept, random=r.rnd).pairing == r.joined.pairing
