@@ -1,5 +1,7 @@
 // The background's logic, apart from the page globals so tests can build one against a fake API:
 // owns the native port, answers the pages, fans host events out to them, notifies, ingests mail.
+// Pairing needs nothing from it beyond the fan-out: the pages start it (pairing.invite on a paired
+// device, pairing.join with the typed code on the new one) and no event asks for an answer.
 
 import { NativeClient, Status } from "../lib/native_client.js";
 import { getOrCreateInstanceId } from "../lib/instance_id.js";
@@ -14,7 +16,6 @@ const MAX_ALERTS = 5; // per account, newest first
 const METHODS_RESERVED_FOR_CLIENT = new Set(["hello", "account.secret_key"]);
 // Host events after which the host has just heard from the server: they move "last sync".
 const SYNC_EVIDENCE = new Set(["devices.changed", "pairing.updated", "pairing.completed"]);
-export const FINISHED_PAIRING_STATES = new Set(["completed", "rejected", "expired", "failed"]);
 const NOTIFICATION_PREFIX = "autocrypt-sma:";
 
 function errorData(err) {
@@ -100,7 +101,7 @@ export class Background {
   }
 
   // A ping checks the host answers a plain request, not only the handshake; then one sync per
-  // joined account gives "last sync" a value and the badge its pending pairings.
+  // joined account gives "last sync" a value.
   async afterConnect() {
     try {
       await this.call("ping", {}, { timeoutMs: PING_TIMEOUT_MS });
@@ -114,7 +115,6 @@ export class Background {
     } catch (err) {
       console.warn("autocrypt-sma: account.list failed", err.code, err.message);
     }
-    await this.refreshBadge(accounts);
     for (const { account, device_id: deviceId } of accounts) {
       if (!deviceId) continue;
       this.syncNow(account).catch(() => {});
@@ -157,16 +157,12 @@ export class Background {
     } else if (name === "device.removed" && account) {
       this.sync.delete(account);
     }
-    if (name === "pairing.requested" && data?.pairing) this.notifyPairing(account, data.pairing);
-    if (name.startsWith("pairing.") && data?.pairing) {
-      if (FINISHED_PAIRING_STATES.has(data.pairing.state)) this.clearNotification(`pairing:${data.pairing.pairing_id}`);
-      this.refreshBadge().catch(() => {});
-    }
+    if (name === "pairing.completed" && account && data?.pairing) this.notifyPaired(account, data.pairing);
     this.openpgp.onHostEvent(name, data);
     this.broadcast({ type: "event", event: name, data });
   }
 
-  // --- notifications and badge --------------------------------------------------------------
+  // --- notifications -------------------------------------------------------------------------
 
   msg(key, substitutions) {
     return this.api.i18n?.getMessage(key, substitutions) || key;
@@ -185,10 +181,13 @@ export class Background {
     ).catch((err) => console.warn("autocrypt-sma: notification failed", err?.message ?? err));
   }
 
-  notifyPairing(account, pairing) {
-    if (pairing.role !== "responder") return;
-    const name = pairing.peer_name || this.msg("unnamedDevice");
-    this.notify(`pairing:${pairing.pairing_id}`, "notifyPairingTitle", [account], this.msg("notifyPairingBody", [name]));
+  /** The popup that started a pairing may be closed by the time it completes: say so. */
+  notifyPaired(account, pairing) {
+    const message =
+      pairing.role === "inviter"
+        ? this.msg("notifyPairedInviter", [pairing.peer_name || this.msg("unnamedDevice")])
+        : this.msg("notifyPairedJoiner");
+    this.notify(`pairing:${pairing.pairing_id}`, "notifyPairedTitle", [account], message);
   }
 
   clearNotification(id) {
@@ -210,25 +209,6 @@ export class Background {
     } catch (err) {
       console.warn("autocrypt-sma: could not open the popup", err?.message ?? err);
     }
-  }
-
-  /** The badge counts pairing requests waiting for this device's answer. */
-  async refreshBadge(accounts) {
-    const action = this.api.browserAction;
-    if (!action?.setBadgeText) return;
-    let waiting = 0;
-    try {
-      accounts ??= (await this.call("account.list")).accounts ?? [];
-      for (const { account, device_id: deviceId } of accounts) {
-        if (!deviceId) continue;
-        const { pairings } = await this.call("pairing.list", { account });
-        waiting += pairings.filter((p) => p.role === "responder" && !FINISHED_PAIRING_STATES.has(p.state)).length;
-      }
-    } catch {
-      return; // keep the last badge; the next event or connect tries again
-    }
-    await action.setBadgeText({ text: waiting ? String(waiting) : "" });
-    if (waiting) await action.setBadgeBackgroundColor?.({ color: "#b42318" });
   }
 
   // --- the pages' requests ------------------------------------------------------------------
@@ -255,6 +235,7 @@ export class Background {
       paired: false,
       devices: [],
       pairings: [],
+      unsolicited_requests: 0,
       sync: this.syncState(account),
       openpgp: this.openpgp.status.get(account) ?? null,
       alerts: this.alerts.get(account) ?? [],
@@ -262,13 +243,14 @@ export class Background {
     };
     if (!view.joined) return view;
     try {
-      const [{ devices }, { pairings }] = await Promise.all([
+      const [{ devices }, { pairings, unsolicited_requests: unsolicited }] = await Promise.all([
         this.call("devices.list", { account }),
         this.call("pairing.list", { account }),
       ]);
       view.devices = devices;
       view.paired = devices.some((d) => d.self && d.paired);
       view.pairings = pairings;
+      view.unsolicited_requests = unsolicited ?? 0;
     } catch (err) {
       view.error = errorData(err);
     }
@@ -283,7 +265,6 @@ export class Background {
     try {
       const result =
         method === "sync" ? await this.syncNow(params?.account) : await this.call(method, params ?? {});
-      if (method.startsWith("pairing.") || method === "sma.join") this.refreshBadge().catch(() => {});
       if (method === "sma.join" && params?.account) this.openpgp.schedule(params.account, { key: true });
       return { ok: true, result };
     } catch (err) {

@@ -1,7 +1,11 @@
 // Options page: choose a Thunderbird account, confirm its IMAP details, send the password once,
-// join the account's SMA, see the devices and rename or remove them, scan old mail for keys.
+// join the account's SMA, pair (add a device, or type another device's code), see the devices and
+// rename or remove them, scan old mail for keys.
 
 import { localizeDocument } from "../lib/i18n_dom.js";
+import { accountPairing } from "../lib/pairing_view.js";
+import { renderPairing, keepTypedCodes } from "../lib/pairing_dom.js";
+import { pairingCall, joinCall, failureText } from "../lib/pairing_actions.js";
 import { accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, PORTS } from "./form.js";
 
 const api = globalThis.messenger ?? globalThis.browser;
@@ -9,10 +13,13 @@ const t = (key, subs) => api.i18n.getMessage(key, subs);
 const $ = (id) => document.getElementById(id);
 const SCAN_DONE_KEY_PREFIX = "backlogScanned:"; // as background/mail_ingest.js writes it
 const OPENPGP_SETTING = "useThunderbirdOpenPGP"; // as background/openpgp_sync.js reads it (absent: on)
+const PAIRING_POLL_MS = 5000; // the code's minutes left and a pairing's progress, besides the pushes
 
 let hostAccounts = [];
 let tbAccounts = [];
 let connected = false;
+let pairingCodeError = null; // what is wrong with the typed pairing code, shown under the field
+let pairingRendered = ""; // the pairing block's last state, so an unchanged poll redraws nothing
 
 /** A host call through the background: `{ok, result}` or `{ok: false, error}`. */
 async function call(method, params) {
@@ -86,6 +93,8 @@ async function onAccountChosen({ clearResults = true } = {}) {
   if (clearResults) {
     say("save-result", "");
     say("join-result", "");
+    say("pairing-result", "");
+    pairingCodeError = null;
   }
   await refreshSections();
 }
@@ -95,12 +104,13 @@ async function refreshSections() {
   const known = hostAccount(account);
   $("join-section").hidden = !known || Boolean(known.device_id);
   $("devices-section").hidden = !known?.device_id;
+  $("pairing-section").hidden = !known?.device_id;
   $("scan-section").hidden = !known;
   if (known && !known.device_id && !$("device-name").value) {
     const info = await api.runtime.getPlatformInfo().catch(() => ({}));
     $("device-name").value = defaultDeviceName(info.os, t);
   }
-  if (known?.device_id) await refreshDevices();
+  if (known?.device_id) await Promise.all([refreshDevices(), refreshPairing()]);
   if (known) await refreshScan();
   await refreshOpenPgp();
 }
@@ -151,6 +161,67 @@ async function onJoin(event) {
   }
   say("join-result", reply.result.first_device ? t("joinedFirst") : t("joinedPairNext"), "ok");
   await refreshAccounts();
+}
+
+// --- pairing ------------------------------------------------------------------------------
+
+/** The pairing block of the chosen account, from the background's overview (as the popup has it). */
+async function refreshPairing() {
+  const account = selected();
+  if (!hostAccount(account)?.device_id) return;
+  const overview = await api.runtime.sendMessage({ type: "overview" }).catch(() => null);
+  const entry = overview?.accounts?.find((a) => a.account === account);
+  if (!entry || account !== selected()) return;
+  const view = accountPairing(entry, Date.now(), t);
+  const snapshot = JSON.stringify([account, view, pairingCodeError]);
+  if (snapshot === pairingRendered) return;
+  pairingRendered = snapshot;
+  const root = $("pairing");
+  const focused = root.contains(document.activeElement) ? document.activeElement.dataset.focusKey ?? document.activeElement.dataset.action : null;
+  const restoreTyped = keepTypedCodes(root);
+  root.replaceChildren(renderPairing(document, view, { account, t, idPrefix: "options", error: pairingCodeError }));
+  restoreTyped();
+  if (focused) {
+    const key = CSS.escape(focused);
+    root.querySelector(`button[data-focus-key="${key}"], button[data-action="${key}"]`)?.focus();
+  }
+}
+
+async function pairingAction(button, [method, params]) {
+  button.disabled = true;
+  say("pairing-result", "");
+  const reply = await call(method, params);
+  button.disabled = false;
+  pairingCodeError = null;
+  if (!reply.ok) {
+    if (method === "pairing.join") pairingCodeError = failureText(method, reply.error, t);
+    else say("pairing-result", failureText(method, reply.error, t), "error");
+  }
+  pairingRendered = "";
+  await refreshPairing();
+}
+
+function onPairingClick(event) {
+  const button = event.target.closest("button[data-action]");
+  const pairing = button && !button.disabled && pairingCall(button.dataset.action, button.dataset);
+  if (pairing) pairingAction(button, pairing);
+}
+
+async function onPairingSubmit(event) {
+  const form = event.target.closest('form[data-action="join"]');
+  if (!form) return;
+  event.preventDefault();
+  const submit = form.querySelector('button[type="submit"]');
+  if (submit.disabled) return;
+  const checked = joinCall(form.dataset.account, form.querySelector("input.code-input").value);
+  if (!checked.ok) {
+    pairingCodeError = t(checked.errorKey);
+    pairingRendered = "";
+    await refreshPairing();
+    $("pairing").querySelector("input.code-input")?.focus();
+    return;
+  }
+  await pairingAction(submit, checked.call);
 }
 
 // --- devices ------------------------------------------------------------------------------
@@ -301,6 +372,11 @@ $("imap-security").addEventListener("change", () => {
 });
 $("imap-form").addEventListener("submit", onSave);
 $("join-form").addEventListener("submit", onJoin);
+$("pairing").addEventListener("click", onPairingClick);
+$("pairing").addEventListener("submit", onPairingSubmit);
+setInterval(() => {
+  if (!$("pairing-section").hidden) refreshPairing();
+}, PAIRING_POLL_MS);
 $("check-again").addEventListener("click", async () => {
   await api.runtime.sendMessage({ type: "reconnect" }).catch(() => {});
   await refreshStatus();
@@ -320,6 +396,7 @@ api.runtime.onMessage.addListener((message, sender) => {
   if (message?.type === "scan.progress") refreshScan();
   if (message?.type === "event" && message.data?.account === selected()) {
     if (["devices.changed", "pairing.completed"].includes(message.event)) refreshDevices();
+    if (message.event.startsWith("pairing.")) refreshPairing();
     if (message.event === "device.removed") refreshAccounts();
     if (["pairing.completed", "account.key_rolled", "peers.updated"].includes(message.event)) refreshOpenPgp();
   }

@@ -1,7 +1,10 @@
-// Toolbar popup: status at a glance and both sides of a pairing. The background does the work;
-// this page asks it for an overview, re-renders on its pushes, and sends the buttons' calls.
+// Toolbar popup: status at a glance and both sides of a pairing ("Add a device" shows a code on a
+// paired device; the new one types it). The background does the work; this page asks it for an
+// overview, re-renders on its pushes, and sends the buttons' calls.
 
 import { localizeDocument } from "../lib/i18n_dom.js";
+import { renderPairing, keepTypedCodes } from "../lib/pairing_dom.js";
+import { pairingCall, joinCall, failureText } from "../lib/pairing_actions.js";
 import { popupView } from "./view.js";
 
 const api = globalThis.messenger ?? globalThis.browser;
@@ -12,6 +15,7 @@ const PUSH_DEBOUNCE_MS = 100;
 
 let lastRendered = "";
 let actionErrors = {}; // account -> message of the last failed button press
+let codeErrors = {}; // account -> what is wrong with the typed pairing code
 let busyKeys = new Set(); // buttons whose call is in flight
 let refreshTimer = null;
 
@@ -28,39 +32,7 @@ function fillFacts(dl, rows) {
   }
 }
 
-function button(label, { action, account, pairingId, primary = false }) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.textContent = label;
-  b.dataset.action = action;
-  b.dataset.account = account;
-  if (pairingId) b.dataset.pairingId = pairingId;
-  if (primary) b.classList.add("primary");
-  return b;
-}
-
-function renderPairing(p, account) {
-  const node = $("pairing-template").content.cloneNode(true);
-  const article = node.querySelector(".pairing");
-  article.dataset.role = p.role;
-  article.dataset.state = p.state;
-  if (p.outcome) article.dataset.outcome = p.outcome;
-  if (p.busy) article.setAttribute("aria-busy", "true");
-  node.querySelector(".pairing-title").textContent = p.title;
-  node.querySelector(".pairing-text").textContent = p.text;
-  if (p.code) {
-    node.querySelector(".code-box").hidden = false;
-    node.querySelector(".code-label").textContent = p.codeLabel;
-    node.querySelector(".code").textContent = p.code;
-  }
-  const actions = node.querySelector(".pairing-actions");
-  for (const a of p.actions) {
-    actions.append(button(a.label, { action: a.action, account, pairingId: p.id, primary: a.primary }));
-  }
-  return node;
-}
-
-function renderAccount(a) {
+function renderAccount(a, index) {
   const node = $("account-template").content.cloneNode(true);
   localizeDocument(node, t);
   node.querySelector(".account-name").textContent = a.account;
@@ -72,14 +44,13 @@ function renderAccount(a) {
     li.textContent = text;
     errors.append(li);
   }
-  const pairings = node.querySelector(".pairings");
-  for (const p of a.pairings) pairings.append(renderPairing(p, a.account));
+  node.querySelector(".pairings").replaceWith(
+    renderPairing(document, a, { account: a.account, t, idPrefix: `account-${index}`, error: codeErrors[a.account] }),
+  );
   node.querySelector(".join-hint").hidden = !a.needsJoin;
-  const pair = node.querySelector('[data-action="pair"]');
-  pair.hidden = !a.canPair;
   const sync = node.querySelector('[data-action="sync"]');
   sync.hidden = !a.canSync;
-  for (const b of [pair, sync]) b.dataset.account = a.account;
+  sync.dataset.account = a.account;
   const actionError = node.querySelector(".action-error");
   actionError.hidden = !actionErrors[a.account];
   actionError.textContent = actionErrors[a.account] ?? "";
@@ -91,7 +62,7 @@ const focusKey = (el) =>
 
 function render(view) {
   // Re-rendering replaces the buttons: keep the keyboard focus on the same one, and skip no-op renders.
-  const snapshot = JSON.stringify([view, actionErrors, [...busyKeys]]);
+  const snapshot = JSON.stringify([view, actionErrors, codeErrors, [...busyKeys]]);
   if (snapshot === lastRendered) return;
   lastRendered = snapshot;
   const focused = focusKey(document.activeElement);
@@ -109,9 +80,11 @@ function render(view) {
   $("setup").hidden = !view.setupNeeded;
   $("scan").hidden = !view.scanText;
   $("scan").textContent = view.scanText ?? "";
+  const restoreTyped = keepTypedCodes($("accounts"));
   $("accounts").replaceChildren(...view.accounts.map(renderAccount));
+  restoreTyped();
 
-  for (const b of document.querySelectorAll("button[data-action]")) {
+  for (const b of document.querySelectorAll("button[data-action], button[data-focus-key]")) {
     if (busyKeys.has(focusKey(b))) b.disabled = true;
     if (focused && focusKey(b) === focused) b.focus();
   }
@@ -133,41 +106,67 @@ function scheduleRefresh() {
   refreshTimer = setTimeout(refresh, PUSH_DEBOUNCE_MS);
 }
 
-const CALLS = {
-  pair: (d) => ["pairing.request", { account: d.account }],
-  approve: (d) => ["pairing.approve", { account: d.account, pairing_id: d.pairingId }],
-  reject: (d) => ["pairing.reject", { account: d.account, pairing_id: d.pairingId }],
-  sync: (d) => ["sync", { account: d.account }],
-};
+/** [method, params] for a button, or null. */
+function callFor(el) {
+  if (el.dataset.action === "sync") return ["sync", { account: el.dataset.account }];
+  return pairingCall(el.dataset.action, el.dataset);
+}
 
-async function onAction(el) {
-  const { action } = el.dataset;
-  if (action === "options") {
-    await api.runtime.openOptionsPage();
-    return;
-  }
-  const call = CALLS[action];
-  if (!call) return;
-  const [method, params] = call(el.dataset);
-  const key = focusKey(el);
+/** Send one host call for `button`, which stays disabled meanwhile; `errors` gets the failure. */
+async function send(button, [method, params], errors) {
+  const key = focusKey(button);
   busyKeys.add(key);
-  el.disabled = true;
+  button.disabled = true;
+  let failure = null;
   try {
     const reply = await api.runtime.sendMessage({ type: "call", method, params });
-    if (reply?.ok) delete actionErrors[params.account];
-    else actionErrors[params.account] = t("actionFailed", [reply?.error?.message || reply?.error?.code || "?"]);
+    if (!reply?.ok) failure = failureText(method, reply?.error, t);
   } catch (err) {
-    actionErrors[params.account] = t("actionFailed", [String(err?.message ?? err)]);
+    failure = failureText(method, { message: String(err?.message ?? err) }, t);
   } finally {
     busyKeys.delete(key);
   }
+  delete actionErrors[params.account];
+  delete codeErrors[params.account];
+  if (failure) errors[params.account] = failure;
   await refresh();
+}
+
+async function onAction(el) {
+  if (el.dataset.action === "options") {
+    await api.runtime.openOptionsPage();
+    return;
+  }
+  const call = callFor(el);
+  if (call) await send(el, call, actionErrors);
+}
+
+/** The new device's code field: checked here first, so a typo never reaches the host. */
+async function onJoin(form) {
+  const { account } = form.dataset;
+  const input = form.querySelector("input.code-input");
+  const submit = form.querySelector('button[type="submit"]');
+  const checked = joinCall(account, input.value);
+  if (!checked.ok) {
+    codeErrors[account] = t(checked.errorKey);
+    lastRendered = "";
+    await refresh();
+    document.querySelector(`input.code-input[data-account="${CSS.escape(account)}"]`)?.focus();
+    return;
+  }
+  await send(submit, checked.call, codeErrors);
 }
 
 localizeDocument(document, t);
 document.addEventListener("click", (event) => {
   const el = event.target.closest("button[data-action]");
   if (el && !el.disabled) onAction(el);
+});
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest('form[data-action="join"]');
+  if (!form) return;
+  event.preventDefault();
+  if (!form.querySelector('button[type="submit"]').disabled) onJoin(form);
 });
 $("check-again").addEventListener("click", async () => {
   await api.runtime.sendMessage({ type: "reconnect" }).catch(() => {});

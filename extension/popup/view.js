@@ -1,7 +1,8 @@
 // What the popup shows, computed from the background's overview: plain data, no DOM, so the
-// states can be tested in Node and rendered the same way in the browser.
+// states can be tested in Node and rendered the same way in the browser. Pairing's part of it is
+// lib/pairing_view.js, which the options page shares.
 
-export const FINISHED = new Set(["completed", "rejected", "expired", "failed"]);
+import { accountPairing } from "../lib/pairing_view.js";
 
 const HOST_STATUS_KEYS = {
   connecting: "statusConnecting",
@@ -10,70 +11,6 @@ const HOST_STATUS_KEYS = {
   disconnected: "statusDisconnected",
   stopped: "statusStopped",
 };
-
-// [role][state] -> message key explaining where the pairing stands.
-const PAIRING_TEXT_KEYS = {
-  initiator: {
-    requested: "pairInitiatorRequested",
-    accepted: "pairInitiatorAccepted",
-    showing: "pairInitiatorShowing",
-    approved: "pairInitiatorApproved",
-    completed: "pairInitiatorCompleted",
-  },
-  responder: {
-    requested: "pairResponderRequested",
-    accepted: "pairResponderRequested",
-    showing: "pairResponderShowing",
-    approved: "pairResponderApproved",
-    completed: "pairResponderCompleted",
-  },
-};
-const PAIRING_END_KEYS = { rejected: "pairRejected", expired: "pairExpired", failed: "pairFailed" };
-
-/** Buttons per role and state: `approve` and `reject` are the host methods pairing.approve/reject. */
-function pairingActions(role, state) {
-  if (role === "initiator") {
-    if (state === "showing") return [{ action: "approve", labelKey: "confirmButton", primary: true }, { action: "reject", labelKey: "cancelButton" }];
-    if (state === "requested" || state === "accepted") return [{ action: "reject", labelKey: "cancelButton" }];
-    return [];
-  }
-  if (state === "showing") return [{ action: "approve", labelKey: "approveButton", primary: true }, { action: "reject", labelKey: "rejectButton" }];
-  if (state === "requested" || state === "accepted") return [{ action: "reject", labelKey: "rejectButton" }];
-  return [];
-}
-
-export function pairingView(p, t) {
-  const name = p.peer_name || t("unnamedDevice");
-  const finished = FINISHED.has(p.state);
-  const textKey = PAIRING_END_KEYS[p.state] ?? PAIRING_TEXT_KEYS[p.role]?.[p.state] ?? "pairUnknownState";
-  return {
-    id: p.pairing_id,
-    role: p.role,
-    state: p.state,
-    title: p.role === "initiator" ? t("pairTitleInitiator") : t("pairTitleResponder", [name]),
-    text: t(textKey, [p.state === "failed" ? p.reason || t("noReason") : name]),
-    code: p.sas && (p.state === "showing" || p.state === "approved") ? p.sas : null,
-    codeLabel: p.role === "initiator" ? t("codeLabelInitiator") : t("codeLabelResponder", [name]),
-    busy: !finished && !(p.state === "showing"),
-    outcome: finished ? (p.state === "completed" ? "success" : "failure") : null,
-    actions: pairingActions(p.role, p.state).map((a) => ({ ...a, label: t(a.labelKey) })),
-  };
-}
-
-/**
- * Pairings worth showing: every open one, and per role the newest finished one while it is recent
- * (before its expiry time), so the outcome stays visible for a while. `pairings` is newest first.
- */
-export function visiblePairings(pairings, nowMs) {
-  const open = pairings.filter((p) => !FINISHED.has(p.state));
-  const shown = [...open];
-  for (const role of ["initiator", "responder"]) {
-    if (open.some((p) => p.role === role)) continue;
-    const last = pairings.find((p) => p.role === role && FINISHED.has(p.state));
-    if (last && last.expires_at * 1000 > nowMs) shown.push(last);
-  }
-  return shown;
-}
 
 export function relativeTime(ms, nowMs, t) {
   if (ms == null) return t("notAvailable");
@@ -86,8 +23,7 @@ export function relativeTime(ms, nowMs, t) {
 }
 
 function accountView(a, nowMs, t) {
-  const pairings = visiblePairings(a.pairings ?? [], nowMs).map((p) => pairingView(p, t));
-  const initiatorOpen = pairings.some((p) => p.role === "initiator" && !p.outcome);
+  const pairing = accountPairing(a, nowMs, t);
   const syncError = a.sync?.online === false ? a.sync.error?.message || t("syncOfflineNoDetail") : null;
   const rows = [
     { label: t("joinedLabel"), value: a.joined ? t("yes") : t("no") },
@@ -103,9 +39,8 @@ function accountView(a, nowMs, t) {
     account: a.account,
     rows,
     errors,
-    pairings,
+    ...pairing,
     needsJoin: !a.joined,
-    canPair: a.joined && !a.paired && !initiatorOpen,
     canSync: a.joined,
   };
 }

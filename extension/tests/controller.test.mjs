@@ -12,13 +12,14 @@ const MESSAGES = JSON.parse(readFileSync(new URL("../_locales/en/messages.json",
 const ACCOUNT = "alice@example.org";
 const SELF = { device_id: "aaaaaaaaaaaaaaaa", name: "Laptop", last_seen: 1700000000, paired: true, self: true, stale: false };
 const OTHER = { device_id: "bbbbbbbbbbbbbbbb", name: "Desktop", last_seen: 1700000000, paired: true, self: false, stale: false };
+// As pairing.list and the pairing.* events carry it (native_host/api/schemas/common.json).
 const pairing = (over = {}) => ({
   pairing_id: "0123456789abcdef0123456789abcdef",
-  role: "responder",
-  peer_device_id: "cccccccccccccccc",
-  peer_name: "New phone",
-  state: "showing",
-  sas: "1234 5678 9012 3456",
+  role: "inviter",
+  peer_device_id: null,
+  peer_name: null,
+  state: "inviting",
+  code: "417-209-3551",
   expires_at: 1700000600,
   reason: null,
   ...over,
@@ -31,7 +32,7 @@ async function started(handlers = {}, { missing = false } = {}) {
   const host = new FakeHost({
     "account.list": () => ({ accounts: [{ account: ACCOUNT, imap: {}, device_id: SELF.device_id }] }),
     "devices.list": () => ({ devices: [SELF, OTHER] }),
-    "pairing.list": () => ({ pairings: [] }),
+    "pairing.list": () => ({ pairings: [], unsolicited_requests: 0 }),
     sync: () => ({ announcements_read: 0, inbox_read: 0, devices: 2, rejected: 0 }),
     ...handlers,
   });
@@ -69,38 +70,56 @@ test("host events are fanned out to the pages as {type: event}", async () => {
   });
 });
 
-test("pairing.requested notifies; clicking the notification opens the popup; the badge counts it", async () => {
-  let pending = [];
-  const { host, api, bg } = await started({ "pairing.list": () => ({ pairings: pending }) });
+test("a completed pairing notifies on both sides; clicking the notification opens the popup", async () => {
+  const { host, api, bg } = await started();
   await until(() => bg.client.status === "connected", "connected");
-  pending = [pairing()];
-  host.emit("pairing.requested", { account: ACCOUNT, pairing: pairing() });
+  const done = pairing({ state: "completed", code: null, peer_device_id: "cccccccccccccccc", peer_name: "New phone" });
+  host.emit("pairing.completed", { account: ACCOUNT, pairing: done });
   const [note] = api.notifications.created;
   assert.equal(note.id, "autocrypt-sma:pairing:0123456789abcdef0123456789abcdef");
   assert.equal(note.type, "basic");
-  assert.match(note.title, /alice@example\.org/);
-  assert.match(note.message, /New phone/);
-  await until(() => api.browserAction.badge === "1", "badge 1");
+  assert.equal(note.title, "Paired: alice@example.org");
+  assert.equal(note.message, "“New phone” is now paired and holds the account key.");
+  host.emit("pairing.completed", { account: ACCOUNT, pairing: { ...done, role: "joiner", pairing_id: "f".repeat(32), peer_name: "Laptop" } });
+  assert.equal(api.notifications.created[1].message, "This device is paired and holds the account key.");
 
   api.notifications.onClicked.fire(note.id);
   await until(() => api.browserAction.popupsOpened === 1, "popup opened");
   assert.ok(api.notifications.cleared.includes(note.id));
-
   // A foreign notification id is none of our business.
   api.notifications.onClicked.fire("someone-else");
   await until(() => true);
   assert.equal(api.browserAction.popupsOpened, 1);
-
-  pending = [pairing({ state: "completed", sas: null })];
-  host.emit("pairing.completed", { account: ACCOUNT, pairing: pending[0] });
-  await until(() => api.browserAction.badge === "", "badge cleared");
 });
 
-test("an initiator's own pairing does not notify", async () => {
-  const { host, api, bg } = await started();
+test("pairing.updated reaches the pages and counts as a sync, without a notification or a badge", async () => {
+  const { host, api, bg, tick } = await started();
+  await until(() => bg.syncState(ACCOUNT).last_sync !== null, "first sync");
+  tick(7000);
+  const data = { account: ACCOUNT, pairing: pairing({ state: "confirming", code: null, peer_name: "New phone" }) };
+  host.emit("pairing.updated", data);
+  assert.deepEqual(api.sent.at(-1), { type: "event", event: "pairing.updated", data });
+  assert.equal(bg.syncState(ACCOUNT).last_sync, 1_700_000_007_000);
+  host.emit("pairing.updated", { account: ACCOUNT, pairing: pairing({ state: "failed", code: null, reason: "the new device's code did not match" }) });
+  await until(() => true);
+  assert.equal(api.notifications.created.length, 0, "a failure is told by its security.alert, not twice");
+  assert.equal(api.browserAction.badge, "", "nothing waits for an answer: no badge");
+});
+
+test("the pages' pairing calls go to the host as they are: invite, join with the code, cancel", async () => {
+  const { host, bg } = await started({
+    "pairing.invite": () => ({ pairing: pairing() }),
+    "pairing.join": () => { throw hostError("invalid_params", "params.code: no device of this account has the number 999"); },
+    "pairing.cancel": ({ pairing_id: id }) => ({ pairing: pairing({ pairing_id: id, state: "rejected", code: null }) }),
+  });
   await until(() => bg.client.status === "connected", "connected");
-  host.emit("pairing.requested", { account: ACCOUNT, pairing: pairing({ role: "initiator" }) });
-  assert.equal(api.notifications.created.length, 0);
+  const invited = await bg.handleMessage({ type: "call", method: "pairing.invite", params: { account: ACCOUNT } });
+  assert.equal(invited.result.pairing.code, "417-209-3551");
+  const joined = await bg.handleMessage({ type: "call", method: "pairing.join", params: { account: ACCOUNT, code: "999-000-0000" } });
+  assert.deepEqual(joined.error, { code: "invalid_params", message: "params.code: no device of this account has the number 999" });
+  const cancelled = await bg.handleMessage({ type: "call", method: "pairing.cancel", params: { account: ACCOUNT, pairing_id: "a".repeat(32) } });
+  assert.equal(cancelled.result.pairing.state, "rejected");
+  assert.deepEqual(host.callsOf("pairing.join")[0].params, { account: ACCOUNT, code: "999-000-0000" });
 });
 
 test("sync.state offline keeps the error; online again clears it and moves last sync", async () => {
@@ -126,8 +145,8 @@ test("security alerts are kept (newest first, bounded) and notified", async () =
   assert.ok(api.notifications.created.some((n) => n.message === "bad 0"));
 });
 
-test("overview: host status, accounts with devices, pairings, sync state and alerts", async () => {
-  const { bg } = await started({ "pairing.list": () => ({ pairings: [pairing()] }) });
+test("overview: host status, accounts with devices, pairings, ignored requests, sync state and alerts", async () => {
+  const { bg } = await started({ "pairing.list": () => ({ pairings: [pairing()], unsolicited_requests: 2 }) });
   await until(() => bg.syncState(ACCOUNT).last_sync !== null, "sync");
   const view = await bg.handleMessage({ type: "overview" });
   assert.equal(view.status, "connected");
@@ -138,7 +157,8 @@ test("overview: host status, accounts with devices, pairings, sync state and ale
   assert.equal(a.joined, true);
   assert.equal(a.paired, true);
   assert.equal(a.devices.length, 2);
-  assert.equal(a.pairings[0].sas, "1234 5678 9012 3456");
+  assert.equal(a.pairings[0].code, "417-209-3551");
+  assert.equal(a.unsolicited_requests, 2);
   assert.equal(a.sync.online, true);
   assert.equal(a.error, null);
 });
@@ -151,6 +171,7 @@ test("overview: a configured account not joined yet skips the device calls; erro
   await until(() => bg.client.status === "connected", "connected");
   const view = await bg.handleMessage({ type: "overview" });
   assert.equal(view.accounts[0].joined, false);
+  assert.equal(view.accounts[0].unsolicited_requests, 0);
   assert.equal(host.callsOf("devices.list").filter((c) => c.params.account === ACCOUNT).length, 0);
   assert.deepEqual(view.accounts[1].error, { code: "not_configured", message: "gone" });
 });
@@ -167,14 +188,14 @@ test("host not installed: status host_missing, the overview says so without call
 });
 
 test("call: the sync method marks last sync; errors come back with their code", async () => {
-  const { bg, tick } = await started({ "pairing.approve": () => { throw hostError("pairing_expired", "too late"); } });
+  const { bg, tick } = await started({ "pairing.cancel": () => { throw hostError("pairing_expired", "too late"); } });
   await until(() => bg.syncState(ACCOUNT).last_sync !== null, "sync");
   tick(1000);
   const before = bg.syncState(ACCOUNT).last_sync;
   const reply = await bg.handleMessage({ type: "call", method: "sync", params: { account: ACCOUNT } });
   assert.equal(reply.ok, true);
   assert.equal(bg.syncState(ACCOUNT).last_sync, before + 1000);
-  const refused = await bg.handleMessage({ type: "call", method: "pairing.approve", params: { account: ACCOUNT, pairing_id: "x" } });
+  const refused = await bg.handleMessage({ type: "call", method: "pairing.cancel", params: { account: ACCOUNT, pairing_id: "x" } });
   assert.deepEqual(refused, { ok: false, error: { code: "pairing_expired", message: "too late" } });
 });
 
@@ -216,7 +237,7 @@ test("where openPopup is refused or missing, a notification click opens the popu
   const { host, api, bg } = await started();
   await until(() => bg.client.status === "connected", "connected");
   api.browserAction.openPopup = async () => { throw new Error("openPopup requires a user gesture"); };
-  host.emit("pairing.requested", { account: ACCOUNT, pairing: pairing() });
+  host.emit("pairing.completed", { account: ACCOUNT, pairing: pairing({ state: "completed", code: null }) });
   api.notifications.onClicked.fire(api.notifications.created[0].id);
   await until(() => api.windows.created.length === 1, "window");
   assert.deepEqual(api.windows.created[0], { url: "moz-extension://fake/popup/popup.html", type: "popup", width: 460, height: 620 });
@@ -244,7 +265,7 @@ test("pages cannot ask for the account's secret key; the background's OpenPGP im
     importSecretKey: async (key) => { imported.push(key.fingerprint); return { fingerprint: key.fingerprint, identitiesChanged: ["id1"] }; },
     importPublicKey: async () => ({}),
   };
-  host.emit("pairing.completed", { account: ACCOUNT, pairing: pairing({ state: "completed" }) });
+  host.emit("pairing.completed", { account: ACCOUNT, pairing: pairing({ role: "joiner", state: "completed", code: null }) });
   await until(() => imported.length === 1, "secret key imported after pairing");
   assert.equal(host.callsOf("account.secret_key").length, 1);
   await until(async () => (await bg.overview()).accounts?.[0]?.openpgp?.state === "ok", "status in the overview");

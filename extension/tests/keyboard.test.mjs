@@ -1,5 +1,6 @@
-// Keyboard only, in headless Chromium with real key events: Tab reaches the pairing buttons with a
-// visible focus ring, Enter and Space press them; rename a device without a mouse.
+// Keyboard only, in headless Chromium with real key events: Tab reaches the pairing controls with a
+// visible focus ring, Enter and Space press them, the code is typed and sent with Enter; rename a
+// device without a mouse.
 // Fails where no Chromium is installed (Debian: apt-get install chromium; scripts/bootstrap does).
 
 import { test, before, after } from "node:test";
@@ -20,8 +21,9 @@ let base;
 before(async () => {
   if (skip) return;
   ({ server, base } = await startServer({
-    responder: { overview: STATES["responder-showing"], now: NOW },
-    initiator: { overview: STATES["initiator-showing"], now: NOW },
+    paired: { overview: STATES.paired, after: { "pairing.invite": STATES["inviter-code"] }, now: NOW },
+    inviting: { overview: STATES["inviter-code"], now: NOW },
+    unpaired: { overview: STATES["joined-unpaired"], after: { "pairing.join": STATES["joiner-joining"] }, now: NOW },
     joined: { ...OPTIONS_STATES["options-joined"], now: NOW },
   }));
 });
@@ -42,33 +44,68 @@ async function tabTo(page, predicate, max = 15) {
   throw new Error(`not reached by Tab: ${JSON.stringify(stops)}`);
 }
 
-test("popup, existing device: Tab reaches Approve before Reject, focus is visible, Enter approves", { skip, timeout: 60000 }, async () => {
-  const page = await openPage(BINARY, `${base}/popup/popup.html?scenario=responder`);
+test("popup, existing device: Tab reaches Add a device, focus is visible, Enter asks for a code", { skip, timeout: 60000 }, async () => {
+  const page = await openPage(BINARY, `${base}/popup/popup.html?scenario=paired`);
   try {
-    await page.waitFor("document.querySelector('[data-action=\"approve\"]')", "the Approve button");
-    const stops = await tabTo(page, ([action]) => action === "approve");
-    assert.deepEqual(stops.at(-1), ["approve", "Approve"]);
+    await page.waitFor("document.querySelector('[data-action=\"invite\"]')", "the Add a device button");
+    const stops = await tabTo(page, ([action]) => action === "invite");
+    assert.deepEqual(stops.at(-1), ["invite", "Add a device"]);
     const outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle");
     assert.equal(outline, "solid", "a keyboard focus ring");
-    await page.press("Tab");
-    assert.deepEqual(await page.evaluate(FOCUS), ["reject", "Reject"]);
-    await page.press("Tab", { shift: true });
     await page.press("Enter");
-    const sent = await page.waitFor(`${SENT}.length && ${SENT}`, "the approve call");
-    assert.equal(sent[0].method, "pairing.approve");
+    const sent = await page.waitFor(`${SENT}.length && ${SENT}`, "the invite call");
+    assert.deepEqual(sent.map((m) => m.method), ["pairing.invite"]);
+    const code = await page.waitFor("document.querySelector('.code')?.textContent", "the code");
+    assert.equal(code, "417-209-3551");
   } finally {
     await page.close();
   }
 });
 
-test("popup, new device: Space on Confirm sends pairing.approve", { skip, timeout: 60000 }, async () => {
-  const page = await openPage(BINARY, `${base}/popup/popup.html?scenario=initiator`);
+test("popup, existing device: Space on Cancel ends the invitation", { skip, timeout: 60000 }, async () => {
+  const page = await openPage(BINARY, `${base}/popup/popup.html?scenario=inviting`);
   try {
-    await page.waitFor("document.querySelector('[data-action=\"approve\"]')", "the Confirm button");
-    await tabTo(page, ([action]) => action === "approve");
+    await page.waitFor("document.querySelector('[data-action=\"cancel\"]')", "the Cancel button");
+    await tabTo(page, ([action]) => action === "cancel");
     await page.press(" ");
-    const sent = await page.waitFor(`${SENT}.length && ${SENT}`, "the confirm call");
-    assert.deepEqual(sent.map((m) => m.method), ["pairing.approve"]);
+    const sent = await page.waitFor(`${SENT}.length && ${SENT}`, "the cancel call");
+    assert.deepEqual(sent.map((m) => m.method), ["pairing.cancel"]);
+  } finally {
+    await page.close();
+  }
+});
+
+test("popup, new device: Tab to the code field, type the code, Enter pairs", { skip, timeout: 60000 }, async () => {
+  const page = await openPage(BINARY, `${base}/popup/popup.html?scenario=unpaired`);
+  try {
+    await page.waitFor("document.querySelector('input.code-input')", "the code field");
+    await tabTo(page, ([id]) => id === "account-0-code");
+    const outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle");
+    assert.equal(outline, "solid", "a keyboard focus ring on the field");
+    await page.type("417 209 3551");
+    await page.press("Enter");
+    const sent = await page.waitFor(`${SENT}.length && ${SENT}`, "the join call");
+    assert.deepEqual(sent, [{ type: "call", method: "pairing.join", params: { account: "alice@example.org", code: "417-209-3551" } }]);
+    await page.waitFor("document.querySelector('.pairing[data-state=\"joining\"]')", "the progress card");
+  } finally {
+    await page.close();
+  }
+});
+
+test("popup, new device: a malformed code keeps the focus in the field with the error announced", { skip, timeout: 60000 }, async () => {
+  const page = await openPage(BINARY, `${base}/popup/popup.html?scenario=unpaired`);
+  try {
+    await page.waitFor("document.querySelector('input.code-input')", "the code field");
+    await tabTo(page, ([id]) => id === "account-0-code");
+    await page.type("417 209");
+    await page.press("Enter");
+    const error = await page.waitFor("document.querySelector('.code-error:not([hidden])')?.textContent", "the error");
+    assert.match(error, /10 digits/);
+    const state = await page.evaluate(
+      "[document.activeElement.id, document.activeElement.value, document.activeElement.getAttribute('aria-invalid'), document.activeElement.getAttribute('aria-describedby')]",
+    );
+    assert.deepEqual(state, ["account-0-code", "417 209", "true", "account-0-hint account-0-code-error"]);
+    assert.equal(await page.evaluate(`${SENT}.length`), 0, "nothing went to the host");
   } finally {
     await page.close();
   }

@@ -177,12 +177,12 @@ test('"*" subscribers get every event with its name, after the named ones', asyn
   const { client, conn } = await connected();
   const seen = [];
   client.onEvent("*", (data, name) => seen.push(["any", name, data]));
-  client.onEvent("pairing.requested", (data) => seen.push(["named", data]));
-  conn.last.receive({ event: "pairing.requested", data: { n: 1 } });
+  client.onEvent("pairing.updated", (data) => seen.push(["named", data]));
+  conn.last.receive({ event: "pairing.updated", data: { n: 1 } });
   conn.last.receive({ event: "sync.state", data: { n: 2 } });
   assert.deepEqual(seen, [
     ["named", { n: 1 }],
-    ["any", "pairing.requested", { n: 1 }],
+    ["any", "pairing.updated", { n: 1 }],
     ["any", "sync.state", { n: 2 }],
   ]);
 });

@@ -1,5 +1,6 @@
 // A fake `messenger` for rendering the real pages in a browser (tests/screenshots.test.mjs).
-// The test server puts `globalThis.__FAKE__ = {messages, overview, replies, accounts, now}` before this.
+// The test server puts `globalThis.__FAKE__ = {messages, overview, replies, after, accounts, now}` before
+// this; `after[method]`, if given, is the overview once that call succeeded (the host moved on).
 "use strict";
 (() => {
   const fake = globalThis.__FAKE__;
@@ -24,7 +25,9 @@
     if (message.type === "status") return fake.overview;
     if (message.type === "call") {
       const result = fake.replies?.[message.method];
-      return result?.error ? { ok: false, error: result.error } : { ok: true, result: result ?? {} };
+      if (result?.error) return { ok: false, error: result.error };
+      if (fake.after?.[message.method]) fake.overview = fake.after[message.method];
+      return { ok: true, result: result ?? {} };
     }
     if (message.type === "scan.status") return fake.overview?.scan ?? null;
     return { ok: true };
@@ -37,12 +40,13 @@
     document.documentElement.dataset.sent = JSON.stringify(sent);
   };
   // `fake.steps`, done in order once each element exists, as a person would:
-  // {wait: selector}, {click: selector}, {fill: selector, value}, {probe: selector} (records its value).
+  // {wait: selector}, {click: selector}, {fill: selector, value}, {focus: selector},
+  // {probe: selector} (records its value).
   const steps = [...(fake.steps ?? [])];
   const next = () => {
     if (!steps.length) return;
     const step = steps[0];
-    const el = document.querySelector(step.wait ?? step.click ?? step.fill ?? step.probe);
+    const el = document.querySelector(step.wait ?? step.click ?? step.fill ?? step.focus ?? step.probe);
     if (el && !el.disabled) {
       steps.shift();
       if (step.click) el.click();
@@ -50,6 +54,7 @@
         el.value = step.value;
         el.dispatchEvent(new Event("change"));
       }
+      if (step.focus) el.focus();
       if (step.probe) record({ probe: step.probe, value: el.value });
     }
     setTimeout(next, 50);

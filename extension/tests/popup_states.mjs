@@ -10,17 +10,26 @@ const laptop = { device_id: "aaaaaaaaaaaaaaaa", name: "Laptop", last_seen: sec(N
 const desktop = { device_id: "bbbbbbbbbbbbbbbb", name: "Desktop", last_seen: sec(NOW) - 3600, paired: true, self: false, stale: false };
 const phone = { device_id: "cccccccccccccccc", name: "Phone", last_seen: sec(NOW) - 30, paired: false, self: false, stale: false };
 
+export const PAIRING_ID = "0123456789abcdef0123456789abcdef";
+export const CODE = "417-209-3551";
+// The host's reasons for a wrong code (native_host/core/pairing.py), on each side.
+export const WRONG_CODE_JOINER = "the code did not match (mistyped, or another device answered): start again with a new code";
+export const WRONG_CODE_INVITER = "the new device's code did not match: start again with a new code";
+
+/** A pairing as pairing.list returns it: by default this (paired) device showing a code. */
 export const pairing = (over) => ({
-  pairing_id: "0123456789abcdef0123456789abcdef",
-  role: "responder",
-  peer_device_id: phone.device_id,
-  peer_name: "Phone",
-  state: "showing",
-  sas: "4821 0937 5516 2284",
-  expires_at: sec(NOW) + 400,
+  pairing_id: PAIRING_ID,
+  role: "inviter",
+  peer_device_id: null,
+  peer_name: null,
+  state: "inviting",
+  code: CODE,
+  expires_at: sec(NOW) + 9 * 60 + 30,
   reason: null,
   ...over,
 });
+const joiner = (over) => pairing({ role: "joiner", state: "joining", code: null, ...over });
+const withPhone = (over) => pairing({ peer_device_id: phone.device_id, peer_name: "Phone", code: null, ...over });
 
 const account = (over) => ({
   account: ACCOUNT,
@@ -29,6 +38,7 @@ const account = (over) => ({
   paired: true,
   devices: [laptop, desktop],
   pairings: [],
+  unsolicited_requests: 0,
   sync: { online: true, error: null, last_sync: NOW - 3 * 60000 },
   alerts: [],
   error: null,
@@ -56,11 +66,21 @@ export const STATES = {
   "no-account": { ...host, accounts: [] },
   "not-joined": { ...host, accounts: [account({ device_id: null, joined: false, paired: false, devices: [], sync: { online: null, error: null, last_sync: null } })] },
   "joined-unpaired": { ...host, accounts: [newDevice([])] },
-  "initiator-requested": { ...host, accounts: [newDevice([pairing({ role: "initiator", state: "requested", sas: null, peer_name: null, peer_device_id: null })])] },
-  "initiator-showing": { ...host, accounts: [newDevice([pairing({ role: "initiator", peer_name: "Desktop", peer_device_id: desktop.device_id })])] },
-  "initiator-completed": { ...host, accounts: [account({ pairings: [pairing({ role: "initiator", state: "completed", sas: null, peer_name: "Desktop" })] })] },
-  "responder-showing": { ...host, accounts: [account({ devices: [laptop, desktop, phone], pairings: [pairing({})] })] },
-  "responder-rejected": { ...host, accounts: [account({ pairings: [pairing({ state: "rejected", sas: null })] })] },
+  paired: { ...host, accounts: [account({})] },
+  // The existing device: "Add a device" shows the code, then the new device uses it.
+  "inviter-code": { ...host, accounts: [account({ pairings: [pairing({})] })] },
+  "inviter-confirming": { ...host, accounts: [account({ devices: [laptop, desktop, phone], pairings: [withPhone({ state: "confirming" })] })] },
+  "inviter-completed": { ...host, accounts: [account({ devices: [laptop, desktop, { ...phone, paired: true }], pairings: [withPhone({ state: "completed" })] })] },
+  "inviter-wrong-code": { ...host, accounts: [account({ pairings: [withPhone({ state: "failed", reason: WRONG_CODE_INVITER })] })] },
+  // The new device: it types the code, then waits, then holds the key (or the code was wrong).
+  "joiner-joining": { ...host, accounts: [newDevice([joiner({})])] },
+  "joiner-receiving": { ...host, accounts: [newDevice([joiner({ state: "receiving", peer_name: "Desktop", peer_device_id: desktop.device_id })])] },
+  "joiner-completed": {
+    ...host,
+    accounts: [account({ pairings: [joiner({ state: "completed", peer_name: "Desktop", peer_device_id: desktop.device_id })] })],
+  },
+  "joiner-wrong-code": { ...host, accounts: [newDevice([joiner({ state: "failed", reason: WRONG_CODE_JOINER })])] },
+  "paired-unsolicited": { ...host, accounts: [account({ unsolicited_requests: 3 })] },
   "paired-errors": {
     ...host,
     accounts: [
@@ -94,8 +114,20 @@ export const OPTIONS_STATES = {
     accounts: TB_ACCOUNTS,
     replies: { "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: null }] } },
   },
+  "options-unpaired": {
+    overview: { status: "connected", accounts: [STATES["joined-unpaired"].accounts[0]] },
+    accounts: TB_ACCOUNTS,
+    replies: {
+      "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: laptop.device_id }] },
+      "devices.list": { devices: [{ ...laptop, paired: false }, desktop] },
+    },
+  },
   "options-joined": {
-    overview: { status: "connected", scan: { account: ACCOUNT, running: true, scanned: 340, limit: 5000, updated: 7 } },
+    overview: {
+      status: "connected",
+      scan: { account: ACCOUNT, running: true, scanned: 340, limit: 5000, updated: 7 },
+      accounts: [STATES["inviter-code"].accounts[0]],
+    },
     accounts: TB_ACCOUNTS,
     replies: {
       "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: laptop.device_id }] },

@@ -8,18 +8,36 @@ import { mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 import { startServer, chromium, findChromium, ROOT } from "./browser.mjs";
-import { STATES, OPTIONS_STATES, NOW } from "./popup_states.mjs";
+import { STATES, OPTIONS_STATES, NOW, ACCOUNT, PAIRING_ID } from "./popup_states.mjs";
 
 const BINARY = findChromium();
+const JOINED_UNPAIRED = STATES["joined-unpaired"];
+const CODE_FIELD = "input.code-input";
+const SUBMIT_CODE = 'form[data-action="join"] button[type="submit"]';
+// Popup states reached by typing, screenshotted like STATES.
+const TYPED = {
+  "joiner-typing": { overview: JOINED_UNPAIRED, steps: [{ fill: CODE_FIELD, value: "417 209 3551" }, { focus: CODE_FIELD }] },
+  "joiner-bad-code": { overview: JOINED_UNPAIRED, steps: [{ fill: CODE_FIELD, value: "417 209 35" }, { click: SUBMIT_CODE }] },
+};
 // Scenarios where the fake clicks buttons; the messages the page sent come back in the DOM.
 const CLICKS = {
-  "click-approve": { overview: STATES["responder-showing"], steps: [{ click: '[data-action="approve"]' }] },
-  "click-reject": { overview: STATES["responder-showing"], steps: [{ click: '[data-action="reject"]' }] },
-  "click-pair": { overview: STATES["joined-unpaired"], steps: [{ click: '[data-action="pair"]' }] },
-  "click-confirm-fails": {
-    overview: STATES["initiator-showing"],
-    steps: [{ click: '[data-action="approve"]' }],
-    replies: { "pairing.approve": { error: { code: "pairing_expired", message: "the pairing expired" } } },
+  "click-invite": { overview: STATES.paired, after: { "pairing.invite": STATES["inviter-code"] }, steps: [{ click: '[data-action="invite"]' }, { wait: ".code" }] },
+  "click-invite-fails": {
+    overview: STATES.paired,
+    steps: [{ click: '[data-action="invite"]' }],
+    replies: { "pairing.invite": { error: { code: "invalid_request", message: "only a paired device can add a device" } } },
+  },
+  "click-cancel": { overview: STATES["inviter-code"], steps: [{ click: '[data-action="cancel"]' }] },
+  "join-typed": {
+    overview: JOINED_UNPAIRED,
+    after: { "pairing.join": STATES["joiner-joining"] },
+    steps: [{ fill: CODE_FIELD, value: " 417 209-3551" }, { click: SUBMIT_CODE }, { wait: '.pairing[data-state="joining"]' }],
+  },
+  "join-bad-format": { overview: JOINED_UNPAIRED, steps: [{ fill: CODE_FIELD, value: "417-2O9-3551" }, { click: SUBMIT_CODE }, { wait: ".code-error:not([hidden])" }, { probe: CODE_FIELD }] },
+  "join-unknown-device": {
+    overview: JOINED_UNPAIRED,
+    steps: [{ fill: CODE_FIELD, value: "999-209-3551" }, { click: SUBMIT_CODE }, { wait: ".code-error:not([hidden])" }, { probe: CODE_FIELD }],
+    replies: { "pairing.join": { error: { code: "invalid_params", message: "params.code: no device of this account has the number 999" } } },
   },
   "click-setup": { overview: STATES["no-account"], steps: [{ click: "#setup button" }] },
   "options-save": {
@@ -37,9 +55,20 @@ const CLICKS = {
     ...OPTIONS_STATES["options-joined"],
     steps: [{ click: '#devices tr[data-device-id="bbbbbbbbbbbbbbbb"] button:last-child' }, { click: '#devices tr[data-device-id="bbbbbbbbbbbbbbbb"] button:nth-of-type(1)' }],
   },
+  "options-join-code": {
+    ...OPTIONS_STATES["options-unpaired"],
+    after: { "pairing.join": { status: "connected", accounts: STATES["joiner-joining"].accounts } },
+    steps: [{ fill: `#pairing ${CODE_FIELD}`, value: "4172093551" }, { click: `#pairing ${SUBMIT_CODE}` }, { wait: '#pairing .pairing[data-state="joining"]' }],
+  },
+  "options-invite": {
+    ...OPTIONS_STATES["options-joined"],
+    overview: { status: "connected", accounts: STATES.paired.accounts },
+    after: { "pairing.invite": { status: "connected", accounts: STATES["inviter-code"].accounts } },
+    steps: [{ click: '#pairing [data-action="invite"]' }, { wait: "#pairing .code" }],
+  },
 };
 const OUT = join(ROOT, "artifacts/screenshots");
-const DARK = new Set(["host-missing", "initiator-showing", "responder-showing", "paired-errors"]);
+const DARK = new Set(["host-missing", "inviter-code", "joiner-typing", "joiner-wrong-code", "paired-errors"]);
 // A missing browser is a failure, never a skip: the suite's bootstrap installs Chromium.
 const skip = false;
 test("Chromium is installed for the browser tests", () => {
@@ -55,7 +84,7 @@ before(async () => {
   if (skip) return;
   const scenarios = Object.fromEntries(Object.entries(STATES).map(([name, overview]) => [name, { overview, now: NOW }]));
   for (const [name, scenario] of Object.entries(OPTIONS_STATES)) scenarios[name] = { ...scenario, now: NOW };
-  for (const [name, scenario] of Object.entries(CLICKS)) scenarios[name] = { ...scenario, now: NOW };
+  for (const [name, scenario] of Object.entries({ ...TYPED, ...CLICKS })) scenarios[name] = { ...scenario, now: NOW };
   ({ server, base } = await startServer(scenarios));
   mkdirSync(OUT, { recursive: true });
 });
@@ -71,7 +100,7 @@ function visibleText(dom) {
 
 test("popup screenshots of every state, light and dark", { skip, timeout: 300000 }, async () => {
   const jobs = [];
-  for (const state of Object.keys(STATES)) {
+  for (const state of [...Object.keys(STATES), ...Object.keys(TYPED)]) {
     jobs.push([state, false]);
     if (DARK.has(state)) jobs.push([state, true]);
   }
@@ -87,14 +116,35 @@ test("popup screenshots of every state, light and dark", { skip, timeout: 300000
   }
 });
 
-test("in the browser: the new device's code with Confirm, the existing device's with Approve/Reject", { skip, timeout: 60000 }, async () => {
-  const [initiator, responder] = await Promise.all([
-    chromium(BINARY, popupUrl("initiator-showing")).then(visibleText),
-    chromium(BINARY, popupUrl("responder-showing")).then(visibleText),
+test("in the browser: the existing device shows the code, the new device a field to type it, no Approve", { skip, timeout: 60000 }, async () => {
+  const [inviter, joiner, unsolicited] = await Promise.all([
+    chromium(BINARY, popupUrl("inviter-code")).then(visibleText),
+    chromium(BINARY, popupUrl("joined-unpaired")).then(visibleText),
+    chromium(BINARY, popupUrl("paired-unsolicited")).then(visibleText),
   ]);
-  assert.match(initiator, /Pairing this device .* Code on this device 4821 0937 5516 2284 Confirm Cancel/);
-  assert.match(responder, /“Phone” wants to join .* Code for “Phone” 4821 0937 5516 2284 Approve Reject/);
-  assert.match(responder, /Joined: Yes This device: Paired Devices: 3 Last sync: 3 min ago/);
+  assert.match(inviter, /Add a device On the new device, .* type this code\. One-time code 417-209-3551 Works once, within the next 9 min\. Cancel/);
+  assert.match(inviter, /Joined: Yes This device: Paired Devices: 2 Last sync: 3 min ago/);
+  assert.match(joiner, /Pair with my other device On a device that is already paired, .*“Add a device”\. Type the code it shows here\. Code from your other device Pair/);
+  assert.doesNotMatch(joiner, /Add a device Sync/);
+  assert.match(unsolicited, /Pairing requests that nobody started on this device were ignored \(3\)\. .* Add a device/);
+  for (const text of [inviter, joiner, unsolicited]) assert.doesNotMatch(text, /Approve|Reject|Confirm/);
+});
+
+test("in the browser: progress, success and a wrong code on both sides", { skip, timeout: 120000 }, async () => {
+  const names = ["inviter-confirming", "inviter-completed", "inviter-wrong-code", "joiner-joining", "joiner-completed", "joiner-wrong-code"];
+  const texts = {};
+  for (let i = 0; i < names.length; i += 2) {
+    await Promise.all(names.slice(i, i + 2).map(async (name) => { texts[name] = visibleText(await chromium(BINARY, popupUrl(name))); }));
+  }
+  assert.match(texts["inviter-confirming"], /Adding “Phone” “Phone” typed the code\. Checking it… Cancel/);
+  assert.match(texts["inviter-completed"], /“Phone” is now paired\./);
+  assert.match(texts["inviter-wrong-code"], /The code typed on the new device did not match, so nothing was shared\. Choose “Add a device” to start again\. Add a device/);
+  assert.match(texts["joiner-joining"], /Asking your other device to check the code… Cancel/);
+  assert.doesNotMatch(texts["joiner-joining"], /Code from your other device/, "no second field while the join runs");
+  assert.match(texts["joiner-completed"], /This device is paired\. Add a device/);
+  assert.match(texts["joiner-wrong-code"], /The code did not match: start again on your other device\. Pair with my other device .* Code from your other device/);
+  const dom = await chromium(BINARY, popupUrl("joiner-wrong-code"));
+  assert.match(dom, /<article class="pairing" data-role="joiner" data-state="failed" data-outcome="failure" data-failure="wrong-code">/);
 });
 
 test("in the browser: host missing shows the install command; errors are listed", { skip, timeout: 60000 }, async () => {
@@ -131,6 +181,9 @@ test("options page screenshots and what they show", { skip, timeout: 120000 }, a
   assert.match(joined, /Desktop Paired .* Rename Remove/);
   assert.match(joined, /Phone not paired, not seen for 90 days/);
   assert.match(joined, /Messages read: 340 of at most 5000; keys learned: 7/);
+  assert.match(joined, /Pairing Add a device .* One-time code 417-209-3551 Works once, within the next 9 min\. Cancel/);
+  const unpaired = await chromium(BINARY, optionsUrl("options-unpaired")).then(visibleText);
+  assert.match(unpaired, /Pairing Pair with my other device .* Code from your other device Pair/);
 });
 
 const sentBy = async (scenario, page = "popup/popup.html") => {
@@ -139,16 +192,36 @@ const sentBy = async (scenario, page = "popup/popup.html") => {
   return { dom, sent: JSON.parse(json.replaceAll("&quot;", '"').replaceAll("&amp;", "&")) };
 };
 
-test("in the browser: the popup's buttons send the right host calls", { skip, timeout: 120000 }, async () => {
-  const PAIRING_ID = "0123456789abcdef0123456789abcdef";
-  const [approve, reject, pair] = await Promise.all([sentBy("click-approve"), sentBy("click-reject"), sentBy("click-pair")]);
-  assert.deepEqual(approve.sent, [{ type: "call", method: "pairing.approve", params: { account: "alice@example.org", pairing_id: PAIRING_ID } }]);
-  assert.deepEqual(reject.sent, [{ type: "call", method: "pairing.reject", params: { account: "alice@example.org", pairing_id: PAIRING_ID } }]);
-  assert.deepEqual(pair.sent, [{ type: "call", method: "pairing.request", params: { account: "alice@example.org" } }]);
-  const failed = await sentBy("click-confirm-fails");
-  assert.equal(failed.sent[0].method, "pairing.approve");
-  assert.match(visibleText(failed.dom), /That did not work: the pairing expired/);
+test("in the browser: Add a device sends pairing.invite and the code appears; Cancel sends pairing.cancel", { skip, timeout: 120000 }, async () => {
+  const [invite, cancel, fails] = await Promise.all([sentBy("click-invite"), sentBy("click-cancel"), sentBy("click-invite-fails")]);
+  assert.deepEqual(invite.sent, [{ type: "call", method: "pairing.invite", params: { account: ACCOUNT } }]);
+  assert.match(visibleText(invite.dom), /One-time code 417-209-3551 Works once/);
+  assert.doesNotMatch(visibleText(invite.dom), /Add a device Sync/, "one invitation at a time");
+  assert.deepEqual(cancel.sent, [{ type: "call", method: "pairing.cancel", params: { account: ACCOUNT, pairing_id: PAIRING_ID } }]);
+  assert.match(visibleText(fails.dom), /That did not work: only a paired device can add a device/);
   assert.deepEqual((await sentBy("click-setup")).sent, [{ type: "openOptionsPage" }]);
+});
+
+test("in the browser: the typed code goes to pairing.join in the host's form; a malformed one never leaves", { skip, timeout: 120000 }, async () => {
+  const [typed, malformed] = await Promise.all([sentBy("join-typed"), sentBy("join-bad-format")]);
+  assert.deepEqual(typed.sent, [{ type: "call", method: "pairing.join", params: { account: ACCOUNT, code: "417-209-3551" } }]);
+  assert.match(visibleText(typed.dom), /Asking your other device to check the code…/);
+  assert.deepEqual(malformed.sent, [{ probe: CODE_FIELD, value: "417-2O9-3551" }], "no host call, and what was typed stays to be fixed");
+  assert.match(visibleText(malformed.dom), /A pairing code has only digits \(spaces and dashes are fine\), like 417-209-3551\./);
+  assert.match(malformed.dom, /<input class="code-input"[^>]*aria-invalid="true"/);
+  const unknown = await sentBy("join-unknown-device");
+  assert.deepEqual(unknown.sent.map((m) => m.method ?? m.value), ["pairing.join", "999-209-3551"]);
+  assert.match(visibleText(unknown.dom), /None of this account's devices has a code starting with those digits\./);
+});
+
+test("in the browser: the options page pairs too (the code field when unpaired, Add a device when paired)", { skip, timeout: 120000 }, async () => {
+  const [join, invite] = await Promise.all([sentBy("options-join-code", "options/options.html"), sentBy("options-invite", "options/options.html")]);
+  assert.deepEqual(join.sent.filter((m) => m.method?.startsWith("pairing.")), [
+    { type: "call", method: "pairing.join", params: { account: ACCOUNT, code: "417-209-3551" } },
+  ]);
+  assert.match(visibleText(join.dom), /Pairing Pairing this device Asking your other device to check the code… Cancel/);
+  assert.deepEqual(invite.sent.filter((m) => m.method?.startsWith("pairing.")), [{ type: "call", method: "pairing.invite", params: { account: ACCOUNT } }]);
+  assert.match(visibleText(invite.dom), /Pairing Add a device .* One-time code 417-209-3551/);
 });
 
 test("in the browser: options sends account.configure once with the password, then clears the field", { skip, timeout: 120000 }, async () => {

@@ -1,11 +1,12 @@
 """Two real headless Thunderbirds on one account: set up from the add-on's options page, pair from
-the popups (the user compares the code and presses the buttons), then a correspondent's key that
-Thunderbird A sees in new mail reaches B's host through the SMA.
+the popups (A's "Add a device" shows a one-time code, the user types it into B's popup; a mistyped
+code first fails on both), then a correspondent's key that Thunderbird A sees in new mail reaches
+B's host through the SMA.
 
 Everything is real: Dovecot on loopback, Debian's Thunderbird driven by Marionette, the packed
 .xpi, the manifest from `autocrypt-sma install`, the hosts Thunderbird starts from it, and the
-Secret Service of the test's D-Bus session. Screenshots of both popups at the code comparison go
-to artifacts/e2e/ (or $SMA_ARTIFACTS).
+Secret Service of the test's D-Bus session. Screenshots of both popups (the code on A, the typed
+code on B, the wrong-code failure on B) go to artifacts/e2e/ (or $SMA_ARTIFACTS).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -115,21 +117,46 @@ def set_up_and_join(
     assert joined[0] == "ok", f"joining: {joined[1]}"
 
 
-def pairing_card(role: str) -> str:
-    """Read the popup's pairing card for `role` once it shows the code."""
+def add_a_device(address: str) -> str:
+    """Press "Add a device" in the popup of a paired device."""
     return f"""
-        const card = doc.querySelector('.pairing[data-role="{role}"][data-state="showing"]');
-        if (!card) return null;
-        const button = card.querySelector('button[data-action="approve"]');
-        return {{code: card.querySelector(".code").textContent,
-                 button: button && button.textContent,
-                 text: card.innerText.replace(/\\s+/g, " ")}};"""
+        const b = doc.querySelector('button[data-action="invite"][data-account="{address}"]');
+        if (!b || b.hidden || b.disabled) return null; b.click(); return true;"""
 
 
-def press_approve(role: str) -> str:
+def shown_code() -> str:
+    """Read the one-time code from the popup's card once it shows one."""
+    return """
+        const card = doc.querySelector('.pairing[data-role="inviter"][data-state="inviting"]');
+        const code = card && card.querySelector(".code");
+        if (!code) return null;
+        return {code: code.textContent, expiry: card.querySelector(".code-expiry").textContent,
+                buttons: [...card.querySelectorAll("button")].map(b => b.textContent),
+                page: doc.body.innerText.replace(/\\s+/g, " ")};"""
+
+
+def type_code(address: str, typed: str) -> str:
+    """Type the code into the new device's field (as typed, spaces and all), leave it unsent."""
     return f"""
-        const b = doc.querySelector('.pairing[data-role="{role}"] button[data-action="approve"]');
+        const input = doc.querySelector('input.code-input[data-account="{address}"]');
+        if (!input) return null;
+        input.focus(); input.value = "{typed}"; input.dispatchEvent(new Event("input"));
+        return input.value;"""
+
+
+def press_pair(address: str) -> str:
+    return f"""
+        const form = doc.querySelector('form[data-action="join"][data-account="{address}"]');
+        const b = form && form.querySelector('button[type="submit"]');
         if (!b || b.disabled) return null; b.click(); return true;"""
+
+
+def outcome(role: str, result: str) -> str:
+    """The popup's text once its `role` card shows `result` (success or failure)."""
+    return f"""
+        const c = doc.querySelector('.pairing[data-role="{role}"][data-outcome="{result}"]');
+        return c ? {{card: c.innerText.replace(/\\s+/g, " "), failure: c.dataset.failure || null,
+                    page: doc.body.innerText.replace(/\\s+/g, " ")}} : null;"""
 
 
 def deliver(server: DovecotServer, user: str, password: str, raw: bytes) -> None:
@@ -216,37 +243,48 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
     with pytest.raises(AssertionError, match="not_joined"):
         b.call_host("account.key", {"account": address})
 
-    # B asks to join; both popups show the code; the user compares them.
-    page(
-        b,
-        POPUP,
-        f"""
-        const b = doc.querySelector('button[data-action="pair"][data-account="{address}"]');
-        if (!b || b.hidden) return null; b.click(); return true;""",
-        60,
-    )
-    on_a = page(a, POPUP, pairing_card("responder"), 60)
-    on_b = page(b, POPUP, pairing_card("initiator"), 60)
-    step("both popups show the code")
-    for tb, name in ((a, "a-laptop-approve"), (b, "b-desktop-confirm")):
+    # A (paired) adds a device: its popup shows a one-time code. First the user mistypes it on B:
+    # both devices end that pairing, B says to start again on the other device.
+    page(a, POPUP, add_a_device(address), 60)
+    first = page(a, POPUP, shown_code(), 60)
+    digits = first["code"].replace("-", "")
+    wrong = digits[:-1] + str((int(digits[-1]) + 1) % 10)
+    page(b, POPUP, type_code(address, wrong), 60)
+    page(b, POPUP, press_pair(address))
+    failed_b = page(b, POPUP, outcome("joiner", "failure"), 60)
+    failed_a = page(a, POPUP, outcome("inviter", "failure"), 60)
+    assert failed_b["failure"] == "wrong-code", failed_b
+    assert "The code did not match: start again on your other device." in failed_b["card"], failed_b
+    assert failed_a["failure"] == "wrong-code", failed_a
+    assert "did not match, so nothing was shared" in failed_a["card"], failed_a
+    b.show_tab(b.addon_page(POPUP))
+    b.screenshot(ARTIFACTS / "pairing-b-desktop-wrong-code.png")
+    with pytest.raises(AssertionError, match="not_joined"):
+        b.call_host("account.key", {"account": address})
+    step("a mistyped code failed on both")
+
+    # Start again: a new code on A, typed on B (with spaces, as people do), then Pair.
+    page(a, POPUP, add_a_device(address), 60)
+    on_a = page(a, POPUP, shown_code(), 60)
+    assert on_a["code"] != first["code"], "a new invitation has a new code"
+    typed = on_a["code"].replace("-", " ")
+    on_b = page(b, POPUP, type_code(address, typed), 60)
+    step("A shows the code, typed on B")
+    for tb, name in ((a, "a-laptop-code"), (b, "b-desktop-typed-code")):
         tb.show_tab(tb.addon_page(POPUP))
         tb.screenshot(ARTIFACTS / f"pairing-{name}.png")
-    assert on_a["code"] == on_b["code"], (on_a, on_b)
-    assert len(on_a["code"].replace(" ", "").replace("-", "")) >= 6, on_a
-    assert "Desktop" in on_a["text"], on_a
-    assert (on_a["button"], on_b["button"]) == ("Approve", "Confirm")
+    assert re.fullmatch(r"[0-9]{3}-[0-9]{3}-[0-9]{4}", on_a["code"]), on_a
+    assert on_b == typed, on_b
+    assert on_a["expiry"].startswith("Works once, within the next "), on_a
+    assert on_a["buttons"] == ["Cancel"], on_a
+    for text in (on_a["page"], page(b, POPUP, "return doc.body.innerText;")):
+        assert "Approve" not in text, text
 
-    page(a, POPUP, press_approve("responder"))
-    page(b, POPUP, press_approve("initiator"))
-    done_b = page(
-        b,
-        POPUP,
-        """
-        const c = doc.querySelector('.pairing[data-role="initiator"][data-outcome="success"]');
-        return c ? doc.body.innerText.replace(/\\s+/g, " ") : null;""",
-        60,
-    )
-    assert "This device is paired." in done_b, done_b
+    page(b, POPUP, press_pair(address))
+    done_b = page(b, POPUP, outcome("joiner", "success"), 60)
+    assert "This device is paired." in done_b["card"], done_b
+    done_a = page(a, POPUP, outcome("inviter", "success"), 60)
+    assert "“Desktop” is now paired." in done_a["card"], done_a
     b_key = wait_for(
         "B's host holds the account key",
         lambda: b.call_host("account.key", {"account": address})["fingerprint"],
