@@ -54,7 +54,8 @@ PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
-INBOX_BATCH = 100
+INBOX_BATCH = 100  # messages per fetch; the store also caps their bodies at FETCH_MAX_BYTES
+MAX_INBOX_BATCHES = 50  # per sync cycle; the rest waits for the next (the status has moved)
 
 
 class PushStore(FolderStore, ChangeWaiter, Protocol):
@@ -365,9 +366,20 @@ class AccountRuntime:
         return store.status(layout.ANNOUNCE_FOLDER)
 
     def _read_inbox(self, store: FolderStore, folder: str) -> int:
-        """Handle what other devices dropped here, then delete it: each message is applied and
-        the state saved before the message goes, so a crash repeats it (harmlessly) but never
-        loses it."""
+        """Handle what other devices dropped here, one bounded batch at a time (each applied,
+        deleted and released before the next is fetched: a refresh holds a few MiB, however
+        much waits)."""
+        read = 0
+        for _ in range(MAX_INBOX_BATCHES):
+            count, more = self._read_inbox_batch(store, folder)
+            read += count
+            if not more:
+                break
+        return read
+
+    def _read_inbox_batch(self, store: FolderStore, folder: str) -> tuple[int, bool]:
+        """One batch: each message is applied and the state saved before the message goes, so
+        a crash repeats it (harmlessly) but never loses it. (messages read, more waiting)"""
         cursor = self.record.inbox
         batch = store.fetch(
             folder, cursor.watermark, limit=INBOX_BATCH, max_size=envelope.MAX_MESSAGE_BYTES
@@ -391,7 +403,7 @@ class AccountRuntime:
                 else:
                     self.trust.receive(store, parsed)
             except RemoteProtocolError as exc:
-                log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, exc)
+                log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, str(exc))
                 alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}
                 self._emit("security.alert", alert)
             done.append(message.uid)
@@ -401,7 +413,7 @@ class AccountRuntime:
         if done:
             store.delete_messages(folder, done)
         cursor.applied = []  # saved as empty with the next save; a repeat delete is harmless
-        return len(batch.messages)
+        return len(batch.messages), batch.more
 
     def _removed(self, by: str) -> None:
         """The verified log says this device was removed: forget everything, stop."""
