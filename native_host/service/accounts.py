@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from native_host.core.directory import Announcement, Directory
 from native_host.ports import FolderStatus, Watermark
+from native_host.service.expiry import ExpiryWatch
 from native_host.service.files import read_json, write_json
 
 Security = Literal["none", "tls", "starttls"]
@@ -85,6 +86,7 @@ class AccountRecord:
     key_answers: dict[str, float] = field(default_factory=dict)  # whom we last sent a key, when
     expire_after_days: float | None = None  # opt-in: remove devices not seen for this long
     expiry_checked: float = 0.0  # when the policy last ran here
+    expiry_watch: ExpiryWatch = field(default_factory=ExpiryWatch)  # the policy's evidence
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class AccountRecord:
             "key_answers": self.key_answers,
             "expire_after_days": self.expire_after_days,
             "expiry_checked": self.expiry_checked,
+            "expiry_watch": self.expiry_watch.to_json(),
         }
 
     @classmethod
@@ -136,6 +139,7 @@ class AccountRecord:
             key_answers={str(k): float(v) for k, v in (data.get("key_answers") or {}).items()},
             expire_after_days=data.get("expire_after_days"),
             expiry_checked=float(data.get("expiry_checked") or 0.0),
+            expiry_watch=ExpiryWatch.from_json(data.get("expiry_watch")),
         )
 
 
