@@ -310,6 +310,7 @@ class AccountRuntime:
             return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
         self.trust.tick(store, chain)
         self.lifecycle.tick(store, chain)
+        self.lifecycle.tell_removals(chain)
         self._expiry_policy(chain)
         if self.lifecycle.refresh_announcement(store):
             moved = True
