@@ -405,7 +405,6 @@ class DeviceLog:
         self._view = _EMPTY
         self._dirty = False
         self._reported: set[tuple[ProblemKind, str | None]] = set()
-        self._disputed: list[str] = []  # trusted removals that others may count as a conflict
 
     # Feeding
 
@@ -502,6 +501,21 @@ class DeviceLog:
     def roll_owed(self) -> bool:
         """A device that is out may know the current account key: a member must roll."""
         return self._refreshed().roll_owed
+
+    def head_member(self, device_id: str) -> Member | None:
+        """`device_id` as the state at the chain's head has it (a device that is out may still
+        be there: see `out_on_head`)."""
+        chain = self._refreshed().chain
+        return chain[-1].members.get(device_id) if chain else None
+
+    def out_on_head(self) -> list[str]:
+        """Devices that are out but still members where the chain's head stands (their removal
+        counts on another branch): a roll owed for them is made by removing them again there,
+        which names the new key (see `remove`)."""
+        view = self._refreshed()
+        if not view.chain:
+            return []
+        return sorted(d for d in view.chain[-1].members if d in view.removed)
 
     def entries(self) -> list[dict[str, Any]]:
         """The resolved chain in order: what a newly paired device is handed."""
@@ -644,27 +658,23 @@ class DeviceLog:
             current = node.prev
         return False
 
-    def _label_removals(self) -> dict[str, Label]:
+    def _label_removals(self, trusted: set[str]) -> dict[str, Label]:
         """Removal wins, settled as in an argumentation framework (grounded semantics): a
         removal is defeated by a removal of its signer that is not below it. It counts (IN)
         when all its defeaters are OUT, and is OUT when one of them counts. What is left is a
         cycle of devices removing each other at the same time, or hangs on one: a 2-cycle (or
         longer) is a CONFLICT, whose devices are all out; what merely hangs on a conflict is
-        OUT. Removals this device trusts are never defeated (`_trusted_removals`)."""
-        removals = [n.entry for n in self._nodes.values() if n.entry.op is Op.REMOVE]
+        OUT. Removals in `trusted` are never defeated (`_trusted_removals`)."""
+        removals = self._removals()
         by_target: dict[str, list[Entry]] = {}
         for r in removals:
             by_target.setdefault(r.device_id, []).append(r)
-        trusted = self._trusted_removals(removals)
         defeaters = {
-            r.hash: [
-                d.hash for d in by_target.get(r.by, []) if not self._is_ancestor(r.hash, d.hash)
-            ]
+            r.hash: []
+            if r.hash in trusted
+            else [d.hash for d in by_target.get(r.by, []) if not self._is_ancestor(r.hash, d.hash)]
             for r in removals
         }
-        self._disputed = sorted(h for h in trusted if defeaters[h])
-        for h in trusted:
-            defeaters[h] = []
         labels: dict[str, Label] = {}
 
         def settle() -> None:
@@ -690,6 +700,9 @@ class DeviceLog:
         for h in undecided - labels.keys():  # (defensive: settle labels everything left)
             labels[h] = Label.OUT
         return labels
+
+    def _removals(self) -> list[Entry]:
+        return [n.entry for n in self._nodes.values() if n.entry.op is Op.REMOVE]
 
     def _trusted_removals(self, removals: list[Entry]) -> set[str]:
         """This device's own removals (its user made them), and those its own admission hangs
@@ -731,7 +744,13 @@ class DeviceLog:
         pinned = self._genesis_hash
         if pinned is None or pinned not in self._nodes:
             return replace(_EMPTY, problems=tuple(problems))
-        labels = self._label_removals()
+        trusted = self._trusted_removals(self._removals())
+        labels = self._label_removals(trusted)
+        if trusted:  # what a device that trusts nobody's removals in particular makes of them
+            others = self._label_removals(set())
+            disputed = sorted(h for h in trusted if others[h] is not Label.IN)
+        else:
+            disputed = []
         removed: dict[str, Entry] = {}
         for h in sorted(labels):
             entry = self._nodes[h].entry
@@ -750,14 +769,14 @@ class DeviceLog:
                         ProblemKind.CONFLICT,
                     )
                 )
-        for h in self._disputed:
+        for h in disputed:
             entry = self._nodes[h].entry
             problems.append(
                 Problem(
                     h,
-                    f"{entry.device_id} answered its removal by removing devices of yours at the"
-                    " same time: ignored here, but devices that did not see the removal first may"
-                    " count this device out; pair them again from this one",
+                    f"{entry.device_id} answered its removal by {entry.by} by removing {entry.by}"
+                    " at the same time: ignored here, but your other devices may count both out;"
+                    " pair them again from this one",
                     ProblemKind.CONFLICT,
                 )
             )
@@ -791,6 +810,12 @@ class DeviceLog:
         for h, label in labels.items():
             if label is not Label.OUT:
                 counting.setdefault(self._nodes[h].entry.device_id, []).append(h)
+        # The position of a device's first removal that counts: what it signed from there on is
+        # an attack; what it signed before, on a branch that lost, was an ordinary race.
+        out_at = {
+            device: min(self._nodes[h].entry.seq for h in hashes)
+            for device, hashes in counting.items()
+        }
         void: set[str] = set()
         order = sorted(self._nodes.values(), key=lambda n: (n.entry.seq, n.entry.hash))
         for node in order:
@@ -809,7 +834,8 @@ class DeviceLog:
                 self._is_ancestor(entry.hash, r) for r in counting.get(entry.by, [])
             ):
                 void.add(entry.hash)
-                problems.append(self._acted(entry))
+                if entry.seq >= out_at.get(entry.by, 0):
+                    problems.append(self._acted(entry))
         return void
 
     @staticmethod
@@ -922,6 +948,8 @@ def remove(
     key in the same entry (so nobody can deliver the removal and withhold the roll); a device
     that leaves removes itself and names none (it would know it)."""
     subject = log.members().get(device_id)
+    if subject is None and device_id in log.out_on_head():
+        subject = log.head_member(device_id)  # out on another branch: removed here too
     if subject is None:
         raise ValueError(f"{device_id} is not a member")
     if (device_id == signer_id) != (account_key_fpr is None):
@@ -968,7 +996,7 @@ def _extend(
     signer = log.members().get(signer_id)
     if signer is None or signer.keys != signer_keys.public:
         raise ValueError(f"{signer_id} is not a member with these keys")
-    if fields["op"] == Op.REMOVE.value and len(log.members()) == 1:
+    if fields["op"] == Op.REMOVE.value and len(log.members()) + len(log.out_on_head()) == 1:
         raise ValueError("removing the last member would leave nobody to sign")
     document = {
         **fields,

@@ -3,12 +3,18 @@ replay, withhold, truncate, damage, and add entries forged with keys that are no
 log never raises on input; only entries signed by members ever reach the verified chain; and the
 result depends on the set of entries seen, never on their order, within bounded time and memory.
 
-A quick slice runs in the normal suite; HYPOTHESIS_PROFILE=fuzz runs 100,000 inputs each.
+A quick slice runs in the normal suite; HYPOTHESIS_PROFILE=fuzz runs 100,000 inputs each, and
+floods the log with 100,000 junk entries (10,000 in the quick slice).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
+import tracemalloc
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import given
@@ -16,6 +22,8 @@ from hypothesis import strategies as st
 
 from native_host.core.crypto import DeviceKeys, sign_document
 from native_host.core.devicelog import (
+    MAX_WAITING,
+    REFUSED,
     DeviceLog,
     ProblemKind,
     admit,
@@ -32,12 +40,13 @@ from tests.unit.test_devicelog import outcome
 A, B, C, X = "000000000000000a", "000000000000000b", "000000000000000c", "00000000000000ff"
 KEYS = {d: DeviceKeys.generate(SeededRandom(n)) for n, d in enumerate((A, B, C, X))}
 MEMBERS = (A, B, C)  # X never becomes one: whatever it signs is a forgery
-FPR, FPR2 = "0123456789ABCDEF0123456789ABCDEF01234567", "F" * 64
+FPR, FPR2, FPR3 = "0123456789ABCDEF0123456789ABCDEF01234567", "F" * 64, "E" * 40
 T = 1_800_000_000
 
 
 def _history() -> list[dict[str, Any]]:
-    """A valid log that uses every op: genesis, two adds, a rename, a roll, a removal."""
+    """A valid log that uses every op: genesis, two adds, a rename, a roll, a removal (which
+    names the next account key)."""
     first = genesis(A, KEYS[A], "laptop", FPR, T)
     log = DeviceLog(entry_hash(first))
     log.receive(first)
@@ -53,7 +62,7 @@ def _history() -> list[dict[str, Any]]:
     step(admit(log, B, KEYS[B], C, KEYS[C].public, "tablet", T + 2))
     step(rename(log, A, KEYS[A], C, "old tablet", T + 3))
     step(roll(log, B, KEYS[B], FPR2, T + 4))
-    step(remove(log, C, KEYS[C], A, T + 5))
+    step(remove(log, C, KEYS[C], A, T + 5, FPR3))
     return entries
 
 
@@ -107,7 +116,8 @@ def forged(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def member_forks(draw: st.DrawFn) -> dict[str, Any]:
     """A sibling of a true entry, validly signed by a device that is (or was) a member: a fork
-    that a member really could make. Whether it wins is for the hash rule alone to say."""
+    that a member really could make. Whether it counts and wins is for the rules alone to say
+    (removal wins; then the longer branch; then the smaller hash)."""
     seq = draw(st.integers(1, len(HISTORY) - 1))
     body = {k: v for k, v in HISTORY[seq].items() if k != "sig"}
     body["by"] = draw(st.sampled_from(MEMBERS))
@@ -121,8 +131,19 @@ def feeds(draw: st.DrawFn) -> tuple[list[Any], list[dict[str, Any]]]:
     and the member-signed forks among them."""
     kept = [HISTORY[i] for i in draw(st.lists(INDEX, max_size=len(HISTORY) + 3))]
     junk = draw(st.lists(damaged() | forged(), max_size=4))
-    forks = draw(st.lists(member_forks(), max_size=2))
+    # One fork per signer and position: with the true entry, that is the two a signer may have
+    # kept at one seq (MAX_PER_SIGNER_SEQ); a third is refused, and which one depends on order.
+    forks = draw(st.lists(member_forks(), max_size=2, unique_by=lambda e: (e["by"], e["seq"])))
     return draw(st.permutations(kept + junk + forks)), forks
+
+
+def verified(log: DeviceLog) -> tuple[object, ...]:
+    """`outcome`, with the refusals as a set: each receipt of a refused entry is counted, but a
+    replay of an entry still waiting for its parent is not (it is held), so how many times
+    one is refused depends on the order; what is refused, and why, does not."""
+    findings = sorted((p for p in log.problems if p.kind not in REFUSED), key=repr)
+    refused = {(p.entry_hash, p.kind, p.reason) for p in log.problems if p.kind in REFUSED}
+    return (*outcome(log)[:7], findings, refused, log.pending)
 
 
 def feed(entries: list[Any], pinned: str | None, batch: bool) -> DeviceLog:
@@ -143,8 +164,8 @@ def test_any_feed_verifies_to_a_chain_of_member_signed_entries(
     with bounded(4 * MIB):
         log = feed(entries, pinned, batch)
         chain = log.entries()
-        first = outcome(log)
-        second = outcome(feed(entries[::-1], pinned, not batch))
+        first = verified(log)
+        second = verified(feed(entries[::-1], pinned, not batch))
     assert first == second, "the verified log depends on the order entries came in"
     if pinned != GENESIS:
         assert chain == []
@@ -161,4 +182,84 @@ def test_the_slice_is_not_vacuous() -> None:
     log = feed(list(reversed(HISTORY)), GENESIS, False)
     assert log.entries() == HISTORY
     assert sorted(log.members()) == [B, C]
-    assert log.account_key == FPR2
+    assert log.removed == {A}
+    assert log.account_key == FPR3
+
+
+# --- A flood of junk -------------------------------------------------------------------------
+
+JUNK_COUNT = 100_000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 10_000
+JUNK_PEAK = 2 * MIB  # measured about 0.35 MiB; the pool of MAX_WAITING entries is under 1 MiB
+JUNK_SECONDS_PER_ENTRY = 0.001  # measured about 0.1 ms (under tracemalloc)
+
+
+def junk(count: int, seed: int) -> Iterator[Any]:
+    """What a hostile server can write for free, made one at a time (the test holds none of
+    it): garbage, entries claiming a parent nobody has (random prev), entries signed by the
+    outsider X, and entries claiming a member signer with a signature that does not verify.
+    `at` is beyond the history's, so that none of them is a true entry by chance."""
+    rng = random.Random(seed)
+    template = {k: v for k, v in HISTORY[1].items()}  # A admits B
+    by_x = sign_document({**template, "by": X, "device_id": C}, KEYS[X])
+    for n in range(count):
+        kind = n % 5
+        at = T + 1_000 + n
+        if kind == 0:
+            yield {"v": 2, "seq": n, "junk": "x" * rng.randrange(200)}
+        elif kind == 1:
+            yield {**template, "prev": f"{rng.getrandbits(256):064x}", "at": at}
+        elif kind == 2:
+            yield {**by_x, "at": at}
+        elif kind == 3:
+            yield {**template, "at": at}  # by A, the signature is over another `at`
+        else:
+            yield {**template, "seq": rng.randrange(2, 2**40), "at": at}  # random position
+
+
+def flood(log: DeviceLog) -> float:
+    """Feed the junk under tracemalloc; the peak beyond what the log held before."""
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for value in junk(JUNK_COUNT, seed=1):
+            log.receive(value)
+        log.rebuild()
+        return tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_flood_of_junk_leaves_a_pinned_log_bounded_and_working() -> None:
+    """Only what verifies is kept: whatever the server floods the log with, memory stays
+    bounded, what is saved is at most the waiting pool beyond the real entries, and a genuine
+    entry arriving afterwards is kept and takes effect."""
+    log = DeviceLog(GENESIS)
+    log.receive_all(HISTORY[:2])  # A and B
+    start = time.process_time()
+    peak = flood(log)
+    elapsed = time.process_time() - start
+    assert peak < JUNK_PEAK, f"peaked {peak} bytes above the baseline"
+    assert elapsed < JUNK_COUNT * JUNK_SECONDS_PER_ENTRY
+    assert len(log.documents()) <= MAX_WAITING + 2
+    assert len(log.pending) == MAX_WAITING
+    assert log.refused_total >= JUNK_COUNT * 3 // 5 - MAX_WAITING
+    assert log.entries() == HISTORY[:2]
+    assert log.receive_all(HISTORY[2:]) == []
+    assert log.entries() == HISTORY
+    assert log.account_key == FPR3
+    assert sorted(log.members()) == [B, C]
+
+
+def test_a_flood_of_junk_leaves_an_unpinned_log_bounded_and_pinnable() -> None:
+    """Before the pin nothing can be checked, so everything but garbage waits, in a bounded
+    pool; pinning afterwards still verifies the real genesis and the real entries."""
+    log = DeviceLog(None)
+    peak = flood(log)
+    assert peak < JUNK_PEAK, f"peaked {peak} bytes above the baseline"
+    assert len(log.documents()) <= MAX_WAITING
+    log.receive_all(HISTORY)
+    log.pin(GENESIS)
+    assert log.rebuild() == []  # the junk that waited is refused on `receive`, not found
+    assert log.entries() == HISTORY
+    assert sorted(log.members()) == [B, C]
+    assert len(log.documents()) <= MAX_WAITING + len(HISTORY)
