@@ -6,13 +6,17 @@ Every implementation of a port runs the same contract test class in tests/contra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 # Injected so that every decision is reproducible in tests.
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
 RandomBytes = Callable[[int], bytes]  # like os.urandom / secrets.token_bytes
+
+# Message bodies one fetch loads at most (beyond its first message): what one refresh of a
+# folder holds in memory is a batch, applied and released before the next is fetched.
+FETCH_MAX_BYTES = 2 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -79,6 +83,23 @@ class FetchBatch:
         return since
 
 
+def within_budget(
+    uids: Sequence[int], sizes: Mapping[int, int], max_size: int, max_bytes: int
+) -> list[int]:
+    """The leading `uids` whose bodies to load (those of at most `max_size`) total at most
+    `max_bytes`; the first one always. For `FolderStore.fetch` implementations."""
+    chosen: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        loaded = size if size <= max_size else 0
+        if chosen and total + loaded > max_bytes:
+            break
+        chosen.append(uid)
+        total += loaded
+    return chosen
+
+
 class FolderStore(Protocol):
     """First-level folders of one mail account, addressed by logical (un-prefixed) names.
 
@@ -103,11 +124,20 @@ class FolderStore(Protocol):
         ...
 
     def fetch(
-        self, folder: str, since: Watermark | None, *, limit: int, max_size: int
+        self,
+        folder: str,
+        since: Watermark | None,
+        *,
+        limit: int,
+        max_size: int,
+        max_bytes: int = FETCH_MAX_BYTES,
     ) -> FetchBatch:
         """Messages with UID above the watermark, oldest first, at most `limit` of them.
 
-        A message larger than `max_size` comes back with `raw=None` and is never loaded.
+        A message larger than `max_size` comes back with `raw=None` and is never loaded. The
+        loaded bodies total at most `max_bytes`, except that the first message always comes
+        (or nothing would move): the batch ends before the body that would cross it, and
+        `more` says to fetch again.
         """
         ...
 

@@ -116,7 +116,10 @@ export class Background {
       console.warn("autocrypt-sma: account.list failed", err.code, err.message);
     }
     for (const { account, device_id: deviceId } of accounts) {
-      if (!deviceId) continue;
+      if (!deviceId) {
+        this.openpgp.forgetIfRemoved(account).catch(() => {}); // removed while we were not listening
+        continue;
+      }
       this.syncNow(account).catch(() => {});
       this.openpgp.schedule(account, { key: true, peers: "all" });
     }
@@ -151,15 +154,30 @@ export class Background {
     } else if (SYNC_EVIDENCE.has(name) && account) {
       this.markSynced(account, { online: true, error: null });
     } else if (name === "security.alert" && account) {
-      const list = [{ kind: data.kind, message: data.message, at: this.now() }, ...(this.alerts.get(account) ?? [])];
-      this.alerts.set(account, list.slice(0, MAX_ALERTS));
+      this.keepAlert(account, data.kind, data.message);
       this.notify(`alert:${this.now()}`, "notifyAlertTitle", [account], data.message);
     } else if (name === "device.removed" && account) {
       this.sync.delete(account);
+    } else if (name === "devices.member_removed" && account) {
+      // Once per removal (the host keeps track): the removed device still knows the password.
+      const key = data.left ? "notifyMemberLeftBody" : "notifyMemberRemovedBody";
+      this.keepAlert(account, "device_removed", this.msg(key, [data.name]));
+      this.notify(`removed:${data.device_id}`, "notifyMemberRemovedTitle", [account], this.msg(key, [data.name]));
+    } else if (name === "devices.expiry_proposed" && account) {
+      const names = (data.devices ?? []).map((d) => d.name).join(", ");
+      const text = this.msg("notifyExpiryBody", [names, String(data.after_days)]);
+      this.keepAlert(account, "expiry", text);
+      this.notify(`expiry:${this.now()}`, "notifyExpiryTitle", [account], text);
     }
     if (name === "pairing.completed" && account && data?.pairing) this.notifyPaired(account, data.pairing);
     this.openpgp.onHostEvent(name, data);
     this.broadcast({ type: "event", event: name, data });
+  }
+
+  /** Shown in the popup's account view (newest first, bounded). */
+  keepAlert(account, kind, message) {
+    const list = [{ kind, message, at: this.now() }, ...(this.alerts.get(account) ?? [])];
+    this.alerts.set(account, list.slice(0, MAX_ALERTS));
   }
 
   // --- notifications -------------------------------------------------------------------------

@@ -145,6 +145,29 @@ test("security alerts are kept (newest first, bounded) and notified", async () =
   assert.ok(api.notifications.created.some((n) => n.message === "bad 0"));
 });
 
+test("a device removed elsewhere: the user is told to change the mailbox password; expiry proposals are shown", async () => {
+  const { host, api, bg } = await started();
+  await until(() => bg.client.status === "connected", "connected");
+  host.emit("devices.member_removed", { account: ACCOUNT, device_id: OTHER.device_id, name: "Desktop", by: SELF.device_id, left: false, by_this_device: true });
+  await until(() => api.notifications.created.length === 1, "notified");
+  const [note] = api.notifications.created;
+  assert.match(note.title, /A device was removed from alice@example\.org/);
+  assert.match(note.message, /“Desktop”.*lost or stolen, change your mailbox password/);
+  assert.equal(bg.alerts.get(ACCOUNT)[0].kind, "device_removed");
+  host.emit("devices.expiry_proposed", { account: ACCOUNT, after_days: 90, devices: [{ device_id: OTHER.device_id, name: "Desktop", last_seen: 1, last_heard: null }] });
+  await until(() => api.notifications.created.length === 2, "proposal notified");
+  assert.match(api.notifications.created[1].message, /Desktop gave no sign of life for 90 days\. Nothing was removed/);
+});
+
+test("at connect, an account the host lists without a device has its remembered keys taken out of Thunderbird", async () => {
+  const { host, bg } = await started({ "account.list": () => ({ accounts: [{ account: ACCOUNT, device_id: null }] }) });
+  const forgotten = [];
+  bg.openpgp.forgetIfRemoved = async (account) => { forgotten.push(account); return null; };
+  await until(() => forgotten.length === 1, "checked at connect");
+  assert.deepEqual(forgotten, [ACCOUNT]);
+  assert.deepEqual(host.callsOf("sync"), [], "no sync for an account without a device");
+});
+
 test("overview: host status, accounts with devices, pairings, ignored requests, sync state and alerts", async () => {
   const { bg } = await started({ "pairing.list": () => ({ pairings: [pairing()], unsolicited_requests: 2 }) });
   await until(() => bg.syncState(ACCOUNT).last_sync !== null, "sync");

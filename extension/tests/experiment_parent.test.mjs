@@ -35,6 +35,10 @@ function load({ version = "153.7.0", drop = null, identities = [identity("Me@Exa
       store.set(FPR, { fpr: FPR, secretAvailable: true, userIds: [{ userId: "<me@example.org>" }] });
       return { exitCode: 0, importedKeys: ["0x" + FPR.slice(-16)], errorMsg: "" };
     },
+    async deleteKey(fpr, deleteSecret) {
+      calls.push(["deleteKey", fpr, deleteSecret]);
+      store.delete(fpr);
+    },
     async importPubkeyBlockAutoAcceptImpl(win, keyBlock, acceptance, limited) {
       calls.push(["importPubkeyBlockAutoAcceptImpl", keyBlock, acceptance, limited]);
       if (keyBlock === "bad") return { exitCode: -1, errorMsg: "RNP.importToFFI failed" };
@@ -49,6 +53,7 @@ function load({ version = "153.7.0", drop = null, identities = [identity("Me@Exa
     getKeyAcceptanceForEmail: async () => "unverified",
   };
   const PgpSqliteDb2 = {
+    deletePersonalKeyAcceptance: async (fpr) => calls.push(["deletePersonalKeyAcceptance", fpr]),
     acceptAsPersonalKey: async (fpr) => calls.push(["acceptAsPersonalKey", fpr]),
     isAcceptedAsPersonalKey: async () => false,
     getFingerprintAcceptance: async () => null,
@@ -146,4 +151,21 @@ test("a refused import is an error with Thunderbird's reason", async () => {
     api.importPublicKey({ email: "carol@example.net", keyData: Buffer.from("bad", "latin1").toString("base64"), fingerprint: "C".repeat(40) }),
     /refused to import the key C{40}: RNP.importToFFI failed/,
   );
+});
+
+test("a removed device: identities using an account key drop it, the keys are deleted with their secrets", async () => {
+  const mine = { ...identity("me@example.org"), key: "id-mine" };
+  const { api, calls, identities, store } = load({ identities: [identity("me@example.org"), mine, identity("other@example.org")] });
+  await api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR, personalFor: "me@example.org" });
+  mine.attrs.set("openpgp_key_id", "FFFFFFFFFFFFFFFF"); // then the user chose another key here
+  identities[2].attrs.set("openpgp_key_id", FPR.slice(-16)); // another address: left alone
+  const gone = "E".repeat(40); // named by the log, never given to this Thunderbird
+  const result = await api.forgetAccountKeys({ email: "Me@example.org", fingerprints: [FPR.toLowerCase(), gone] });
+  assert.deepEqual(plain(result), { identitiesCleared: ["id-me@example.org"], keysDeleted: [FPR] });
+  assert.equal(identities[0].attrs.get("openpgp_key_id"), "");
+  assert.equal(mine.attrs.get("openpgp_key_id"), "FFFFFFFFFFFFFFFF");
+  assert.equal(identities[2].attrs.get("openpgp_key_id"), FPR.slice(-16));
+  assert.ok(calls.some((c) => c[0] === "deleteKey" && c[1] === FPR && c[2] === true));
+  assert.ok(calls.some((c) => c[0] === "deletePersonalKeyAcceptance" && c[1] === FPR));
+  assert.equal(store.has(FPR), false);
 });

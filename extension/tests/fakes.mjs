@@ -138,6 +138,7 @@ export function fakeMessenger({ connect = fakeConnector().connect, messages: loc
           return Object.fromEntries(keys.filter((k) => k in stored).map((k) => [k, stored[k]]));
         },
         set: async (items) => { Object.assign(stored, items); },
+        remove: async (keys) => { for (const k of [].concat(keys)) delete stored[k]; },
       },
     },
     i18n: {

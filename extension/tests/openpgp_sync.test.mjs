@@ -5,7 +5,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { OpenPgpSync, SETTING_KEY, APPLIED_KEY_PREFIX } from "../background/openpgp_sync.js";
+import { OpenPgpSync, SETTING_KEY, APPLIED_KEY_PREFIX, ACCOUNT_KEYS_PREFIX } from "../background/openpgp_sync.js";
 import { fakeMessenger } from "./fakes.mjs";
 
 const ACCOUNT = "me@example.org";
@@ -46,6 +46,15 @@ function fakeOpenPGP({ supported = true, identities = [ACCOUNT] } = {}) {
       const changed = [];
       for (const i of ids) if (personalFor && i.email === personalFor && i.keyId !== fingerprint.slice(-16)) { i.keyId = fingerprint.slice(-16); changed.push(i.id); }
       return { fingerprint, identitiesChanged: changed };
+    },
+    async forgetAccountKeys({ email, fingerprints }) {
+      calls.push(["forgetAccountKeys", email, [...fingerprints].sort()]);
+      const identitiesCleared = [];
+      for (const i of ids) {
+        if (i.email === email && fingerprints.some((f) => f.slice(-16) === i.keyId)) { i.keyId = null; identitiesCleared.push(i.id); }
+      }
+      const keysDeleted = fingerprints.filter((f) => keys.delete(f));
+      return { identitiesCleared, keysDeleted };
     },
     async importPublicKey({ email, keyData, fingerprint }) {
       calls.push(["importPublicKey", email, fingerprint]);
@@ -189,4 +198,45 @@ test("a failing import is reported and the next job still runs", async () => {
   assert.equal(failed.state, "error");
   assert.match(failed.message, /boom/);
   assert.equal((await sync.schedule(ACCOUNT, { peers: "all" })).state, "ok");
+});
+
+test("a removed device: the account keys leave Thunderbird's identities and key store, and key sync stops", async () => {
+  const { sync, openpgp, api, host } = setup({ previous: [OLD], peers: [peer("carol@example.net", CAROL)] });
+  await sync.schedule(ACCOUNT, { key: true, peers: "all" });
+  assert.deepEqual(api.stored[ACCOUNT_KEYS_PREFIX + ACCOUNT], [FPR, OLD]); // public: fingerprints only
+  const mine = { id: "id9", email: ACCOUNT, keyId: "F".repeat(16) }; // a key the user chose: not ours
+  openpgp.ids.push(mine);
+
+  const status = await sync.onHostEvent("device.removed", { account: ACCOUNT, device_id: "a".repeat(16), by: "b".repeat(16), account_keys: [FPR] });
+  assert.equal(status.state, "removed");
+  assert.deepEqual(openpgp.calls.at(-1), ["forgetAccountKeys", ACCOUNT, [FPR, OLD]]);
+  assert.equal(openpgp.ids[0].keyId, null);
+  assert.equal(mine.keyId, "F".repeat(16));
+  assert.ok(!openpgp.keys.has(FPR) && !openpgp.keys.has(OLD), "no account secret stays on the removed device");
+  assert.ok(openpgp.keys.has(CAROL), "correspondents' public keys stay");
+  assert.equal(api.stored[ACCOUNT_KEYS_PREFIX + ACCOUNT], undefined);
+
+  // Key sync stopped: a late event imports nothing; a new pairing starts it again.
+  const before = openpgp.calls.length;
+  host.peers.push(peer("dave@example.net", DAVE));
+  assert.equal(sync.onHostEvent("peers.updated", { account: ACCOUNT, source: "sync", count: 1, addrs: ["dave@example.net"] }), null);
+  assert.equal(sync.onHostEvent("account.key_rolled", { account: ACCOUNT, fingerprint: FPR }), null);
+  assert.equal(openpgp.calls.length, before);
+  await sync.onHostEvent("pairing.completed", { account: ACCOUNT, pairing: {} });
+  assert.equal(openpgp.ids[0].keyId, FPR.slice(-16));
+});
+
+test("a removal whose event was missed is finished at the next connect; a failure is retried", async () => {
+  const { sync, openpgp, api } = setup();
+  await sync.schedule(ACCOUNT, { key: true });
+  const forget = openpgp.forgetAccountKeys;
+  openpgp.forgetAccountKeys = async () => { throw new Error("rnp_key_remove failed"); };
+  const failed = await sync.forgetIfRemoved(ACCOUNT);
+  assert.equal(failed.state, "error");
+  assert.match(failed.message, /rnp_key_remove failed/);
+  assert.deepEqual(api.stored[ACCOUNT_KEYS_PREFIX + ACCOUNT], [FPR]); // kept for the retry
+  openpgp.forgetAccountKeys = forget;
+  assert.equal((await sync.forgetIfRemoved(ACCOUNT)).state, "removed");
+  assert.ok(!openpgp.keys.has(FPR));
+  assert.equal(await sync.forgetIfRemoved(ACCOUNT), null); // nothing left to do
 });

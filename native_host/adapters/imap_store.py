@@ -52,6 +52,7 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar
 
 from native_host.ports import (
+    FETCH_MAX_BYTES,
     FetchBatch,
     FolderMissing,
     FolderStatus,
@@ -59,6 +60,7 @@ from native_host.ports import (
     StoredMessage,
     StoreError,
     Watermark,
+    within_budget,
 )
 
 Security = Literal["none", "tls", "starttls"]
@@ -504,14 +506,20 @@ class ImapStore:
         return self._run(f"append to {folder!r}", action, retry=False)
 
     def fetch(
-        self, folder: str, since: Watermark | None, *, limit: int, max_size: int
+        self,
+        folder: str,
+        since: Watermark | None,
+        *,
+        limit: int,
+        max_size: int,
+        max_bytes: int = FETCH_MAX_BYTES,
     ) -> FetchBatch:
         server = self.server_name(folder)
 
         def action(client: Any) -> FetchBatch:
             info = self._select(client, folder, server, readonly=True)
             try:
-                return self._fetch_selected(client, info, since, limit, max_size)
+                return self._fetch_selected(client, info, since, limit, max_size, max_bytes)
             finally:
                 self._deselect(client)
 
@@ -524,6 +532,7 @@ class ImapStore:
         since: Watermark | None,
         limit: int,
         max_size: int,
+        max_bytes: int,
     ) -> FetchBatch:
         if b"UIDVALIDITY" not in info:
             raise StoreError("the server did not report UIDVALIDITY")
@@ -538,13 +547,15 @@ class ImapStore:
             found = client.search(["UID", f"{start + 1}:*"])
             uids = sorted({int(uid) for uid in found if int(uid) > start})
         chosen = uids[: max(limit, 0)]
-        more = len(uids) > len(chosen)
         if not chosen:
-            return FetchBatch(uidvalidity, (), reset=reset, more=more)
+            return FetchBatch(uidvalidity, (), reset=reset, more=len(uids) > 0)
         sizes: dict[int, int] = {}
         for uid, item in client.fetch(chosen, ["RFC822.SIZE"]).items():
             if b"RFC822.SIZE" in item:
                 sizes[int(uid)] = int(item[b"RFC822.SIZE"])
+        # imaplib reads a whole FETCH answer into memory: ask for no more bodies than the budget.
+        chosen = within_budget(chosen, sizes, max_size, max_bytes)
+        more = len(uids) > len(chosen)
         small = [uid for uid in chosen if uid in sizes and sizes[uid] <= max_size]
         bodies: dict[int, bytes] = {}
         if small:

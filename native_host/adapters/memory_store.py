@@ -11,7 +11,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from native_host.ports import FetchBatch, FolderMissing, FolderStatus, StoredMessage, Watermark
+from native_host.ports import (
+    FETCH_MAX_BYTES,
+    FetchBatch,
+    FolderMissing,
+    FolderStatus,
+    StoredMessage,
+    Watermark,
+    within_budget,
+)
 
 _uidvalidities = itertools.count(1_000_000)  # never reused, as IMAP requires for recreated folders
 
@@ -71,7 +79,13 @@ class MemoryStore:
             return uid
 
     def fetch(
-        self, folder: str, since: Watermark | None, *, limit: int, max_size: int
+        self,
+        folder: str,
+        since: Watermark | None,
+        *,
+        limit: int,
+        max_size: int,
+        max_bytes: int = FETCH_MAX_BYTES,
     ) -> FetchBatch:
         with self._lock:
             self.operations += 1
@@ -79,13 +93,18 @@ class MemoryStore:
             reset = since is not None and since.uidvalidity != box.uidvalidity
             start = since.last_uid if since is not None and not reset else 0
             uids = sorted(uid for uid in box.messages if uid > start)
-            chosen = uids[:limit]
+            first = uids[: max(limit, 0)]
+            sizes = {uid: len(box.messages[uid]) for uid in first}
+            chosen = within_budget(first, sizes, max_size, max_bytes)
+            # Copies, as off the wire: what a fetch holds in memory is measurable as on IMAP.
             messages = tuple(
-                StoredMessage(uid, len(raw), raw if len(raw) <= max_size else None)
+                StoredMessage(
+                    uid, len(raw), bytes(memoryview(raw)) if len(raw) <= max_size else None
+                )
                 for uid in chosen
                 for raw in (box.messages[uid],)
             )
-            return FetchBatch(box.uidvalidity, messages, reset=reset, more=len(uids) > limit)
+            return FetchBatch(box.uidvalidity, messages, reset=reset, more=len(uids) > len(chosen))
 
     def delete_messages(self, folder: str, uids: Sequence[int]) -> None:
         with self._lock:

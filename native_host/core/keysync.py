@@ -24,6 +24,10 @@ left is making sure everything arrives, with few messages and bounded server sto
   it paired.
 - Sends are debounced: a burst of changes (a backlog scan) goes out as one batch once the
   changes pause (SEND_QUIET) or have waited SEND_MAX_DELAY.
+- A row from another device is admitted before it is merged (`admit`): a timestamp beyond this
+  device's clock plus MAX_CLOCK_SKEW becomes the time of receipt (Autocrypt's own rule for a
+  Date in the future), and a key that is not a usable OpenPGP key is dropped with its part.
+  Without this, one row dated near 2^40 would pin a correspondent's key for ever.
 
 Pure: the table and the links are behind `PeerRepo` (SQLite in production, a dict in tests),
 the clock is injected, and sealing a chunk into an SMA message is done by `seal_chunk` /
@@ -34,10 +38,10 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from native_host.core import envelope
 from native_host.core.autocrypt import PeerState, merge
@@ -71,6 +75,13 @@ MAX_ROWS = 5000  # rows in one chunk
 MAX_INTERVALS = 64  # received ranges remembered per member beyond the contiguous one
 MAX_SEQ = 2**62
 PAGE = 1000  # rows read from the repo at a time while building a batch
+# How far ahead of this device's clock another device's row may be dated and still be taken as
+# it is (clocks of honest devices disagree; a day covers a wrong time zone setting). Beyond it
+# a timestamp is re-dated to the time of receipt. See docs/protocol.md, "Admitting rows".
+MAX_CLOCK_SKEW = 24 * 3600
+
+# Whether some keydata is a usable OpenPGP key at a time (adapters/pgp.usable_peer_key).
+KeyCheckAt: TypeAlias = Callable[[bytes, float], bool]
 
 
 @dataclass(frozen=True)
@@ -174,10 +185,11 @@ class _Pending:
 class KeySync:
     """The sync logic of one device for one account (see the module docstring)."""
 
-    def __init__(self, repo: PeerRepo, me: str, clock: Clock) -> None:
+    def __init__(self, repo: PeerRepo, me: str, clock: Clock, *, key_ok: KeyCheckAt) -> None:
         self.repo = repo
         self.me = me
         self._clock = clock
+        self._key_ok = key_ok
         self._pending = _Pending()
 
     # --- changes ------------------------------------------------------------------------------
@@ -245,8 +257,14 @@ class KeySync:
     ) -> list[PeerState]:
         """Merge one chunk from `sender` (already authenticated and decrypted); durable before it
         returns, so the caller may then delete the message."""
-        lo, hi, ack, rows, bad = parse_payload(payload)
+        lo, hi, ack, parsed, bad = parse_payload(payload)
         now = self._clock()
+        rows: list[PeerState] = []
+        altered = 0
+        for row in parsed:
+            admitted = admit(row, int(now), self._key_ok)
+            altered += admitted != row
+            rows.append(admitted)
         with self.repo.transaction(durable=True):
             if not self._ensure_links(members):
                 raise RemoteProtocolError("a key update, but this device is not a member")
@@ -284,8 +302,8 @@ class KeySync:
             self.repo.save_link(link)
         if changed or link.received > link.ack_sent:
             self._touch()
-        if bad:
-            raise PartlyRejected(changed, bad)
+        if bad or altered:
+            raise PartlyRejected(changed, bad, altered)
         return changed
 
     # --- sending ------------------------------------------------------------------------------
@@ -419,11 +437,55 @@ def _starts_at_zero(member: Member, sender: Member) -> bool:
 
 
 class PartlyRejected(RemoteProtocolError):
-    """A chunk was applied, but some of its rows were malformed and skipped."""
+    """A chunk was applied, but some of its rows were malformed and skipped, or had to be
+    re-dated or stripped of a key (`admit`): the sender's clock is wrong, or it is hostile."""
 
-    def __init__(self, changed: list[PeerState], bad: int) -> None:
-        super().__init__(f"{bad} malformed peer rows skipped in a key update")
+    def __init__(self, changed: list[PeerState], bad: int, altered: int = 0) -> None:
+        parts = [f"{bad} malformed peer rows skipped"] if bad else []
+        if altered:
+            parts.append(
+                f"{altered} peer rows dated more than {MAX_CLOCK_SKEW // 3600} h ahead of this "
+                "device's clock or carrying an unusable key were re-dated or stripped"
+            )
+        super().__init__("; ".join(parts) + " in a key update")
         self.changed = changed
+
+
+def admit(state: PeerState, now: int, key_ok: KeyCheckAt) -> PeerState:
+    """`state` as this device takes it from another device at `now` (pure).
+
+    - Every timestamp later than `now + MAX_CLOCK_SKEW` becomes `now`: what Autocrypt does with
+      a mail dated in the future. An honest device only writes dates up to its own clock
+      (`autocrypt.effective_date`), so its rows pass unchanged while the clocks agree within
+      the skew; a hostile or broken one can no longer pin a key past everything real.
+    - A key (Autocrypt or gossip) that is not a usable OpenPGP key, neither at its part's
+      timestamp nor now, is dropped with its part, as an invalid header would be. Checking at
+      both times keeps keys that expired since they were seen (the sender checked them then)
+      and keys of a mail whose Date lies before the key's creation (Delta Chat backdates).
+    """
+    latest = now + MAX_CLOCK_SKEW
+
+    def when(stamp: int | None) -> int | None:
+        return stamp if stamp is None or stamp <= latest else now
+
+    def usable(key: bytes | None, stamp: int | None) -> bool:
+        return key is not None and stamp is not None and (key_ok(key, now) or key_ok(key, stamp))
+
+    ac_at, go_at = when(state.autocrypt_timestamp), when(state.gossip_timestamp)
+    admitted = replace(state, last_seen=when(state.last_seen))
+    if ac_at is not None:
+        if usable(state.public_key, ac_at):
+            admitted = replace(admitted, autocrypt_timestamp=ac_at)
+        else:
+            admitted = replace(
+                admitted, autocrypt_timestamp=None, public_key=None, prefer_encrypt="nopreference"
+            )
+    if go_at is not None:
+        if usable(state.gossip_key, go_at):
+            admitted = replace(admitted, gossip_timestamp=go_at)
+        else:
+            admitted = replace(admitted, gossip_timestamp=None, gossip_key=None)
+    return admitted
 
 
 def _compressed(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from native_host.core.directory import Announcement, Directory
 from native_host.ports import FolderStatus, Watermark
+from native_host.service.expiry import ExpiryWatch
 from native_host.service.files import read_json, write_json
 
 Security = Literal["none", "tls", "starttls"]
@@ -91,6 +92,7 @@ class AccountRecord:
     expire_after_days: float | None = None  # opt-in: remove devices not seen for this long
     expiry_checked: float = 0.0  # when the policy last ran here
     unsolicited_pairing: int = 0  # pair requests that came with no open invitation (ignored)
+    expiry_watch: ExpiryWatch = field(default_factory=ExpiryWatch)  # the policy's evidence
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class AccountRecord:
             "expire_after_days": self.expire_after_days,
             "expiry_checked": self.expiry_checked,
             "unsolicited_pairing": self.unsolicited_pairing,
+            "expiry_watch": self.expiry_watch.to_json(),
         }
 
     @classmethod
@@ -150,6 +153,7 @@ class AccountRecord:
             expire_after_days=data.get("expire_after_days"),
             expiry_checked=float(data.get("expiry_checked") or 0.0),
             unsolicited_pairing=int(data.get("unsolicited_pairing") or 0),
+            expiry_watch=ExpiryWatch.from_json(data.get("expiry_watch")),
         )
 
 

@@ -526,6 +526,8 @@ class Lifecycle:
         """Forget the account's secrets and the SMA state; only a new pairing brings us back."""
         account = self.record.account
         device_id = self.me
+        # Public: which keys the add-on must take out of Thunderbird (they are forgotten here).
+        account_keys = sorted(_named_keys(self.trust.device_log()))
         self.trust.forget_secrets()
         record = self.record
         record.device = None
@@ -544,7 +546,41 @@ class Lifecycle:
         self._key_ok_for = None
         self._parsed = None
         self._save()
-        self._emit("device.removed", {"account": account, "device_id": device_id, "by": by})
+        self._emit(
+            "device.removed",
+            {"account": account, "device_id": device_id, "by": by, "account_keys": account_keys},
+        )
+
+    def tell_removals(self, chain: devicelog.DeviceLog) -> None:
+        """Once per removal of another device after this one joined (`record.alerts` keeps
+        which were told, so a restart does not repeat it): the removed device still knows the
+        mailbox password, which no key roll changes; the user must, if it was lost or stolen."""
+        mine = chain.members().get(self.me)
+        if mine is None:
+            return
+        told = set(self.record.alerts)
+        for device_id in sorted(chain.removed):  # (a removal that counts, on the chain or not)
+            entry = chain.removal_of(device_id)
+            if entry is None or int(entry.get("seq", 0)) <= mine.seq:
+                continue
+            mark = f"removed:{device_id}"
+            if device_id == self.me or mark in told:
+                continue
+            self.record.alerts.append(mark)
+            told.add(mark)
+            self._save()  # before the event: a crash loses the advice rather than repeat it
+            by = str(entry.get("by"))
+            self._emit(
+                "devices.member_removed",
+                {
+                    "account": self.record.account,
+                    "device_id": device_id,
+                    "name": str(entry.get("name") or device_id),
+                    "by": by,
+                    "left": by == device_id,
+                    "by_this_device": by == self.me,
+                },
+            )
 
 
 def _named_keys(chain: devicelog.DeviceLog) -> set[str]:

@@ -37,6 +37,13 @@ def _key_ok(keydata: bytes) -> bool:
     return usable_peer_key(keydata)
 
 
+def _key_ok_at(keydata: bytes, at: float) -> bool:
+    """The same check at a given time, for rows another device sends (`keysync.admit`)."""
+    from native_host.adapters.pgp import usable_peer_key
+
+    return usable_peer_key(keydata, now=at)
+
+
 def _gossip_values(block: bytes) -> list[str]:
     """Autocrypt-Gossip values from the decrypted inner part's header block (bounded)."""
     cut = min((i for i in (block.find(b"\r\n\r\n"), block.find(b"\n\n")) if i >= 0), default=-1)
@@ -82,7 +89,7 @@ class PeerBook:
         self.repo = repo
         self.account = account
         self._me = canonical_addr(account)
-        self.sync = KeySync(repo, "", clock)
+        self.sync = KeySync(repo, "", clock, key_ok=_key_ok_at)
         self._emit = emit
         self._wake = wake  # the sync loop sleeps until a batch is due; new changes move that
         self._clock = clock

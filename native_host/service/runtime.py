@@ -54,7 +54,16 @@ PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
-INBOX_BATCH = 100
+INBOX_BATCH = 100  # messages per fetch; the store also caps their bodies at FETCH_MAX_BYTES
+MAX_INBOX_BATCHES = 50  # per sync cycle; the rest waits for the next (the status has moved)
+# Messages a member signs to this device: evidence for the expiry policy that it is alive.
+_FROM_MEMBERS = frozenset(
+    {
+        envelope.MessageType.KEY_UPDATE,
+        envelope.MessageType.ACCOUNT_KEY,
+        envelope.MessageType.KEY_REQUEST,
+    }
+)
 
 
 class PushStore(FolderStore, ChangeWaiter, Protocol):
@@ -301,6 +310,7 @@ class AccountRuntime:
         self.trust.rebase_lost(store, chain)
         self.trust.check_withholding(chain)
         self.lifecycle.tick(store, chain)
+        self.lifecycle.tell_removals(chain)
         self._expiry_policy(chain)
         if self.lifecycle.refresh_announcement(store):
             moved = True
@@ -315,6 +325,8 @@ class AccountRuntime:
             record.inbox.status = status
             moved = True
         self.peers.flush(store, chain, self.trust.device_keys())
+        if record.expiry_watch.synced(self._clock()):
+            moved = True
         if moved:
             self._files.save(record)
         return SyncReport(
@@ -366,9 +378,20 @@ class AccountRuntime:
         return store.status(layout.ANNOUNCE_FOLDER)
 
     def _read_inbox(self, store: FolderStore, folder: str) -> int:
-        """Handle what other devices dropped here, then delete it: each message is applied and
-        the state saved before the message goes, so a crash repeats it (harmlessly) but never
-        loses it."""
+        """Handle what other devices dropped here, one bounded batch at a time (each applied,
+        deleted and released before the next is fetched: a refresh holds a few MiB, however
+        much waits)."""
+        read = 0
+        for _ in range(MAX_INBOX_BATCHES):
+            count, more = self._read_inbox_batch(store, folder)
+            read += count
+            if not more:
+                break
+        return read
+
+    def _read_inbox_batch(self, store: FolderStore, folder: str) -> tuple[int, bool]:
+        """One batch: each message is applied and the state saved before the message goes, so
+        a crash repeats it (harmlessly) but never loses it. (messages read, more waiting)"""
         cursor = self.record.inbox
         batch = store.fetch(
             folder, cursor.watermark, limit=INBOX_BATCH, max_size=envelope.MAX_MESSAGE_BYTES
@@ -392,8 +415,10 @@ class AccountRuntime:
                 else:
                     self.trust.receive(store, parsed)
                 self.trust.note_head(parsed)  # (it verified: its head is the sender's word)
+                if parsed.type in _FROM_MEMBERS:  # each checked its member's signature above
+                    self.record.expiry_watch.heard_from(parsed.sender, self._clock())
             except RemoteProtocolError as exc:
-                log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, exc)
+                log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, str(exc))
                 alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}
                 self._emit("security.alert", alert)
             done.append(message.uid)
@@ -403,7 +428,7 @@ class AccountRuntime:
         if done:
             store.delete_messages(folder, done)
         cursor.applied = []  # saved as empty with the next save; a repeat delete is harmless
-        return len(batch.messages)
+        return len(batch.messages), batch.more
 
     def _removed(self, by: str) -> None:
         """The verified log says this device was removed: forget everything, stop."""
@@ -428,9 +453,10 @@ class AccountRuntime:
                 self._removed(me)
 
     def _expiry_policy(self, chain: Any) -> None:
-        """The opt-in policy, on the device where it was set: once a day, remove every device
-        not seen for the set time (two devices doing so at once resolve like any concurrent
-        removals: by the log's fork rule)."""
+        """The opt-in policy, on the device where it was set: once a day, *propose* to the user
+        the devices that look gone by every sign this device has (service/expiry.py), never
+        removing anything itself: the provider can withhold announcements and messages, so an
+        absence is a question for the user, not a proof."""
         days = self.record.expire_after_days
         now = self._clock()
         if days is None or now - self.record.expiry_checked < 86400:
@@ -438,15 +464,38 @@ class AccountRuntime:
         if not chain.is_member(self.trust.me):
             return
         self.record.expiry_checked = now
+        watch = self.record.expiry_watch
+        views = {d["device_id"]: d for d in self.devices(days)}
+        stale = [i for i, d in views.items() if d["stale"] and d["paired"] and not d["self"]]
+        ask = watch.to_ask(watch.candidates(stale, now, days * 86400))
         self._files.save(self.record)
-        removed = self.expire(days)
-        if removed:
-            log.warning("%s: expired %d stale device(s) by policy", self.account, len(removed))
+        if ask:
+            log.warning("%s: proposing to remove %d absent device(s)", self.account, len(ask))
+            self._emit(
+                "devices.expiry_proposed",
+                {
+                    "account": self.account,
+                    "after_days": days,
+                    "devices": [
+                        {
+                            "device_id": i,
+                            "name": views[i]["name"],
+                            "last_seen": views[i]["last_seen"],
+                            "last_heard": int(watch.heard[i]) if i in watch.heard else None,
+                        }
+                        for i in ask
+                    ],
+                },
+            )
 
     def set_expiry_policy(self, days: float | None) -> None:
         with self._lock:
             self.record.expire_after_days = days
             self.record.expiry_checked = 0.0
+            watch = self.record.expiry_watch
+            # The evidence counts from now: a period must pass with the policy on.
+            watch.policy_since = None if days is None else self._clock()
+            watch.proposed = []
             self._files.save(self.record)
         self._dirty.set()
 

@@ -39,8 +39,17 @@ def test_removing_an_online_device_over_imap(
     assert laptop.wait_event("account.key_rolled", 5)["fingerprint"] == result["account_key"]
 
     # The phone is online: it learns of it by itself (its inbox vanished; the log says why).
-    removed = phone.wait_event("device.removed", 20)
+    removed = dict(phone.wait_event("device.removed", 20))
+    keys = removed.pop("account_keys")
     assert removed == {"account": mail["account"], "device_id": phone_id, "by": me(laptop, account)}
+    assert before in keys  # for the phone's add-on to take out of Thunderbird
+    # The laptop tells its user, once, that the phone still knows the mailbox password.
+    told = laptop.wait_event("devices.member_removed", 20)
+    assert (told["device_id"], told["name"], told["by_this_device"]) == (
+        phone_id,
+        "Old phone",
+        True,
+    )
     assert phone.request("account.key", account)["error"]["code"] == "not_joined"
     assert phone.request("devices.list", account)["error"]["code"] == "not_joined"
     devices = laptop.call("devices.list", account)["devices"]

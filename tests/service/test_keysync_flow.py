@@ -159,3 +159,41 @@ def test_concurrent_ingests_on_two_devices_converge_to_the_newest(
         assert final[addr].autocrypt_timestamp == date
         assert final[addr].public_key == key
     assert final["tie@example.net"].public_key in (keys[0], keys[2])
+
+
+def test_a_far_future_row_from_another_device_does_not_pin_a_key(
+    laptop: Device, phone: Device, keys: list[bytes]
+) -> None:
+    """Issue 16 item 7 on real runtimes: a hostile (or clock-broken) member puts rows into its
+    table that no mail could have made: a key dated just below 2^40, and a key that is no
+    OpenPGP key. The laptop re-dates the first to when it arrived and drops the second, says
+    so, and the correspondent's next real mail replaces the key."""
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone, [laptop, phone])
+    far = 2**40 - 1
+    runtime(phone).peers.sync.ingest(
+        [
+            PeerState("carol@example.net", far, far, keys[2], "mutual"),
+            PeerState("dave@example.net", T0, T0, b"not a key", "mutual"),
+        ]
+    )
+    settle([laptop, phone], lambda: len(table(laptop)) == 2)
+    carol, dave = table(laptop)["carol@example.net"], table(laptop)["dave@example.net"]
+    arrived = laptop.service._clock()  # type: ignore[attr-defined]
+    assert carol.public_key == keys[2]
+    assert carol.autocrypt_timestamp is not None
+    assert carol.autocrypt_timestamp <= arrived
+    assert (dave.public_key, dave.autocrypt_timestamp, dave.last_seen) == (None, None, T0)
+    alerts = []
+    while not laptop.events.empty():
+        name, data = laptop.events.get_nowait()
+        if name == "security.alert":
+            alerts.append(data["message"])
+    assert any("re-dated or stripped" in a for a in alerts), alerts
+
+    laptop.service._clock.advance(60)  # type: ignore[attr-defined]
+    now = int(laptop.service._clock())  # type: ignore[attr-defined]
+    result = runtime(laptop).peers.ingest(mail("carol@example.net", keys[0], now))
+    assert result["updated"] is True
+    assert table(laptop)["carol@example.net"].public_key == keys[0]

@@ -228,26 +228,6 @@ def test_remove_refuses_what_makes_no_sense(laptop: Device, phone: Device) -> No
     assert last.value.code is ErrorCode.INVALID_REQUEST
 
 
-def test_the_opt_in_expiry_policy_removes_stale_devices_by_itself(
-    laptop: Device, phone: Device
-) -> None:
-    configured(laptop, "Laptop")
-    configured(phone, "Phone")
-    pair(laptop, phone, [laptop, phone])
-    phone_id = device_id(phone)
-    phone.service.stop(wait=10)
-    laptop_rt = runtime(laptop)
-    laptop_rt.sync()
-    assert laptop_rt.trust.device_log().is_member(phone_id)  # no policy: nothing happens
-    laptop.service._clock.advance(91 * 86400)  # type: ignore[attr-defined]
-    laptop_rt.sync()
-    assert laptop_rt.trust.device_log().is_member(phone_id)
-    laptop_rt.set_expiry_policy(90)
-    laptop_rt.sync()
-    assert not laptop_rt.trust.device_log().is_member(phone_id)
-    assert laptop_rt.record.expiry_checked == laptop.service._clock()  # type: ignore[attr-defined]
-
-
 class Crash(BaseException):
     """The process dies here (nothing after it runs, nothing catches it)."""
 

@@ -70,9 +70,14 @@ def peer(name: str, when: int = T0, key: bytes | None = None, **kw: Any) -> Peer
     return PeerState(f"{name}@example.org", last_seen=when, **kw)
 
 
+def any_key(_key: bytes, _at: float) -> bool:
+    """The unit tests' keys are placeholders; the real check is tested with real keys."""
+    return True
+
+
 def device(me: str, clock: Clock) -> tuple[KeySync, MemoryPeerRepo]:
     repo = MemoryPeerRepo()
-    return KeySync(repo, me, clock), repo
+    return KeySync(repo, me, clock, key_ok=any_key), repo
 
 
 def decode(chunk: bytes) -> dict[str, Any]:
@@ -674,3 +679,54 @@ def test_rows_from_a_removed_device_are_adopted_and_sent_on() -> None:
     assert adopted.seq > stored.seq
     assert repo.link(B) is None
     assert "bob@example.org" in addrs(sent[C])
+
+
+# --- admitting rows from other devices ------------------------------------------------------
+
+
+def test_a_row_dated_beyond_the_skew_is_redated_to_the_time_of_receipt() -> None:
+    far = 2**40 - 1
+    row = PeerState("eve@example.org", far, far, b"k", "mutual", far, b"g")
+    admitted = keysync.admit(row, T0, any_key)
+    assert admitted == PeerState("eve@example.org", T0, T0, b"k", "mutual", T0, b"g")
+    edge = T0 + keysync.MAX_CLOCK_SKEW  # a clock a day ahead: taken as it is
+    assert keysync.admit(peer("bob", edge, b"k"), T0, any_key) == peer("bob", edge, b"k")
+    assert keysync.admit(peer("bob", edge + 1, b"k"), T0, any_key) == peer("bob", T0, b"k")
+
+
+def test_a_key_unusable_at_both_its_date_and_now_is_dropped_with_its_part() -> None:
+    checked: list[tuple[bytes, float]] = []
+
+    def only_good(key: bytes, at: float) -> bool:
+        checked.append((key, at))
+        return key == b"good" or (key == b"was-good" and at == T0 - 50)
+
+    row = PeerState("eve@example.org", T0 - 10, T0 - 10, b"bad", "mutual", T0 - 50, b"was-good")
+    admitted = keysync.admit(row, T0, only_good)
+    # The Autocrypt part goes; the gossip key, usable when it was seen (since expired), stays.
+    assert admitted == PeerState(
+        "eve@example.org", T0 - 10, None, None, "nopreference", T0 - 50, b"was-good"
+    )
+    assert (b"bad", T0) in checked
+    assert (b"bad", T0 - 10) in checked
+
+
+def test_a_far_future_row_from_a_member_no_longer_pins_the_key() -> None:
+    """Issue 16 item 7: a member's row dated just below 2^40 used to win over every real mail
+    for ever. Now it is re-dated on arrival, reported, and the next real mail replaces it."""
+    clock = Clock()
+    sync, repo = device(A, clock)
+    forged = PeerState("carol@example.org", 2**40 - 1, 2**40 - 1, b"thief-key", "mutual")
+    with pytest.raises(PartlyRejected, match="re-dated") as caught:
+        sync.apply(B, payload(0, 1, 0, forged), PAIR)
+    assert [s.public_key for s in caught.value.changed] == [b"thief-key"]
+    stored = repo.get("carol@example.org")
+    assert stored is not None
+    assert stored.state.autocrypt_timestamp == T0
+    assert stored.state.last_seen == T0
+    clock.now += 60
+    real = PeerState("carol@example.org", T0 + 60, T0 + 60, b"carol-key", "mutual")
+    assert sync.ingest([real]) == [real]
+    stored = repo.get("carol@example.org")
+    assert stored is not None
+    assert stored.state.public_key == b"carol-key"

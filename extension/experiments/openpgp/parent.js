@@ -155,6 +155,36 @@ this.autocryptOpenPGP = class extends ExtensionCommon.ExtensionAPI {
           return { fingerprint: fpr, identitiesChanged: changed };
         },
 
+        // This device was removed from the SMA: the account's keys leave Thunderbird. Identities
+        // with the address stop using them (only where one of them is set: a key the user chose
+        // is theirs), and the secret keys are deleted, so the removed device no longer holds the
+        // account secret. Old mail stays unreadable here until a new pairing brings the keys back
+        // (pairing hands over the previous keys too).
+        async forgetAccountKeys({ email, fingerprints }) {
+          const modules = required();
+          const fprs = fingerprints.map((f) => f.toUpperCase());
+          const keyIds = new Set(fprs.map(keyIdOf));
+          const identitiesCleared = [];
+          for (const id of identitiesFor(email)) {
+            if (keyIds.has(String(id.getUnicharAttribute("openpgp_key_id")).toUpperCase())) {
+              id.setUnicharAttribute("openpgp_key_id", "");
+              identitiesCleared.push(id.key);
+            }
+          }
+          if (typeof modules.RNP.deleteKey !== "function" || typeof modules.PgpSqliteDb2.deletePersonalKeyAcceptance !== "function") {
+            throw new ExtensionError(`Thunderbird ${probe().support.version}: cannot delete keys (its OpenPGP internals differ)`);
+          }
+          const keysDeleted = [];
+          for (const fpr of fprs) {
+            if (!(await keyStatus(modules, fpr)).present) continue;
+            await modules.RNP.deleteKey(fpr, true);
+            await modules.PgpSqliteDb2.deletePersonalKeyAcceptance(fpr);
+            keysDeleted.push(fpr);
+          }
+          if (keysDeleted.length) modules.EnigmailKeyRing.clearCache();
+          return { identitiesCleared, keysDeleted };
+        },
+
         async importPublicKey({ email, keyData, fingerprint }) {
           const modules = required();
           const fpr = fingerprint.toUpperCase();
