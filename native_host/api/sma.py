@@ -15,7 +15,7 @@ from native_host.session import Context
 def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     runtime = context.service().runtime(params["account"])
     try:
-        result = runtime.join(params["device_name"])
+        result = runtime.join(params["device_name"], params.get("first_device"))
     except StoreError as exc:
         from native_host.service.instance import store_error
 
@@ -23,7 +23,8 @@ def join(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     assert runtime.record.device is not None
     return {
         "device_id": runtime.record.device.device_id,
-        "first_device": result.first_device,
+        "first_device": result.founded,
+        "identity_found": result.identity_found,
         "devices": runtime.devices(),
     }
 

@@ -67,7 +67,8 @@ _NAME_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\x7f]")
 _REQUIRED = frozenset(
     {"v", "seq", "prev", "op", "device_id", "name", "account_key", "by", "at", "sig"}
 )
-_OPTIONAL = frozenset({"keys"})
+_OPTIONAL = frozenset({"keys", "out"})
+MAX_OUT = 64  # devices one roll says it left out
 
 
 class Op(StrEnum):
@@ -132,6 +133,7 @@ class Entry:
     by: str
     at: int
     raw: bytes  # the canonical document, as hashed; immutable, unlike the dict it came from
+    out: tuple[str, ...] = ()  # a roll: devices out on another branch, left out of the new key
 
     @property
     def document(self) -> dict[str, Any]:
@@ -192,11 +194,12 @@ def parse_entry(value: Any) -> Entry:
     name = _name(value["name"])
     account_key = None if value["account_key"] is None else _fingerprint(value["account_key"])
     keys = _keys(value["keys"]) if "keys" in value else None
+    out = _out(value["out"]) if "out" in value else ()
     _canonical_b64(value["sig"], SIGNATURE_BYTES, "sig")
     raw = canonical(value)
     if len(raw) > MAX_ENTRY_BYTES:
         raise MalformedEntry(f"entry is {len(raw)} bytes, over {MAX_ENTRY_BYTES}")
-    entry = Entry(digest(raw), seq, prev, op, device_id, keys, name, account_key, by, at, raw)
+    entry = Entry(digest(raw), seq, prev, op, device_id, keys, name, account_key, by, at, raw, out)
     problem = _shape_problem(entry)
     if problem is not None:
         raise MalformedEntry(problem, entry.hash)
@@ -222,6 +225,8 @@ def _shape_problem(entry: Entry) -> str | None:
         )
     if entry.op is Op.ROLL and entry.device_id != entry.by:
         return "roll must name its signer as device_id"
+    if entry.out and entry.op is not Op.ROLL:
+        return f"{entry.op} takes no out"
     if entry.op is Op.REMOVE and (entry.device_id == entry.by) == (entry.account_key is not None):
         return (
             "a device that removes another names the new account key (one atomic entry);"
@@ -265,6 +270,15 @@ def _name(value: Any) -> str:
     except UnicodeEncodeError:  # a lone surrogate, as json.loads lets through
         raise MalformedEntry("name is not valid Unicode") from None
     return value
+
+
+def _out(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_OUT:
+        raise MalformedEntry(f"out must be a list of 1 to {MAX_OUT} device ids")
+    ids = tuple(_device_id(v, "out") for v in value)
+    if list(ids) != sorted(set(ids)):
+        raise MalformedEntry("out must be sorted, without repeats")
+    return ids
 
 
 def _fingerprint(value: Any) -> str:
@@ -502,16 +516,9 @@ class DeviceLog:
         """A device that is out may know the current account key: a member must roll."""
         return self._refreshed().roll_owed
 
-    def head_member(self, device_id: str) -> Member | None:
-        """`device_id` as the state at the chain's head has it (a device that is out may still
-        be there: see `out_on_head`)."""
-        chain = self._refreshed().chain
-        return chain[-1].members.get(device_id) if chain else None
-
     def out_on_head(self) -> list[str]:
         """Devices that are out but still members where the chain's head stands (their removal
-        counts on another branch): a roll owed for them is made by removing them again there,
-        which names the new key (see `remove`)."""
+        counts on another branch): a roll names them in `out` (see `roll`)."""
         view = self._refreshed()
         if not view.chain:
             return []
@@ -738,7 +745,14 @@ class DeviceLog:
 
     def _resolve(self) -> _View:
         problems = [
-            Problem(h, "genesis is not the pinned one: another identity", ProblemKind.FOREIGN)
+            Problem(
+                h,
+                "a device founded another identity for this account (a reset: someone said 'this"
+                " is my first device' on a device that was not paired). If it was not you, someone"
+                " with your mailbox password, or your provider, is trying to take over: this"
+                " device ignores it",
+                ProblemKind.FOREIGN,
+            )
             for h in sorted(self._foreign)
         ]
         pinned = self._genesis_hash
@@ -895,7 +909,7 @@ class DeviceLog:
         knew: set[str] = set()
         for node in chain[last_key:]:
             knew.update(node.members)
-        return bool(knew & removed.keys())
+        return bool((knew - set(chain[last_key].entry.out)) & removed.keys())
 
 
 # --- Building --------------------------------------------------------------------------------
@@ -948,8 +962,6 @@ def remove(
     key in the same entry (so nobody can deliver the removal and withhold the roll); a device
     that leaves removes itself and names none (it would know it)."""
     subject = log.members().get(device_id)
-    if subject is None and device_id in log.out_on_head():
-        subject = log.head_member(device_id)  # out on another branch: removed here too
     if subject is None:
         raise ValueError(f"{device_id} is not a member")
     if (device_id == signer_id) != (account_key_fpr is None):
@@ -972,12 +984,17 @@ def rename(
 def roll(
     log: DeviceLog, signer_id: str, signer_keys: DeviceKeys, account_key_fpr: str, now: float
 ) -> dict[str, Any]:
-    """A member records that the account now uses a new OpenPGP key (the roll names its signer)."""
+    """A member records that the account now uses a new OpenPGP key (the roll names its signer).
+    Devices that are out but still in the head's state (their removal counts on another branch)
+    are named in `out`: the roller left them out of the key, so no roll is owed for them."""
     signer = log.members().get(signer_id)
     if signer is None:
         raise ValueError(f"{signer_id} is not a member with these keys")
-    fields = {"op": Op.ROLL.value, "device_id": signer_id, "name": signer.name}
+    fields: dict[str, Any] = {"op": Op.ROLL.value, "device_id": signer_id, "name": signer.name}
     fields["account_key"] = normalise_fingerprint(account_key_fpr)
+    out = log.out_on_head()[:MAX_OUT]
+    if out:
+        fields["out"] = out
     return _extend(log, signer_id, signer_keys, fields, now)
 
 
@@ -996,7 +1013,7 @@ def _extend(
     signer = log.members().get(signer_id)
     if signer is None or signer.keys != signer_keys.public:
         raise ValueError(f"{signer_id} is not a member with these keys")
-    if fields["op"] == Op.REMOVE.value and len(log.members()) + len(log.out_on_head()) == 1:
+    if fields["op"] == Op.REMOVE.value and len(log.members()) == 1:
         raise ValueError("removing the last member would leave nobody to sign")
     document = {
         **fields,

@@ -495,23 +495,7 @@ class Lifecycle:
             return
         for gone in sorted(chain.removed & set(self.record.directory.devices)):
             self._drop_device_folders(store, gone)
-        stale = chain.out_on_head()
-        if not stale:
-            self._roll(store)
-        else:  # removed on a branch that lost: removed again here, naming the new key
-            fingerprint = self._next_key()
-            for device_id in stale:
-                entry = devicelog.remove(
-                    self.trust.device_log(),
-                    self.me,
-                    self.trust.device_keys(),
-                    device_id,
-                    self._clock(),
-                    fingerprint,
-                )
-                self.trust.record_entry(entry)
-            self.trust.publish_pending(store)
-            self._finish_roll(store)
+        self._roll(store)  # (it names the devices that are out but in the head's state)
         self.record.roll_owed_since = None
         self._save()
 

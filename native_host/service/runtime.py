@@ -19,7 +19,6 @@ from native_host.core import envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import (
     Device,
-    JoinResult,
     ensure_folder,
     join,
     refresh,
@@ -105,6 +104,12 @@ def device_view(
     }
 
 
+@dataclass(frozen=True)
+class JoinOutcome:
+    founded: bool  # this device founded the account's identity (now or at an earlier join)
+    identity_found: bool  # the SMA already held other devices or a device log when it joined
+
+
 class AccountRuntime:
     def __init__(
         self,
@@ -168,7 +173,12 @@ class AccountRuntime:
             self._store = None
 
     # --- operations ---------------------------------------------------------------------------
-    def join(self, name: str) -> JoinResult:
+    def join(self, name: str, first_device: bool | None = None) -> JoinOutcome:
+        """Join the SMA; found the account's identity (its account key and device log) only when
+        the user says this is the first device (`first_device` True), or, when the caller does not
+        say (None), when nothing else is in the SMA. The server cannot make a device found an
+        identity or stop it from founding one: what it planted only shows in `identity_found`.
+        Founding while another identity is there is a reset: its devices see a foreign genesis."""
         with self._lock:
             record = self.record
             if record.device is None:
@@ -197,15 +207,24 @@ class AccountRuntime:
                 result = join(
                     store, record.directory, device, clock=self._clock, random=self._random
                 )
-                if result.first_device and self.trust.found_log(store):
+                found = bool(self.trust.device_log().pending) or not result.first_device
+                if record.genesis is None and (
+                    first_device is True or (first_device is None and not found)
+                ):
+                    self.trust.found_log(store)
                     refresh(store, record.directory)
+                    if found:
+                        log.warning("%s: founded a new identity over an existing one", self.account)
                 self.trust.publish_pending(store)  # what a crash or a cut left queued
             except StoreError:
                 self._drop()
                 raise
             self._files.save(record)
         self.start()
-        return result
+        return JoinOutcome(
+            founded=record.genesis is not None and self.trust.founded_here(),
+            identity_found=found,
+        )
 
     def with_store(self, action: Callable[[FolderStore], T]) -> T:
         """Run `action` on this account's connection, under its lock (for pairing steps)."""

@@ -62,6 +62,9 @@ MAX_FINISHED_PAIRINGS = 50
 # A member's log head that this device cannot find for this long (its entries are appended before
 # the message that names the head, and read first) means the server is hiding entries from us.
 WITHHELD_AFTER = 300.0
+# Refused log entries (junk, forgeries) are one alert with their count at most this often: a
+# server that keeps injecting must not flood the user, and none goes unreported.
+REFUSED_ALERT_EVERY = 60.0
 UNSOLICITED_ALERT = "pairing:unsolicited"  # in record.alerts once the user was told
 # A pairing message whose recipient's inbox is missing (the server deleted it; the owner
 # recreates it at its next sync) is tried again this often, until its pairing expires.
@@ -83,7 +86,10 @@ class Trust:
         self._save = save  # persists the record (the runtime's account file)
         self._log: devicelog.DeviceLog | None = None  # built from the record on first use
         self._log_for: tuple[str | None, str | None] = (None, None)  # (device, genesis) it is for
-        self._refused_reported = 0  # the log's refusal count at the last report
+        self._refused_reported = 0  # the log's refusal count at the last alert
+        self._refused_logged = 0  # ... and at the last stderr lines
+        self._refused_alerted_at = -REFUSED_ALERT_EVERY  # (the first one goes out at once)
+        self._refused_last = ""  # the reason of the latest refusal, for the next alert
         record.directory.on_log = self._take_entry  # (device_log sets it again on a new one)
         self.secrets = secrets
         self._device_keys: DeviceKeys | None = None
@@ -133,7 +139,7 @@ class Trust:
             if held is not None:  # (pinned now: what waited for the pin gets its chance)
                 chain.receive_all(held.documents())
             self._log, self._log_for = chain, (device, self.record.genesis)
-            self._refused_reported = chain.refused_total
+            self._refused_reported = self._refused_logged = chain.refused_total
         directory = self.record.directory
         if directory.on_log is None:  # (a directory made afresh: a reset, a removal)
             directory.on_log = self._take_entry
@@ -152,6 +158,11 @@ class Trust:
         chain.receive(entry)
         if chain.changes != before:  # (junk is dropped: nothing to save)
             self.record.directory.log_entries = chain.documents()
+
+    def founded_here(self) -> bool:
+        """Whether this device made the pinned genesis."""
+        genesis = self.device_log().admission_of(self.me)
+        return genesis is not None and genesis["op"] == devicelog.Op.GENESIS.value
 
     def found_log(self, store: FolderStore) -> bool:
         """First device: make the account key and the genesis entry (once)."""
@@ -214,31 +225,38 @@ class Trust:
                 log.info("device log: %s", problem.reason)
                 continue
             self._alert(problem.kind.value, problem.reason)
-        refused = chain.refused_total - self._refused_reported
-        if refused > 0:
-            self._refused_reported = chain.refused_total
-            last = chain.problems[0].reason if chain.problems else ""
-            for problem in [p for p in chain.problems if p.kind in devicelog.REFUSED][-refused:]:
+        refused = chain.refused_total - self._refused_logged
+        if refused > 0:  # each on stderr once (the latest MAX_REJECTIONS_KEPT of a sync)
+            self._refused_logged = chain.refused_total
+            kept = [p for p in chain.problems if p.kind in devicelog.REFUSED][-refused:]
+            for problem in kept:
                 log.warning("device log: refused %s: %s", problem.entry_hash, problem.reason)
-                last = problem.reason
+            if refused > len(kept):
+                log.warning("device log: %d more refused", refused - len(kept))
+            self._refused_last = kept[-1].reason if kept else self._refused_last
+        pending = chain.refused_total - self._refused_reported
+        now = self._clock()
+        if pending > 0 and now >= self._refused_alerted_at + REFUSED_ALERT_EVERY:
+            self._refused_reported, self._refused_alerted_at = chain.refused_total, now
             self._alert(
                 "refused",
-                f"{refused} device-log entr{'y' if refused == 1 else 'ies'} from the server did not"
-                f" verify and {'was' if refused == 1 else 'were'} dropped (forged, damaged or from"
-                f" another version); the last: {last}",
+                f"{pending} device-log entr{'y' if pending == 1 else 'ies'} from the server did not"
+                f" verify and {'was' if pending == 1 else 'were'} dropped (forged, damaged or from"
+                f" another version); the last: {self._refused_last}",
+                count=pending,
             )
         return chain
 
-    def _alert(self, finding: str, message: str) -> None:
-        self._emit(
-            "security.alert",
-            {
-                "account": self.record.account,
-                "kind": "device_log",
-                "finding": finding,
-                "message": message[:500],
-            },
-        )
+    def _alert(self, finding: str, message: str, count: int | None = None) -> None:
+        data: dict[str, Any] = {
+            "account": self.record.account,
+            "kind": "device_log",
+            "finding": finding,
+            "message": message[:500],
+        }
+        if count is not None:
+            data["count"] = count
+        self._emit("security.alert", data)
 
     def note_head(self, message: SmaMessage) -> None:
         """A verified message from a member says where its log stands: remember a head we do

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from native_host.core.crypto import sign_document
 from native_host.core.devicelog import (
     ATTACKS,
     REFUSED,
@@ -279,25 +280,26 @@ def test_concurrent_removals_of_two_devices_both_count(data: st.DataObject, me: 
     assert outcome(log)[:7] == outcome(reference)[:7]
 
 
-def test_removing_again_on_the_head_settles_the_roll_owed_by_concurrent_removals() -> None:
+def test_rolling_on_the_head_settles_the_roll_owed_by_concurrent_removals() -> None:
     """After both removals, the head's state still lists the device whose removal lost the fork
-    (it is out all the same). A plain roll cannot say that this device was left out of it, so the
-    owed roll is a removal of it again on the head, naming the new key: then no removed device
-    can know the key, and no roll is owed any more."""
+    (it is out all the same). The roll on the head names it in `out` (the roller left it out of
+    the key): then no removed device can know the key, and no roll is owed any more. A roll that
+    does not say so (an entry made by hand without `out`) settles nothing."""
     log = fresh(GENESIS, [*BASE, *CONCURRENT])
     assert log.roll_owed
     stale = log.out_on_head()
     assert len(stale) == 1
     assert set(stale) < {C, D}
-    plain = fresh(GENESIS, [*BASE, *CONCURRENT])
-    plain.receive_all([roll(plain, A, KEYS[A], FPR4, T + 9)])
-    assert plain.roll_owed  # a plain roll does not settle it: the stale member may know its key
-    again = remove(log, A, KEYS[A], stale[0], T + 9, FPR4)
-    assert log.receive_all([again]) == []
-    assert log.head_hash == entry_hash(again)
+    rolled = roll(log, A, KEYS[A], FPR4, T + 9)
+    assert rolled["out"] == stale
+    silent = fresh(GENESIS, [*BASE, *CONCURRENT])
+    bare = {k: v for k, v in rolled.items() if k not in ("out", "sig")}
+    silent.receive_all([sign_document(bare, KEYS[A])])
+    assert silent.roll_owed  # it does not say the stale member was left out
+    assert log.receive_all([rolled]) == []
+    assert log.head_hash == entry_hash(rolled)
     assert log.account_key == FPR4
     assert log.removed == {C, D}
-    assert log.out_on_head() == []
     assert not log.roll_owed
 
 

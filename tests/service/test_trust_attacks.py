@@ -1,0 +1,264 @@
+"""Attacks on who belongs, on real runtimes over the in-memory store: a removed device that keeps
+its device key and the mailbox password, a provider that withholds or plants, and the first device.
+
+Each test is one attack from issue 16's review, written against the whole service (sync loop,
+keyring, account record), so it fails if any layer lets the attack through; the device log's
+rules themselves are tested in tests/unit/test_devicelog*.py.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from native_host.core import devicelog, envelope, layout
+from native_host.core.crypto import DeviceKeys
+from native_host.core.envelope import MessageType
+from native_host.service import trust
+from native_host.service.accounts import device_key_name
+from tests.service.test_attacks import intercept, runtime
+from tests.service.test_instance import ACCOUNT, Device, Server
+from tests.service.test_key_request import clock, tablet
+from tests.service.test_keysync_flow import settle
+from tests.service.test_lifecycle_flow import device_id, fingerprint, three
+from tests.service.test_pairing_flow import alerts
+
+__all__ = ["tablet"]
+
+
+def publish(server: Server, sender: str, entry: dict[str, Any]) -> None:
+    """What a removed device (it keeps the mailbox password) can do: append a log entry."""
+    raw = envelope.build(
+        MessageType.LOG, sender, entry, account=ACCOUNT, now=1.9e9, random=os.urandom
+    )
+    server.mailbox.append(layout.ANNOUNCE_FOLDER, raw)
+
+
+def thief_keys(device: Device) -> DeviceKeys:
+    """The stolen device's key pair, as its thief reads it from the device's keyring."""
+    stored = device.secrets.get(device_key_name(ACCOUNT))
+    assert stored is not None
+    return DeviceKeys.from_secret(stored)
+
+
+def ground(make: Any, below: str) -> dict[str, Any]:
+    """Vary `at` until the entry's hash is below `below` (what won forks before format 2)."""
+    for at in range(10_000):
+        entry: dict[str, Any] = make(1_900_000_000 + at)
+        if devicelog.entry_hash(entry) < below:
+            return entry
+    raise AssertionError("no smaller hash in 10,000 tries")
+
+
+def findings(device: Device) -> list[str]:
+    return [a.get("finding", "") for a in alerts(device) if a["kind"] == "device_log"]
+
+
+def test_a_removed_device_cannot_undo_its_removal_whatever_it_signs(
+    laptop: Device, phone: Device, tablet: Device, server: Server
+) -> None:
+    """The laptop removes the stolen tablet. The thief, holding the tablet's device key and the
+    password, signs siblings of its removal with smaller hashes: a roll to its own key, the removal
+    of every other device, a rename. Before format 2 each of these won the fork on every device.
+    Now the tablet stays out, the account key is the laptop's roll, nobody else is removed, and
+    both remaining devices name the attack once; the thief's entries never count."""
+    three(laptop, phone, tablet)
+    tablet_id, laptop_id, phone_id = device_id(tablet), device_id(laptop), device_id(phone)
+    keys = thief_keys(tablet)
+    before = runtime(laptop).trust.device_log()
+    snapshot = devicelog.DeviceLog(before.genesis_hash)
+    snapshot.receive_all(before.documents())
+    tablet.service.stop(wait=10)  # the thief takes it offline; it never learns of the removal
+    new = runtime(laptop).remove_device(tablet_id)
+    removal = runtime(laptop).trust.device_log().removal_of(tablet_id)
+    assert removal is not None
+    below = devicelog.entry_hash(removal)
+    thief_key = "F" * 40
+    forged = [
+        ground(lambda at: devicelog.roll(snapshot, tablet_id, keys, thief_key, at), below),
+        ground(
+            lambda at: devicelog.remove(snapshot, tablet_id, keys, phone_id, at, thief_key), below
+        ),
+        ground(
+            lambda at: devicelog.rename(snapshot, tablet_id, keys, tablet_id, "mine", at), below
+        ),
+    ]
+    for entry in forged:
+        publish(server, tablet_id, entry)
+    rest = [laptop, phone]
+    settle(rest, lambda: all(runtime(d).trust.device_log().account_key == new for d in rest))
+    settle(rest, lambda: all(fingerprint(d) == new for d in rest))
+    for device in rest:
+        runtime(device).sync()
+        chain = runtime(device).trust.device_log()
+        assert set(chain.members()) == {laptop_id, phone_id}
+        assert tablet_id in chain.removed
+        assert chain.account_key == new != thief_key
+        assert "removed_acted" in findings(device)
+        assert "fork" not in findings(device)
+    # Two count as attacks; the third at the same position is over the signer's cap and refused.
+    assert findings(laptop).count("removed_acted") == devicelog.MAX_PER_SIGNER_SEQ == 2
+    assert "refused" in findings(laptop)
+
+
+def test_a_thief_answering_its_removal_by_removing_the_remover_gets_nothing(
+    laptop: Device, phone: Device, tablet: Device, server: Server
+) -> None:
+    """The thief's counter-removal of the laptop, at the removal's own position: the laptop keeps
+    itself (it made the removal), the phone sees two devices removing each other and counts both
+    out (it cannot tell which one is the user's), the tablet is out everywhere, a roll is made on
+    the head so no key the tablet could know stays in use, and the user is told on both."""
+    three(laptop, phone, tablet)
+    tablet_id, laptop_id, phone_id = device_id(tablet), device_id(laptop), device_id(phone)
+    keys = thief_keys(tablet)
+    before = runtime(laptop).trust.device_log()
+    snapshot = devicelog.DeviceLog(before.genesis_hash)
+    snapshot.receive_all(before.documents())
+    old = fingerprint(laptop)
+    tablet.service.stop(wait=10)
+    runtime(laptop).remove_device(tablet_id)
+    publish(
+        server, tablet_id, devicelog.remove(snapshot, tablet_id, keys, laptop_id, 1.9e9, "F" * 40)
+    )
+    settle(
+        [laptop, phone], lambda: "conflict" in findings(phone) and "conflict" in findings(laptop)
+    )
+    laptop_view = runtime(laptop).trust.device_log()
+    assert laptop_view.is_member(laptop_id)
+    assert tablet_id in laptop_view.removed
+    phone_view = runtime(phone).trust.device_log()
+    assert {tablet_id, laptop_id} <= phone_view.removed
+    assert set(phone_view.members()) == {phone_id}
+
+    # The phone, alone in its view, rolls: neither device it counts out knows the new key.
+    def rolled() -> bool:
+        chain = runtime(phone).trust.device_log()
+        return not chain.roll_owed and fingerprint(phone) == chain.account_key
+
+    settle([phone], rolled)
+    assert fingerprint(phone) not in (old, None, "F" * 40)
+
+
+def test_the_provider_hiding_a_removal_cannot_undo_it_with_an_honest_entry(
+    laptop: Device, phone: Device, tablet: Device, server: Server
+) -> None:
+    """The provider hides the laptop's removal of the tablet from the phone; the phone renames a
+    device meanwhile, at the removal's position. Before format 2 that rename beat the removal half
+    the time. Now, once the removal reaches the phone, it wins on both devices, the phone signs its
+    rename again on the new head, and nobody raises an attack alert: it was an ordinary race."""
+    three(laptop, phone, tablet)
+    tablet_id, phone_id = device_id(tablet), device_id(phone)
+    phone_rt = runtime(phone)
+    hidden: list[tuple[str, bytes]] = []
+
+    def hide(folder: str, raw: bytes) -> bytes | None:
+        parsed = envelope.parse(raw) if folder == layout.ANNOUNCE_FOLDER else None
+        if parsed is not None and parsed.type is MessageType.LOG and parsed.sender != phone_id:
+            hidden.append((folder, raw))
+            return None
+        return raw
+
+    undo = intercept(server, hide)
+    new = runtime(laptop).remove_device(tablet_id)
+    phone_rt.rename_device(phone_id, "Phone (work)")
+    undo()
+    for folder, raw in hidden:
+        server.mailbox.append(folder, raw)
+    rest = [laptop, phone]
+    settle(rest, lambda: all(runtime(d).trust.device_log().account_key == new for d in rest))
+    settle(
+        rest,
+        lambda: all(
+            runtime(d).trust.device_log().members()[phone_id].name == "Phone (work)" for d in rest
+        ),
+    )
+    for device in rest:
+        chain = runtime(device).trust.device_log()
+        assert tablet_id in chain.removed
+        assert not chain.is_member(tablet_id)
+        assert findings(device) == [], findings(device)  # a race, not an attack
+
+
+def test_junk_in_the_announcement_folder_costs_nothing(laptop: Device, server: Server) -> None:
+    """3,000 forged and garbage log entries (a quick slice of the 100,000 the unit test feeds the
+    log itself): the device keeps working, its record does not grow by them, and it says so in
+    one alert per sync, not one per entry."""
+    from tests.service.test_instance import configured
+
+    configured(laptop, "Laptop")
+    laptop.wait_event("sync.state")
+    rt = runtime(laptop)
+    size = len(str(rt.record.to_json()))
+    mallory = DeviceKeys.generate(os.urandom)
+    for n in range(3_000):
+        garbage = {"v": 2, "seq": n, "op": "add", "device_id": "x", "by": "y", "sig": "z"}
+        entry = devicelog.genesis(f"{n:016x}", mallory, "x", "A" * 40, n) if n % 2 else garbage
+        publish(server, "00000000deadbeef", entry)
+    settle(
+        [laptop],
+        lambda: rt.record.directory.watermark is not None and rt.sync().announcements_read == 0,
+    )
+    assert rt.trust.is_paired()
+    clock(laptop).advance(trust.REFUSED_ALERT_EVERY)  # the rest, counted, in the next alert
+    rt.sync()
+    assert len(str(rt.record.to_json())) < size + 64 * 1024
+    refused = [a for a in alerts(laptop) if a.get("finding") == "refused"]
+    foreign = [a for a in alerts(laptop) if a.get("finding") == "foreign"]
+    assert 1 <= len(refused) <= 10
+    assert sum(a["count"] for a in refused) == 1_500  # every garbage entry, none twice
+    assert len(foreign) <= devicelog.MAX_REJECTIONS_KEPT
+
+
+def test_the_user_decides_the_first_device(laptop: Device, phone: Device, server: Server) -> None:
+    """The provider plants an announcement before the user's only device joins: the device does
+    not found an identity by itself and says it found one; when the user says "this is my first
+    device" it founds one anyway. A device told it is not the first waits to be paired."""
+    from tests.service.test_instance import SETTINGS
+
+    mallory = DeviceKeys.generate(os.urandom)
+    planted = envelope.build(
+        MessageType.ANNOUNCE,
+        "00000000deadbeef",
+        {"name": "Laptop", "joined": 1, "last_seen": 2, "keys": mallory.public.to_json()},
+        account=ACCOUNT,
+        now=1.9e9,
+        random=os.urandom,
+        keys=mallory,
+    )
+    server.mailbox.create_folder(layout.ANNOUNCE_FOLDER)
+    server.mailbox.append(layout.ANNOUNCE_FOLDER, planted)
+    for device in (laptop, phone):
+        device.service.configure(ACCOUNT, SETTINGS, "right")
+    waiting = runtime(phone).join("Phone", first_device=False)
+    assert (waiting.founded, waiting.identity_found) == (False, True)
+    assert not runtime(phone).trust.is_paired()
+    unsure = runtime(laptop).join("Laptop")
+    assert (unsure.founded, unsure.identity_found) == (False, True)
+    assert not runtime(laptop).trust.is_paired()
+    sure = runtime(laptop).join("Laptop", first_device=True)
+    assert (sure.founded, sure.identity_found) == (True, True)
+    assert runtime(laptop).trust.is_paired()
+    assert fingerprint(laptop) is not None
+
+
+def test_a_reset_is_seen_by_every_old_device(
+    laptop: Device, phone: Device, tablet: Device, server: Server
+) -> None:
+    """All devices lost: the user says "this is my first device" on a new one. It founds a new
+    identity; each old device keeps its own and tells its user, once, that another was founded."""
+    from tests.service.test_instance import SETTINGS, configured
+    from tests.service.test_pairing_flow import pair
+
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone)
+    tablet.service.configure(ACCOUNT, SETTINGS, "right")
+    outcome = runtime(tablet).join("New laptop", first_device=True)
+    assert (outcome.founded, outcome.identity_found) == (True, True)
+    old = [laptop, phone]
+    settle(old, lambda: all("foreign" in findings(d) for d in old))
+    for device in old:
+        runtime(device).sync()
+        assert findings(device).count("foreign") == 1
+        assert runtime(device).trust.is_paired()
+    assert runtime(tablet).trust.device_log().genesis_hash != runtime(laptop).record.genesis
