@@ -402,11 +402,15 @@ class DeviceLog:
     always count for it (it knows they were its user's).
     """
 
-    def __init__(self, genesis_hash: str | None, *, me: str | None = None) -> None:
+    def __init__(
+        self, genesis_hash: str | None, *, me: str | None = None, applied: Iterable[str] = ()
+    ) -> None:
         if genesis_hash is not None and _HASH_RE.fullmatch(genesis_hash) is None:
             raise ValueError(f"not an entry hash: {genesis_hash!r}")
         self._genesis_hash = genesis_hash
         self._me = me
+        self._applied = frozenset(applied)  # removals this device acted on: never undone
+        self._in_removals: set[str] = set()  # (set by each resolution)
         self._nodes: dict[str, _Node] = {}
         self._children: dict[str, list[str]] = {}
         self._per_signer_seq: dict[tuple[str, int], int] = {}
@@ -711,18 +715,37 @@ class DeviceLog:
     def _removals(self) -> list[Entry]:
         return [n.entry for n in self._nodes.values() if n.entry.op is Op.REMOVE]
 
+    def apply(self, removals: Iterable[str]) -> None:
+        """This device acted on these removals (it installed their key, dropped the device):
+        a removal that arrives later cannot undo them here; it is reported as a conflict."""
+        more = self._applied | frozenset(removals)
+        if more != self._applied:
+            self._applied = more
+            self._dirty = True
+
+    def counting_removals(self) -> list[str]:
+        """Hashes of the removals that count here (to remember as applied)."""
+        view = self._refreshed()
+        return sorted({entry.hash for entry in view.removed.values()} & self._in_removals)
+
+    @property
+    def applied(self) -> frozenset[str]:
+        return self._applied
+
     def _trusted_removals(self, removals: list[Entry]) -> set[str]:
-        """This device's own removals (its user made them), and those its own admission hangs
-        below (its user paired it, in person, with a device on that branch)."""
+        """This device's own removals (its user made them), those its own admission hangs
+        below (its user paired it, in person, with a device on that branch), and those it
+        already acted on (nothing a device acted on is undone silently)."""
+        applied = {r.hash for r in removals if r.hash in self._applied}
         me = self._me
         if me is None:
-            return set()
+            return applied
         admissions = [
             n.entry.hash
             for n in self._nodes.values()
             if n.entry.device_id == me and n.entry.op in (Op.ADD, Op.GENESIS)
         ]
-        return {
+        return applied | {
             r.hash
             for r in removals
             if r.by == me or any(self._is_ancestor(r.hash, a) for a in admissions)
@@ -760,6 +783,7 @@ class DeviceLog:
             return replace(_EMPTY, problems=tuple(problems))
         trusted = self._trusted_removals(self._removals())
         labels = self._label_removals(trusted)
+        self._in_removals = {h for h, label in labels.items() if label is Label.IN}
         if trusted:  # what a device that trusts nobody's removals in particular makes of them
             others = self._label_removals(set())
             disputed = sorted(h for h in trusted if others[h] is not Label.IN)

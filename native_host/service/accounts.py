@@ -83,6 +83,7 @@ class AccountRecord:
     roll_pending: str | None = None  # a key roll of ours not yet handed to every member
     roll_owed_since: float | None = None  # when this device saw that a roll is owed
     removal_pending: str | None = None  # a device this device's user removes (until done)
+    applied_removals: list[str] = field(default_factory=list)  # log removals acted on (hashes)
     # Members whose messages named a log head this device does not hold: {device: {hash, seq,
     # since, alerted}} (trust.check_withholding); at most one per member.
     unknown_heads: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -113,6 +114,7 @@ class AccountRecord:
             "roll_pending": self.roll_pending,
             "roll_owed_since": self.roll_owed_since,
             "removal_pending": self.removal_pending,
+            "applied_removals": self.applied_removals,
             "unknown_heads": self.unknown_heads,
             "key_waiting": self.key_waiting,
             "key_request": self.key_request,
@@ -146,6 +148,7 @@ class AccountRecord:
             roll_pending=data.get("roll_pending"),
             roll_owed_since=data.get("roll_owed_since"),
             removal_pending=data.get("removal_pending"),
+            applied_removals=[str(h) for h in data.get("applied_removals") or []],
             unknown_heads=dict(data.get("unknown_heads") or {}),
             key_waiting=data.get("key_waiting"),
             key_request=data.get("key_request"),

@@ -516,6 +516,7 @@ class Lifecycle:
         record = self.record
         record.device = None
         record.genesis = None
+        record.applied_removals = []
         record.pairings = {}
         record.unpublished = []
         record.directory = Directory()

@@ -134,7 +134,9 @@ class Trust:
         device = self.record.device.device_id if self.record.device is not None else None
         if self._log is None or self._log_for != (device, self.record.genesis):
             held = self._log
-            chain = devicelog.DeviceLog(self.record.genesis, me=device)
+            chain = devicelog.DeviceLog(
+                self.record.genesis, me=device, applied=self.record.applied_removals
+            )
             chain.receive_all(self.record.directory.log_entries)
             if held is not None:  # (pinned now: what waited for the pin gets its chance)
                 chain.receive_all(held.documents())
@@ -213,6 +215,11 @@ class Trust:
         as one alert with their count, never one per entry."""
         chain = self.device_log()
         self.record.directory.log_entries = chain.documents()
+        counting = chain.counting_removals()
+        if not set(counting) <= chain.applied:  # acted on from now: a later entry cannot undo it
+            chain.apply(counting)
+            self.record.applied_removals = sorted(chain.applied)
+            self._save()
         for problem in chain.problems:
             if problem.kind in devicelog.REFUSED:
                 continue

@@ -409,3 +409,22 @@ def test_any_delivery_gives_every_device_the_same_members_and_keeps_the_removed_
         assert (remover.members(), remover.removed, remover.account_key) == view
     assert D in remover.removed
     assert not set(kinds(reference.problems)) & {ProblemKind.EQUIVOCATION}  # nobody equivocated
+
+
+def test_a_removal_this_device_acted_on_is_not_undone_by_a_counter_removal() -> None:
+    """A device that installed the key of A's removal of C (it applied it) then receives C's
+    counter-removal of A at the same position: for it A's removal stands (nothing a device acted
+    on is undone silently) and the counter-removal is a conflict it reports; a device that saw
+    both at once, having applied neither, counts both out."""
+    removal = remove(AT_3, A, KEYS[A], C, T + 5, FPR2)
+    counter = remove(AT_3, C, KEYS[C], A, T + 5, FPR4)
+    acted = fresh(GENESIS, [*BASE, removal], B)
+    acted.apply(acted.counting_removals())
+    assert acted.applied == {entry_hash(removal)}
+    acted.receive_all([counter])
+    assert acted.removed == {C}
+    assert acted.is_member(A)
+    assert acted.account_key == FPR2
+    assert ProblemKind.CONFLICT in kinds(acted.problems)
+    neutral = fresh(GENESIS, [*BASE, removal, counter], B)
+    assert neutral.removed == {A, C}
