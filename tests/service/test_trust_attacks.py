@@ -255,3 +255,78 @@ def test_a_reset_is_seen_by_every_old_device(
         assert findings(device).count("foreign") == 1
         assert runtime(device).trust.is_paired()
     assert runtime(tablet).trust.device_log().genesis_hash != runtime(laptop).record.genesis
+
+
+def test_withholding_a_members_log_entries_is_detected(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    """The provider hides the laptop's new log entry (a rename) from the phone, while the
+    laptop's key updates still arrive: they carry the laptop's signed head, which the phone
+    cannot find. After WITHHELD_AFTER the phone says, once, that the provider may be hiding
+    messages; once the entry is delivered, nothing more is said."""
+    from tests.service.test_instance import configured
+    from tests.service.test_keysync_flow import mail as correspondent_mail
+    from tests.service.test_pairing_flow import pair
+
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone)
+    laptop_id = device_id(laptop)
+    hidden: list[bytes] = []
+
+    def hide(folder: str, raw: bytes) -> bytes | None:
+        if folder == layout.ANNOUNCE_FOLDER and envelope.parse(raw).type is MessageType.LOG:
+            hidden.append(raw)
+            return None
+        return raw
+
+    undo = intercept(server, hide)
+    runtime(laptop).rename_device(laptop_id, "Laptop (old)")
+    assert hidden, "the rename published nothing to hide"
+    from native_host.adapters.pgp import generate_account_key
+
+    keydata = generate_account_key("carol@example.net", 1_790_000_000).keydata()
+    runtime(laptop).peers.ingest(correspondent_mail("carol@example.net", keydata, 1_790_000_000))
+    phone_rt = runtime(phone)
+    settle([laptop, phone], lambda: laptop_id in phone_rt.record.unknown_heads)
+    assert "withheld" not in findings(phone)  # not yet: entries may just be on their way
+    clock(phone).advance(trust.WITHHELD_AFTER)
+    settle([phone], lambda: "withheld" in findings(phone))
+    undo()
+    for raw in hidden:
+        server.mailbox.append(layout.ANNOUNCE_FOLDER, raw)
+    settle([laptop, phone], lambda: laptop_id not in phone_rt.record.unknown_heads)
+    assert phone_rt.trust.device_log().members()[laptop_id].name == "Laptop (old)"
+    assert findings(phone).count("withheld") == 1
+
+
+def test_an_owed_roll_the_first_member_never_makes_is_made_by_another_after_the_grace(
+    laptop: Device, phone: Device, tablet: Device, server: Server
+) -> None:
+    """The tablet leaves (it cannot roll: it would know the key). The member with the smallest
+    id rolls at once; here the provider drops everything that member appends to the log, so the
+    other member rolls once ROLL_GRACE has passed, and both end with that key."""
+    from native_host.service import lifecycle
+
+    three(laptop, phone, tablet)
+    rest = [laptop, phone]
+    first, other = sorted(rest, key=device_id)
+    first_id = device_id(first)
+    old = fingerprint(first)
+
+    def drop_first(folder: str, raw: bytes) -> bytes | None:
+        parsed = envelope.parse(raw)
+        if parsed.type is MessageType.LOG and parsed.sender == first_id:
+            return None
+        return raw
+
+    undo = intercept(server, drop_first)
+    runtime(tablet).leave()
+    settle(rest, lambda: runtime(other).trust.device_log().roll_owed)
+    assert fingerprint(other) == old
+    clock(other).advance(lifecycle.ROLL_GRACE)
+    settle(rest, lambda: not runtime(other).trust.device_log().roll_owed)
+    undo()
+    rolled = runtime(other).trust.device_log().account_key
+    assert rolled not in (None, old)
+    settle(rest, lambda: all(fingerprint(d) == rolled for d in rest), timeout=60)
