@@ -79,3 +79,31 @@ export function deviceRow(device, t, formatDate = (s) => new Date(s * 1000).toLo
     self: device.self,
   };
 }
+
+/** The answer to "Is this the first device you set up for this account?": true, false, or null (none yet). */
+export function firstDeviceAnswer(value) {
+  if (value === "yes") return true;
+  if (value === "no") return false;
+  return null;
+}
+
+/**
+ * What the page says after `sma.join`, from the user's answer and the host's result:
+ * `messageKey` for the one-line result, `notice` "new-identity" (the user said first device, but the
+ * SMA already held other devices or an earlier setup: this device replaced it, say so plainly),
+ * "no-other-device" (the user said another device, but none is there: offer to be the first), or null.
+ */
+export function joinOutcome(firstDevice, result) {
+  if (result.first_device) {
+    const over = firstDevice === true && result.identity_found;
+    return { messageKey: over ? "joinedNewIdentity" : "joinedFirst", notice: over ? "new-identity" : null };
+  }
+  if (firstDevice === false && !result.identity_found) return { messageKey: "joinedWaiting", notice: "no-other-device" };
+  return { messageKey: "joinedPairNext", notice: null };
+}
+
+/** Joined, not paired, and no other device in the list: nobody to pair with (offer to be the first). */
+export function aloneUnpaired(devices) {
+  const self = (devices ?? []).find((d) => d.self);
+  return Boolean(self && !self.paired && devices.every((d) => d.self));
+}

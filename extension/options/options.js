@@ -6,7 +6,9 @@ import { localizeDocument } from "../lib/i18n_dom.js";
 import { accountPairing } from "../lib/pairing_view.js";
 import { renderPairing, keepTypedCodes } from "../lib/pairing_dom.js";
 import { pairingCall, joinCall, failureText } from "../lib/pairing_actions.js";
-import { accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, PORTS } from "./form.js";
+import {
+  accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, PORTS, firstDeviceAnswer, joinOutcome, aloneUnpaired,
+} from "./form.js";
 
 const api = globalThis.messenger ?? globalThis.browser;
 const t = (key, subs) => api.i18n.getMessage(key, subs);
@@ -20,6 +22,10 @@ let tbAccounts = [];
 let connected = false;
 let pairingCodeError = null; // what is wrong with the typed pairing code, shown under the field
 let pairingRendered = ""; // the pairing block's last state, so an unchanged poll redraws nothing
+// After joining: this device founded a new identity over an existing one (the account it happened on).
+let newIdentityAccount = null;
+// Joined as "another device" but nobody is there to pair with: {account, name} (offer to be the first).
+let noOtherDevice = null;
 
 /** A host call through the background: `{ok, result}` or `{ok: false, error}`. */
 async function call(method, params) {
@@ -56,7 +62,7 @@ async function refreshStatus() {
   $("host-missing").hidden = reply.status !== "host_missing";
   const wasConnected = connected;
   connected = reply.status === "connected";
-  for (const el of document.querySelectorAll("form button, #scan-start")) el.disabled = !connected;
+  for (const el of document.querySelectorAll("form button, #scan-start, #found-here")) el.disabled = !connected;
   if (connected && !wasConnected) await refreshAccounts();
 }
 
@@ -95,6 +101,10 @@ async function onAccountChosen({ clearResults = true } = {}) {
     say("join-result", "");
     say("pairing-result", "");
     pairingCodeError = null;
+    newIdentityAccount = null;
+    noOtherDevice = null;
+    for (const radio of document.querySelectorAll('input[name="first_device"]')) radio.checked = false;
+    $("first-device-error").hidden = true;
   }
   await refreshSections();
 }
@@ -111,6 +121,8 @@ async function refreshSections() {
     $("device-name").value = defaultDeviceName(info.os, t);
   }
   if (known?.device_id) await Promise.all([refreshDevices(), refreshPairing()]);
+  else noOtherDevice = null;
+  renderJoinNotices();
   if (known) await refreshScan();
   await refreshOpenPgp();
 }
@@ -151,16 +163,47 @@ async function onJoin(event) {
   event.preventDefault();
   const name = $("device-name").value.trim();
   if (!name) return;
-  $("join").disabled = true;
+  // The user decides whether this device founds the account's identity; nothing is assumed.
+  const firstDevice = firstDeviceAnswer(document.querySelector('input[name="first_device"]:checked')?.value);
+  if (firstDevice === null) {
+    $("first-device-error").hidden = false;
+    document.querySelector('input[name="first_device"]').focus();
+    return;
+  }
+  await join($("join"), name, firstDevice);
+}
+
+/** `sma.join` with the user's answer, then what it means in words (and the notices below). */
+async function join(button, name, firstDevice) {
+  const account = selected();
+  button.disabled = true;
   say("join-result", t("joining"));
-  const reply = await call("sma.join", { account: selected(), device_name: name });
-  $("join").disabled = false;
+  const reply = await call("sma.join", { account, device_name: name, first_device: firstDevice });
+  button.disabled = false;
   if (!reply.ok) {
     say("join-result", errorText(reply), "error");
     return;
   }
-  say("join-result", reply.result.first_device ? t("joinedFirst") : t("joinedPairNext"), "ok");
+  const outcome = joinOutcome(firstDevice, reply.result);
+  say("join-result", t(outcome.messageKey), "ok");
+  newIdentityAccount = outcome.notice === "new-identity" ? account : null;
+  noOtherDevice = outcome.notice === "no-other-device" ? { account, name } : null;
+  renderJoinNotices();
   await refreshAccounts();
+}
+
+/** "This is my first device", after joining as another device found nobody: join again, founding. */
+async function onFoundHere() {
+  if (!noOtherDevice || noOtherDevice.account !== selected()) return;
+  await join($("found-here"), noOtherDevice.name, true);
+  // The button hid with its notice: keep keyboard focus on the page, at what happened.
+  if ($("no-other-device").hidden) $("join-result").focus();
+}
+
+function renderJoinNotices() {
+  const account = selected();
+  $("new-identity").hidden = newIdentityAccount !== account;
+  $("no-other-device").hidden = noOtherDevice?.account !== account;
 }
 
 // --- pairing ------------------------------------------------------------------------------
@@ -245,6 +288,11 @@ async function refreshDevices() {
     return;
   }
   body.replaceChildren(...reply.result.devices.map((d) => deviceTr(account, deviceRow(d, t))));
+  // The device list is the truth once it comes: the offer to be the first device stands only while
+  // this device is unpaired and alone (also when the page opens later, not only right after joining).
+  const self = reply.result.devices.find((d) => d.self);
+  noOtherDevice = account === selected() && aloneUnpaired(reply.result.devices) ? { account, name: self.name } : null;
+  renderJoinNotices();
 }
 
 function deviceTr(account, row) {
@@ -372,6 +420,10 @@ $("imap-security").addEventListener("change", () => {
 });
 $("imap-form").addEventListener("submit", onSave);
 $("join-form").addEventListener("submit", onJoin);
+$("first-device").addEventListener("change", () => {
+  $("first-device-error").hidden = true;
+});
+$("found-here").addEventListener("click", onFoundHere);
 $("pairing").addEventListener("click", onPairingClick);
 $("pairing").addEventListener("submit", onPairingSubmit);
 setInterval(() => {

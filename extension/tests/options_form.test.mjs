@@ -4,7 +4,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
-import { accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow } from "../options/form.js";
+import {
+  accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, firstDeviceAnswer, joinOutcome, aloneUnpaired,
+} from "../options/form.js";
 import { fakeMessenger } from "./fakes.mjs";
 import { TB_ACCOUNTS } from "./popup_states.mjs";
 
@@ -65,4 +67,40 @@ test("defaultDeviceName and deviceRow", () => {
   assert.deepEqual(row, { id: "a".repeat(16), name: "Laptop (this device)", rawName: "Laptop", status: "Paired", lastSeen: "then", self: true });
   const other = deviceRow({ device_id: "b".repeat(16), name: "Old", last_seen: 0, paired: false, self: false, stale: true }, t, () => "");
   assert.equal(other.status, "not paired, not seen for 90 days");
+});
+
+test("firstDeviceAnswer: the radio's value, or null while neither is chosen", () => {
+  assert.equal(firstDeviceAnswer("yes"), true);
+  assert.equal(firstDeviceAnswer("no"), false);
+  assert.equal(firstDeviceAnswer(undefined), null);
+  assert.equal(firstDeviceAnswer(""), null);
+  for (const key of ["firstDeviceQuestion", "firstDeviceYes", "firstDeviceYesHint", "firstDeviceNo", "firstDeviceNoHint", "firstDeviceMissing"]) t(key);
+});
+
+test("joinOutcome: what the page says after sma.join, for each answer and what the SMA held", () => {
+  const result = (first_device, identity_found) => ({ device_id: "a".repeat(16), first_device, identity_found, devices: [] });
+  // "Yes": founded; over an existing identity that is a reset, said plainly.
+  assert.deepEqual(joinOutcome(true, result(true, false)), { messageKey: "joinedFirst", notice: null });
+  assert.deepEqual(joinOutcome(true, result(true, true)), { messageKey: "joinedNewIdentity", notice: "new-identity" });
+  // "No": pair next; with nobody there, say so and offer to be the first device.
+  assert.deepEqual(joinOutcome(false, result(false, true)), { messageKey: "joinedPairNext", notice: null });
+  assert.deepEqual(joinOutcome(false, result(false, false)), { messageKey: "joinedWaiting", notice: "no-other-device" });
+  // Joining again on a device that founded earlier: nothing new to warn about.
+  assert.deepEqual(joinOutcome(false, result(true, true)), { messageKey: "joinedFirst", notice: null });
+  for (const key of ["joinedFirst", "joinedNewIdentity", "joinedPairNext", "joinedWaiting", "noOtherDeviceFound", "noOtherDeviceButton", "newIdentityTitle", "newIdentityText"]) t(key);
+  assert.equal(
+    t("noOtherDeviceFound"),
+    "No other device of yours was found in this account yet. Set up autocrypt-sma on your other device first, or, if you have none, choose “This is my first device”.",
+  );
+  assert.match(t("newIdentityText"), /started a new identity .* other devices will show a warning\. If they are yours, pair them again .* someone else may have access to your mailbox: change its password\./);
+});
+
+test("aloneUnpaired: the offer to be the first device stands only while this device is unpaired and alone", () => {
+  const me = { device_id: "a".repeat(16), name: "Laptop", last_seen: 0, paired: false, self: true, stale: false };
+  const other = { ...me, device_id: "b".repeat(16), name: "Desktop", self: false };
+  assert.equal(aloneUnpaired([me]), true);
+  assert.equal(aloneUnpaired([me, other]), false, "another device is there: pair with it");
+  assert.equal(aloneUnpaired([{ ...me, paired: true }]), false, "this device holds the key");
+  assert.equal(aloneUnpaired([]), false);
+  assert.equal(aloneUnpaired(undefined), false);
 });

@@ -1,6 +1,7 @@
 // A fake `messenger` for rendering the real pages in a browser (tests/screenshots.test.mjs).
 // The test server puts `globalThis.__FAKE__ = {messages, overview, replies, after, accounts, now}` before
-// this; `after[method]`, if given, is the overview once that call succeeded (the host moved on).
+// this; `after[method]`, if given, is the overview once that call succeeded (the host moved on), and
+// `afterReplies[method]` replaces some `replies` then (e.g. account.list once sma.join succeeded).
 "use strict";
 (() => {
   const fake = globalThis.__FAKE__;
@@ -20,13 +21,18 @@
       return n ? String(args[n - 1] ?? "") : content;
     });
   };
+  // A list in `replies`, `after` or `afterReplies` answers call after call in order (the last one stays).
+  const nextOf = (value) => (Array.isArray(value) ? (value.length > 1 ? value.shift() : value[0]) : value);
   const reply = (message) => {
     if (message.type === "overview") return fake.overview;
     if (message.type === "status") return fake.overview;
     if (message.type === "call") {
-      const result = fake.replies?.[message.method];
+      const result = nextOf(fake.replies?.[message.method]);
       if (result?.error) return { ok: false, error: result.error };
-      if (fake.after?.[message.method]) fake.overview = fake.after[message.method];
+      const overview = nextOf(fake.after?.[message.method]);
+      if (overview) fake.overview = overview;
+      const replies = nextOf(fake.afterReplies?.[message.method]);
+      if (replies) Object.assign(fake.replies, replies);
       return { ok: true, result: result ?? {} };
     }
     if (message.type === "scan.status") return fake.overview?.scan ?? null;

@@ -103,6 +103,29 @@ export const TB_ACCOUNTS = [
 
 const imap = { host: "imap.example.org", port: 993, security: "tls", username: "alice", verify_tls: true };
 
+const alone = { ...laptop, paired: false };
+const oldDesktop = { ...desktop, paired: false }; // a device of the identity this one replaced
+
+/**
+ * A configured account, not joined: the user picks an answer and presses Join; `result` is
+ * sma.join's answer, `devices` devices.list's from then on, `joined` the overview's account.
+ */
+export function joinScenario(answer, result, devices, joined) {
+  return {
+    overview: { status: "connected" },
+    accounts: TB_ACCOUNTS,
+    replies: {
+      "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: null }] },
+      "sma.join": { device_id: laptop.device_id, ...result },
+    },
+    after: { "sma.join": { status: "connected", accounts: [joined] } },
+    afterReplies: {
+      "sma.join": { "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: laptop.device_id }] }, "devices.list": { devices } },
+    },
+    steps: [{ wait: "#join-section:not([hidden])" }, { click: `input[name="first_device"][value="${answer}"]` }, { click: "#join" }],
+  };
+}
+
 export const OPTIONS_STATES = {
   "options-new": {
     overview: { status: "connected" },
@@ -134,8 +157,36 @@ export const OPTIONS_STATES = {
       "devices.list": { devices: [laptop, desktop, { ...phone, stale: true, last_seen: sec(NOW) - 100 * 86400 }] },
     },
   },
+  // The join step: the user answers "Is this the first device…?" before Join.
+  "options-join-unanswered": {
+    overview: { status: "connected" },
+    accounts: TB_ACCOUNTS,
+    replies: { "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: null }] } },
+    steps: [{ wait: "#join-section:not([hidden])" }, { click: "#join" }, { wait: "#first-device-error:not([hidden])" }],
+  },
+  // "No, I have another device", but the SMA held none: the page offers to be the first device.
+  "options-join-no-other-device": joinScenario("no", { first_device: false, identity_found: false, devices: [alone] }, [alone], newDevice([])),
+  // "Yes, this is my first device", but the SMA held other devices: a new identity, said plainly.
+  "options-join-new-identity": joinScenario(
+    "yes",
+    { first_device: true, identity_found: true, devices: [laptop, oldDesktop] },
+    [laptop, oldDesktop],
+    account({ devices: [laptop, oldDesktop] }),
+  ),
   "options-host-missing": {
     overview: { status: "host_missing" },
     accounts: TB_ACCOUNTS,
   },
 };
+
+/** "No" found nobody; then "This is my first device" joins again, founding (a second sma.join). */
+export function foundHereScenario() {
+  const scenario = joinScenario("no", { first_device: false, identity_found: false, devices: [alone] }, [alone], newDevice([]));
+  const first = scenario.replies["sma.join"];
+  scenario.replies["sma.join"] = [first, { ...first, first_device: true, devices: [laptop] }];
+  scenario.after["sma.join"] = [scenario.after["sma.join"], { status: "connected", accounts: [account({ devices: [laptop] })] }];
+  const joined = scenario.afterReplies["sma.join"];
+  scenario.afterReplies["sma.join"] = [joined, { ...joined, "devices.list": { devices: [laptop] } }];
+  scenario.steps.push({ click: "#no-other-device:not([hidden]) #found-here" }, { wait: "#join-result.ok:not(:empty)" }, { wait: "#no-other-device[hidden]" });
+  return scenario;
+}

@@ -8,7 +8,7 @@ import { mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 import { startServer, chromium, findChromium, ROOT } from "./browser.mjs";
-import { STATES, OPTIONS_STATES, NOW, ACCOUNT, PAIRING_ID } from "./popup_states.mjs";
+import { STATES, OPTIONS_STATES, NOW, ACCOUNT, PAIRING_ID, foundHereScenario } from "./popup_states.mjs";
 
 const BINARY = findChromium();
 const JOINED_UNPAIRED = STATES["joined-unpaired"];
@@ -60,6 +60,7 @@ const CLICKS = {
     after: { "pairing.join": { status: "connected", accounts: STATES["joiner-joining"].accounts } },
     steps: [{ fill: `#pairing ${CODE_FIELD}`, value: "4172093551" }, { click: `#pairing ${SUBMIT_CODE}` }, { wait: '#pairing .pairing[data-state="joining"]' }],
   },
+  "options-found-here": foundHereScenario(),
   "options-invite": {
     ...OPTIONS_STATES["options-joined"],
     overview: { status: "connected", accounts: STATES.paired.accounts },
@@ -69,6 +70,7 @@ const CLICKS = {
 };
 const OUT = join(ROOT, "artifacts/screenshots");
 const DARK = new Set(["host-missing", "inviter-code", "joiner-typing", "joiner-wrong-code", "paired-errors"]);
+const OPTIONS_DARK = new Set(["options-join-new-identity", "options-join-no-other-device"]);
 // A missing browser is a failure, never a skip: the suite's bootstrap installs Chromium.
 const skip = false;
 test("Chromium is installed for the browser tests", () => {
@@ -160,12 +162,19 @@ test("in the browser: host missing shows the install command; errors are listed"
 });
 
 test("options page screenshots and what they show", { skip, timeout: 120000 }, async () => {
-  const names = Object.keys(OPTIONS_STATES);
-  for (let i = 0; i < names.length; i += 2) {
+  // [state, file, dark]: options-joined is shown dark only; the join notices light and dark.
+  const jobs = [];
+  for (const name of Object.keys(OPTIONS_STATES)) {
+    jobs.push([name, `${name}.png`, name === "options-joined"]);
+    if (OPTIONS_DARK.has(name)) jobs.push([name, `${name}-dark.png`, true]);
+  }
+  for (let i = 0; i < jobs.length; i += 2) {
     await Promise.all(
-      names.slice(i, i + 2).map((name) =>
-        chromium(BINARY, optionsUrl(name), { screenshot: join(OUT, `${name}.png`), width: 760, height: 1000, dark: name === "options-joined" }),
-      ),
+      jobs.slice(i, i + 2).map(async ([name, png, dark]) => {
+        const file = join(OUT, png);
+        await chromium(BINARY, optionsUrl(name), { screenshot: file, width: 760, height: 1000, dark });
+        assert.ok(statSync(file).size > 2000, `${file} looks empty`);
+      }),
     );
   }
   const [fresh, joined] = await Promise.all([
@@ -249,4 +258,47 @@ test("in the browser: options sends account.configure once with the password, th
   assert.deepEqual(removed.sent.filter((m) => m.method === "device.remove"), [
     { type: "call", method: "device.remove", params: { account: "alice@example.org", device_id: "bbbbbbbbbbbbbbbb" } },
   ]);
+});
+
+test("in the browser: the join step asks whether this is the first device and sends the answer", { skip, timeout: 120000 }, async () => {
+  const [configured, unanswered] = await Promise.all([
+    chromium(BINARY, optionsUrl("options-configured")),
+    sentBy("options-join-unanswered", "options/options.html"),
+  ]);
+  // Neither answer chosen at first; Join needs one, and says so without calling the host.
+  assert.match(
+    visibleText(configured),
+    /Name of this device Is this the first device you set up for this account\? Yes, this is my first device It creates the account's key\. No, I have another device with autocrypt-sma You will pair it with a code from that device\. Join/,
+  );
+  assert.doesNotMatch(configured, /<input type="radio"[^>]*checked/);
+  assert.equal(unanswered.sent.filter((m) => m.method === "sma.join").length, 0);
+  assert.match(visibleText(unanswered.dom), /Choose an answer first\. Join/);
+  const joins = async (name) => (await sentBy(name, "options/options.html")).sent.filter((m) => m.method === "sma.join").map((m) => m.params);
+  const [no, yes] = await Promise.all([joins("options-join-no-other-device"), joins("options-join-new-identity")]);
+  assert.deepEqual(no, [{ account: ACCOUNT, device_name: "Thunderbird on Linux", first_device: false }]);
+  assert.deepEqual(yes, [{ account: ACCOUNT, device_name: "Thunderbird on Linux", first_device: true }]);
+});
+
+test("in the browser: 'another device' that finds none is told so and can still be the first", { skip, timeout: 120000 }, async () => {
+  const none = await chromium(BINARY, optionsUrl("options-join-no-other-device")).then(visibleText);
+  assert.match(
+    none,
+    /Joined\. This device is waiting to be paired\. No other device of yours was found in this account yet\. Set up autocrypt-sma on your other device first, or, if you have none, choose “This is my first device”\. This is my first device/,
+  );
+  assert.doesNotMatch(none, /new identity/);
+  const founded = await sentBy("options-found-here", "options/options.html");
+  assert.deepEqual(founded.sent.filter((m) => m.method === "sma.join").map((m) => m.params.first_device), [false, true]);
+  const text = visibleText(founded.dom);
+  assert.match(text, /Joined\. This is the account's first device: it holds the account key\./);
+  assert.doesNotMatch(text, /No other device of yours was found/);
+});
+
+test("in the browser: 'first device' over an existing setup says so plainly", { skip, timeout: 120000 }, async () => {
+  const text = await chromium(BINARY, optionsUrl("options-join-new-identity")).then(visibleText);
+  assert.match(
+    text,
+    /Joined\. This device created a new account key\. This account already had other devices, or an earlier setup\. This device started a new identity for the account, and the other devices will show a warning\. If they are yours, pair them again from this device \(“Add a device”\)\. If you did not expect other devices, someone else may have access to your mailbox: change its password\./,
+  );
+  assert.doesNotMatch(text, /No other device of yours was found/);
+  assert.match(text, /Desktop not paired/);
 });

@@ -64,9 +64,17 @@ def page(tb: Thunderbird, name: str, script: str, timeout: float = 30.0) -> Any:
 
 
 def set_up_and_join(
-    tb: Thunderbird, server: DovecotServer, user: str, password: str, address: str, device_name: str
+    tb: Thunderbird,
+    server: DovecotServer,
+    user: str,
+    password: str,
+    address: str,
+    device_name: str,
+    *,
+    first_device: bool,
 ) -> None:
-    """What the user does on the options page: pick the account, enter the IMAP settings, join."""
+    """What the user does on the options page: pick the account, enter the IMAP settings, answer
+    "Is this the first device you set up for this account?", join."""
     page(
         tb,
         OPTIONS,
@@ -103,18 +111,27 @@ def set_up_and_join(
         OPTIONS,
         f"""
         const q = id => doc.getElementById(id);
-        if (q("join-section").hidden) return null;
-        q("device-name").value = "{device_name}"; q("join").click(); return true;""",
+        if (q("join-section").hidden || q("join").disabled) return null;
+        q("device-name").value = "{device_name}";
+        doc.querySelector('input[name="first_device"][value="{"yes" if first_device else "no"}"]').click();
+        q("join").click(); return true;""",
     )
     joined = page(
         tb,
         OPTIONS,
         """
-        const r = doc.getElementById("join-result");
-        return r.className ? [r.className, r.textContent] : null;""",
+        const q = id => doc.getElementById(id);
+        const r = q("join-result");
+        return r.className ? [r.className, r.textContent, q("no-other-device").hidden,
+                              q("new-identity").hidden] : null;""",
         60,
     )
     assert joined[0] == "ok", f"joining: {joined[1]}"
+    # A found the identity on an empty SMA; B found A there: neither notice applies.
+    assert joined[2], f"'no other device found' on a device that found one: {joined[1]}"
+    assert joined[3], f"'new identity' on a device that founded on an empty SMA: {joined[1]}"
+    expected = "first device" if first_device else "Now pair this device"
+    assert expected in joined[1], joined[1]
 
 
 def add_a_device(address: str) -> str:
@@ -236,8 +253,8 @@ def test_two_thunderbirds_pair_and_share_what_they_learn(
         tb.install_addon(xpi)
     step("add-on installed in both")
 
-    set_up_and_join(a, dovecot, user, password, address, "Laptop")
-    set_up_and_join(b, dovecot, user, password, address, "Desktop")
+    set_up_and_join(a, dovecot, user, password, address, "Laptop", first_device=True)
+    set_up_and_join(b, dovecot, user, password, address, "Desktop", first_device=False)
     step("both set up and joined")
     a_key = a.call_host("account.key", {"account": address})["fingerprint"]
     with pytest.raises(AssertionError, match="not_joined"):
