@@ -465,7 +465,7 @@ def run(
         samples=sampler.samples,
         final=final,
         failures=load.failures,
-        log_entries=1 + (devices - 1) + 2,
+        log_entries=1 + (devices - 1) + 1,  # genesis, the adds, one remove that rolls
     )
 
 
