@@ -6,10 +6,11 @@ made through the server; nothing here makes a device trusted. Trust comes only f
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from native_host.core import envelope
+from native_host.core import devicelog, envelope
 from native_host.core.crypto import DevicePublic, verify_document
 from native_host.core.envelope import MessageType
 from native_host.errors import RemoteProtocolError
@@ -50,6 +51,10 @@ class Directory:
     log_entries: list[dict[str, Any]] = field(
         default_factory=list
     )  # device-log entries, unverified
+    # Where each entry (by hash) was last read under the current UIDVALIDITY, so that a device
+    # can tell when the server deleted one (runtime: written back). None: not tracked yet (a
+    # record from an earlier version, until the next full rescan).
+    log_uids: dict[str, int] | None = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget what UIDs point at: the folder's UIDVALIDITY changed (or it was recreated).
@@ -61,6 +66,7 @@ class Directory:
         self.rejected.clear()
         self.superseded.clear()
         self.watermark = None
+        self.log_uids = {}
 
     def receive(self, message: StoredMessage) -> Announcement | None:
         """Take one message from the announcement folder; the announcement if it changed anything."""
@@ -89,11 +95,13 @@ class Directory:
         parsed = envelope.parse(message.raw)
         if parsed.type is MessageType.LOG:
             # Verified by the device log, which alone decides who belongs (here: only kept).
-            if parsed.data in self.log_entries:
-                return None  # a copy (a duplicate, a rescan, a device writing the log again)
-            if len(self.log_entries) >= MAX_LOG_ENTRIES:
-                raise RemoteProtocolError(f"more than {MAX_LOG_ENTRIES} log entries")
-            self.log_entries.append(parsed.data)
+            if parsed.data not in self.log_entries:  # else a copy (a duplicate, a rescan...)
+                if len(self.log_entries) >= MAX_LOG_ENTRIES:
+                    raise RemoteProtocolError(f"more than {MAX_LOG_ENTRIES} log entries")
+                self.log_entries.append(parsed.data)
+            if self.log_uids is not None:
+                with contextlib.suppress(TypeError, ValueError):  # garbage: never a chain entry
+                    self.log_uids[devicelog.entry_hash(parsed.data)] = message.uid
             return None
         if parsed.type is not MessageType.ANNOUNCE:
             raise RemoteProtocolError(

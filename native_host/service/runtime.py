@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from native_host.core import envelope, layout
+from native_host.core import devicelog, envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import (
     Device,
@@ -55,6 +55,7 @@ PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
 INBOX_BATCH = 100
+LISTED_UIDS = 10_000  # announcement-folder UIDs listed to find deleted log entries (sizes only)
 
 
 class PushStore(FolderStore, ChangeWaiter, Protocol):
@@ -139,6 +140,7 @@ class AccountRuntime:
             record, self.trust, emit, lambda: files.save(record), clock=clock, random=random
         )
         self.removed = False  # this device was removed: the instance makes a fresh runtime
+        self._rejections_reported = 0  # directory.rejected_total already logged
 
     @property
     def account(self) -> str:
@@ -246,6 +248,8 @@ class AccountRuntime:
             except StoreError:
                 self._drop()
                 raise
+            finally:
+                self._log_rejections()
         if report.changed:
             self._emit("devices.changed", {"account": self.account, "devices": self.devices()})
         return report
@@ -263,9 +267,7 @@ class AccountRuntime:
         except FolderMissing:
             announce_status = self._recreate_announce_folder(store)
         if announce_status != record.announce_status:
-            mark = (record.directory.watermark, record.directory.rejected_total)
             announcements = refresh(store, record.directory)
-            self._log_rejections(mark)
             me = record.device.device_id
             if me in record.directory.devices and not still_announced(store, record.directory, me):
                 # The server deleted our announcement: devices that read the folder afresh
@@ -274,6 +276,8 @@ class AccountRuntime:
             gone = self.lifecycle.was_removed(self.trust.device_log()) is not None
             if me not in record.directory.devices and not gone:  # (removed: below)
                 self._join_again(store)
+            if not gone:
+                self._write_back_deleted_entries(store)
             record.announce_status = announce_status
             moved = True
         chain = self.trust.check_log()
@@ -325,14 +329,19 @@ class AccountRuntime:
             changed=record.directory.devices != before,
         )
 
-    def _log_rejections(self, mark: tuple[Watermark | None, int]) -> None:
-        """Report on stderr what the last refresh refused (garbage, bad signatures); the count
-        is in `sync`'s answer. After a reset (a new UIDVALIDITY) everything is new again."""
+    def _log_rejections(self) -> None:
+        """Report on stderr what the announcement folder's reads refused (garbage, bad
+        signatures) since the last report; the count is in `sync`'s answer. Every read counts,
+        not only the cycle's first: the join and the inbox check read the folder again, and a
+        message that arrived in between was refused unreported (tests/adversary, seed 1)."""
         directory = self.record.directory
-        new = directory.rejected_total - mark[1]
+        new = directory.rejected_total - self._rejections_reported
+        self._rejections_reported = directory.rejected_total
+        if new <= 0:
+            return  # (a fresh directory after a removal starts counting again)
         if new > len(directory.rejected):  # more than are kept: say how many went unlisted
             log.warning("announcement folder: %d more rejected", new - len(directory.rejected))
-        for rejection in directory.rejected[-new:] if new > 0 else []:
+        for rejection in directory.rejected[-new:]:
             log.warning("announcement folder: rejected uid %d: %s", rejection.uid, rejection.reason)
 
     def _join_again(self, store: FolderStore) -> None:
@@ -344,6 +353,59 @@ class AccountRuntime:
             device.device_id, device.name, self.account, device.joined, self.trust.device_keys()
         )
         join(store, self.record.directory, me, clock=self._clock, random=self._random)
+
+    def _write_back_deleted_entries(self, store: FolderStore) -> None:
+        """Append again every entry of our verified log that the announcement folder no longer
+        holds. No device deletes log entries, so the server did: one message, or the whole folder
+        (recreated by a device that knew fewer entries, or renamed away). A device that had not
+        read the entry yet could otherwise never verify anything after it, and the devices would
+        disagree for good on the members and the account key (seen as the adversary test's lost
+        roll). Runs whenever the folder changed; one FETCH of sizes. Copies are harmless: the log
+        keys entries by hash, and every device holding the entry may write it back."""
+        directory = self.record.directory
+        mark = directory.watermark
+        entries = self.trust.device_log().entries()
+        if directory.log_uids is None or mark is None or not entries:
+            return
+        listed = store.fetch(
+            layout.ANNOUNCE_FOLDER, Watermark(mark.uidvalidity, 0), limit=LISTED_UIDS, max_size=0
+        )
+        if listed.reset:
+            return  # renumbered since the refresh: the next one rescans, then we look again
+        present = {m.uid for m in listed.messages}
+        # Past the listing's end nothing is known; an entry not read at all counts as deleted
+        # only when the refresh read everything there is (nothing arrived since).
+        listed_up_to = max(present, default=0) if listed.more else None
+        read_all = listed_up_to is None and max(present, default=0) <= mark.last_uid
+        queued = {devicelog.entry_hash(e) for e in self.record.unpublished}
+        missing = []
+        for entry in entries:
+            key = devicelog.entry_hash(entry)
+            uid = directory.log_uids.get(key)
+            if key in queued or uid in present:
+                continue
+            if uid is None and not read_all:
+                continue  # it may be among the messages not read yet
+            if uid is not None and listed_up_to is not None and uid > listed_up_to:
+                continue  # past the listing
+            missing.append(entry)
+        if not missing:
+            return
+        log.warning(
+            "announcement folder: %d verified log entries were deleted; writing them back",
+            len(missing),
+        )
+        self.record.unpublished.extend(missing)
+        self._files.save(self.record)
+        self._emit(
+            "security.alert",
+            {
+                "account": self.account,
+                "kind": "device_log",
+                "message": f"the server deleted {len(missing)} device-log entries; wrote them back",
+            },
+        )
+        self.trust.publish_pending(store)
 
     def _recreate_announce_folder(self, store: FolderStore) -> FolderStatus:
         """No device deletes the announcement folder: the server did (or renamed it). Create it
@@ -544,6 +606,13 @@ class AccountRuntime:
             except (StoreError, SecretStoreUnavailable) as exc:
                 self._cycle_done()
                 self._set_online(False, exc)
+                log.warning(
+                    "sync of %s failed (%s: %s); next try in %.0f s",
+                    self.account,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    backoff,
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
