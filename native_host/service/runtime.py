@@ -606,7 +606,7 @@ class AccountRuntime:
             except (StoreError, SecretStoreUnavailable) as exc:
                 self._cycle_done()
                 self._set_online(False, exc)
-                log.warning(
+                log.info(
                     "sync of %s failed (%s: %s); next try in %.0f s",
                     self.account,
                     type(exc).__name__,

@@ -401,6 +401,7 @@ def test_junk_read_by_a_later_read_in_the_same_cycle_is_reported(
     server.mailbox.status = status  # type: ignore[method-assign]
     with caplog.at_level("WARNING"):
         r.sync()
-    assert slipped and slipped[0] is not None
+    assert slipped
+    assert slipped[0] is not None
     assert f"rejected uid {slipped[0]}:" in caplog.text
     assert inbox in server.mailbox.folders  # (recreated)
