@@ -53,6 +53,7 @@ POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
 PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
+MISSING_PAUSE = 1.0  # a push loop whose folder is missing looks again this long after a sync
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
 INBOX_BATCH = 100
 LISTED_UIDS = 10_000  # announcement-folder UIDs listed to find deleted log entries (sizes only)
@@ -201,13 +202,19 @@ class AccountRuntime:
         return result
 
     def with_store(self, action: Callable[[FolderStore], T]) -> T:
-        """Run `action` on this account's connection, under its lock (for pairing steps)."""
+        """Run `action` on this account's connection, under its lock (for pairing steps), then
+        wake the sync loop: what the action changed can change its pace (a pairing started
+        polls every PAIRING_POLL_INTERVAL). Before, the loop slept out the wait it had begun,
+        up to POLL_INTERVAL, and only push news woke it: while a push loop was backing off
+        after the server deleted the inbox, the new device saw the accept a minute late."""
         with self._lock:
             try:
                 result = action(self._connected())
             except StoreError:
                 self._drop()
                 raise
+            finally:
+                self._dirty.set()
             self._files.save(self.record)
         return result
 
@@ -644,6 +651,13 @@ class AccountRuntime:
                 if waiter.wait_for_change(folder, PUSH_WAIT, since=self._last_status(folder)):
                     self._sync_and_wait()
                 backoff = 1.0
+            except FolderMissing:
+                # Not an outage: the server deleted the folder (or this device was removed).
+                # The sync cycle recreates it (or finds the removal); watch again after that
+                # cycle at a steady pace. With the outage backoff, a server deleting the inbox
+                # a few times in a row left the device without push news for up to a minute.
+                self._sync_and_wait()
+                self._stop.wait(MISSING_PAUSE)
             except (StoreError, SecretStoreUnavailable):
                 # Both are reported by the sync loop (imap_unavailable, keyring_unavailable).
                 if waiter is not None:
