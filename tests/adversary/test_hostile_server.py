@@ -132,15 +132,28 @@ class User:
 
 
 def pair(new: User, old: User, users: list[User], log: list[str] | None = None) -> bool:
-    """One pairing attempt as the users do it: approve only on matching codes."""
-    try:
-        pairing_id = new.host.call("pairing.request", {**new.params, "device_id": old.device_id})[
-            "pairing_id"
-        ]
-    except HostCallError:
-        return False
-    new.started.add(pairing_id)
+    """One pairing attempt as the users do it: approve only on matching codes.
+
+    A refused `pairing.request` is tried again within the attempt's time, as a user would: just
+    after the server deleted or recreated the announcement folder the new device may not know
+    the old one yet, which announces itself again at its next sync (docs/protocol.md, Announce).
+    Before, one such refusal right after the attack failed the run."""
     deadline = time.monotonic() + PAIR_SECONDS
+    refusals: set[str] = set()
+    while True:
+        try:
+            pairing_id = new.host.call(
+                "pairing.request", {**new.params, "device_id": old.device_id}
+            )["pairing_id"]
+            break
+        except HostCallError as exc:
+            if log is not None and str(exc) not in refusals:
+                log.append(f"{new.instance}: pairing.request refused: {exc}")
+            refusals.add(str(exc))
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+    new.started.add(pairing_id)
     approved = False
     while time.monotonic() < deadline:
         for user in users:
