@@ -54,6 +54,7 @@ PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
 MISSING_PAUSE = 1.0  # a push loop whose folder is missing looks again this long after a sync
+ONLINE_PUSH_BACKOFF = 4.0  # a push loop's longest backoff while the sync loop is online
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
 INBOX_BATCH = 100
 LISTED_UIDS = 10_000  # announcement-folder UIDs listed to find deleted log entries (sizes only)
@@ -668,6 +669,11 @@ class AccountRuntime:
                 waiter = None
                 self._dirty.set()  # the sync loop reports the outage and backs off
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                # While the sync loop reaches the server, this is no outage but one folder in
+                # flux (Dovecot answers NO to EXAMINE while another session deletes or renames
+                # it): back off only up to ONLINE_PUSH_BACKOFF, or the device hears of news up
+                # to a minute late once the server has calmed down.
+                limit = ONLINE_PUSH_BACKOFF if self.online else MAX_BACKOFF
+                backoff = min(backoff * 2, limit)
         if waiter is not None:
             waiter.close()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from native_host.core import layout
-from native_host.ports import FolderMissing, FolderStatus
+from native_host.ports import FolderMissing, FolderStatus, StoreError
 from native_host.service import runtime as runtime_module
 from native_host.service.accounts import ImapSettings
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
@@ -104,4 +104,38 @@ def test_a_push_loop_whose_folder_is_missing_does_not_back_off_like_an_outage(
         phone.events.get()
     server.mailbox.append(inbox, b"From: <x@example.org>\r\n\r\nnot an SMA message\r\n")
     alert = phone.wait_event("security.alert", timeout=3.0)  # read and reported at once
+    assert alert["kind"] == "inbox"
+
+
+def test_a_push_loop_refused_by_a_server_that_answers_syncs_backs_off_briefly(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (tests/adversary seed 2, after the attack): Dovecot answered NO to the push
+    loop's EXAMINE of the inbox while the adversary deleted and renamed it (LIST still showed
+    the folder: a StoreError, not FolderMissing). Each answer doubled the outage backoff, up to
+    a minute, although the sync loop reached the server all along; after the attack the laptop
+    heard of the tablet's pair-request only at its next 60 s poll. While the sync loop is online
+    the push loop's backoff stays short."""
+    monkeypatch.setattr(runtime_module, "ONLINE_PUSH_BACKOFF", 0.2, raising=False)
+    refusals: list[float] = []
+
+    def refusing(folder: str, timeout: float, since: FolderStatus | None) -> bool:
+        if folder.startswith(layout.ANNOUNCE_FOLDER + "_") and len(refusals) < 5:
+            refusals.append(time.monotonic())
+            raise StoreError("select failed: Mailbox was deleted under us")
+        return server.mailbox.wait_for_change(folder, min(timeout, 0.5), since)
+
+    server = ScriptedPush(refusing)
+    phone = Device(tmp_path / "phone", server, 2)
+    configured(phone, "Phone")
+    inbox = layout.inbox_folder(phone.service.runtime(ACCOUNT).trust.me)
+    deadline = time.monotonic() + 6.0  # 1 + 2 + 4 + 8 s before the fifth with the old backoff
+    while len(refusals) < 5:
+        assert time.monotonic() < deadline, f"the push loop tried {len(refusals)} times"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    while not phone.events.empty():
+        phone.events.get()
+    server.mailbox.append(inbox, b"From: <x@example.org>\r\n\r\nnot an SMA message\r\n")
+    alert = phone.wait_event("security.alert", timeout=3.0)
     assert alert["kind"] == "inbox"
