@@ -76,28 +76,24 @@ def test_a_pairing_request_switches_the_sync_loop_to_the_pairing_pace_at_once(
     assert state(phone, pairing_id) == "showing"
 
 
-def test_a_push_loop_whose_folder_is_missing_does_not_back_off_like_an_outage(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The server deletes the inbox five times in a row while the push loop watches it; news
-    that arrives afterwards must wake the device promptly (the outage backoff had reached
-    1 + 2 + 4 + 8 + 16 s by then)."""
-    monkeypatch.setattr(runtime_module, "MISSING_PAUSE", 0.1, raising=False)
-    misses: list[float] = []
+def inbox_news_after_failures(tmp_path: Any, fail: Callable[[str], None], seconds: float) -> None:
+    """A phone whose inbox push waits fail five times in a row (`fail` raises): the five must
+    come within `seconds`, and news that arrives afterwards must be read and reported at once."""
+    failures: list[float] = []
 
-    def flaky(folder: str, timeout: float, since: FolderStatus | None) -> bool:
-        if folder.startswith(layout.ANNOUNCE_FOLDER + "_") and len(misses) < 5:
-            misses.append(time.monotonic())
-            raise FolderMissing(folder)
+    def wait(folder: str, timeout: float, since: FolderStatus | None) -> bool:
+        if folder.startswith(layout.ANNOUNCE_FOLDER + "_") and len(failures) < 5:
+            failures.append(time.monotonic())
+            fail(folder)
         return server.mailbox.wait_for_change(folder, min(timeout, 0.5), since)
 
-    server = ScriptedPush(flaky)
+    server = ScriptedPush(wait)
     phone = Device(tmp_path / "phone", server, 2)
     configured(phone, "Phone")
     inbox = layout.inbox_folder(phone.service.runtime(ACCOUNT).trust.me)
-    deadline = time.monotonic() + 5.0
-    while len(misses) < 5:
-        assert time.monotonic() < deadline, f"the push loop looked again {len(misses)} times"
+    deadline = time.monotonic() + seconds
+    while len(failures) < 5:
+        assert time.monotonic() < deadline, f"the push loop tried {len(failures)} times"
         time.sleep(0.05)
     time.sleep(0.5)
     while not phone.events.empty():
@@ -105,6 +101,20 @@ def test_a_push_loop_whose_folder_is_missing_does_not_back_off_like_an_outage(
     server.mailbox.append(inbox, b"From: <x@example.org>\r\n\r\nnot an SMA message\r\n")
     alert = phone.wait_event("security.alert", timeout=3.0)  # read and reported at once
     assert alert["kind"] == "inbox"
+
+
+def test_a_push_loop_whose_folder_is_missing_does_not_back_off_like_an_outage(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server deletes the inbox five times in a row while the push loop watches it; news
+    that arrives afterwards must wake the device promptly (the outage backoff had reached
+    1 + 2 + 4 + 8 + 16 s by then)."""
+    monkeypatch.setattr(runtime_module, "MISSING_PAUSE", 0.1, raising=False)
+
+    def missing(folder: str) -> None:
+        raise FolderMissing(folder)
+
+    inbox_news_after_failures(tmp_path, missing, 5.0)
 
 
 def test_a_push_loop_refused_by_a_server_that_answers_syncs_backs_off_briefly(
@@ -117,25 +127,8 @@ def test_a_push_loop_refused_by_a_server_that_answers_syncs_backs_off_briefly(
     heard of the tablet's pair-request only at its next 60 s poll. While the sync loop is online
     the push loop's backoff stays short."""
     monkeypatch.setattr(runtime_module, "ONLINE_PUSH_BACKOFF", 0.2, raising=False)
-    refusals: list[float] = []
 
-    def refusing(folder: str, timeout: float, since: FolderStatus | None) -> bool:
-        if folder.startswith(layout.ANNOUNCE_FOLDER + "_") and len(refusals) < 5:
-            refusals.append(time.monotonic())
-            raise StoreError("select failed: Mailbox was deleted under us")
-        return server.mailbox.wait_for_change(folder, min(timeout, 0.5), since)
+    def refused(folder: str) -> None:
+        raise StoreError("select failed: Mailbox was deleted under us")
 
-    server = ScriptedPush(refusing)
-    phone = Device(tmp_path / "phone", server, 2)
-    configured(phone, "Phone")
-    inbox = layout.inbox_folder(phone.service.runtime(ACCOUNT).trust.me)
-    deadline = time.monotonic() + 6.0  # 1 + 2 + 4 + 8 s before the fifth with the old backoff
-    while len(refusals) < 5:
-        assert time.monotonic() < deadline, f"the push loop tried {len(refusals)} times"
-        time.sleep(0.05)
-    time.sleep(0.5)
-    while not phone.events.empty():
-        phone.events.get()
-    server.mailbox.append(inbox, b"From: <x@example.org>\r\n\r\nnot an SMA message\r\n")
-    alert = phone.wait_event("security.alert", timeout=3.0)
-    assert alert["kind"] == "inbox"
+    inbox_news_after_failures(tmp_path, refused, 6.0)  # old: 1 + 2 + 4 + 8 s to the fifth
