@@ -192,26 +192,39 @@ def pair(new: User, old: User, users: list[User], log: list[str] | None = None) 
                 return False
             time.sleep(0.5)
     new.started.add(pairing_id)
-    approved = False
+    decided: set[str] = set()  # the users whose approval took effect
     while time.monotonic() < deadline:
         for user in users:
             user.reject_strangers({pairing_id})
         mine = {p["pairing_id"]: p for p in new.pairings()}.get(pairing_id)
         theirs = {p["pairing_id"]: p for p in old.pairings()}.get(pairing_id)
         if mine is None or mine["state"] in ("failed", "rejected", "expired"):
+            if log is not None:
+                log.append(f"{pairing_id[:6]}: {new.instance} {mine and mine['state']}")
             return False
         if mine["state"] == "completed" and theirs and theirs["state"] == "completed":
             return True
-        if not approved and mine["sas"] and theirs and theirs["sas"]:
-            decision = "pairing.approve" if mine["sas"] == theirs["sas"] else "pairing.reject"
-            for user in (old, new):
-                try:
-                    user.host.call(decision, {**user.params, "pairing_id": pairing_id})
-                except HostCallError:
-                    return False
-            if decision == "pairing.reject":
+        if len(decided) < 2 and mine["sas"] and theirs and theirs["sas"]:
+            if mine["sas"] != theirs["sas"]:
+                for user in (old, new):
+                    with contextlib.suppress(HostCallError):
+                        user.host.call("pairing.reject", {**user.params, "pairing_id": pairing_id})
                 return False
-            approved = True
+            for user, view in ((old, theirs), (new, mine)):
+                if view["state"] != "showing":
+                    decided.add(user.instance)  # approved already (an earlier round)
+                if user.instance in decided:
+                    continue
+                try:
+                    user.host.call("pairing.approve", {**user.params, "pairing_id": pairing_id})
+                    decided.add(user.instance)
+                except HostCallError as exc:
+                    # The approval may have taken effect before its message could be sent (it
+                    # waits in the outbox: docs/protocol.md, Sending); the next round looks
+                    # again, as the user would. Before, the attempt was abandoned unrejected,
+                    # went on to complete, and the next request was refused "already paired".
+                    if log is not None:
+                        log.append(f"{pairing_id[:6]}: {user.instance} approve failed: {exc}")
         time.sleep(0.2)
     if log is not None:
         log.append(
