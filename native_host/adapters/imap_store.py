@@ -16,6 +16,9 @@ Behaviour matches ``MemoryStore`` (the reference), with these IMAP facts behind 
   outcome would be unknown), and after a long idle a NOOP probes the link before them.
 - "Missing folder" is decided by LIST after a failing command, never by parsing the server's
   words; other failures become ``StoreError`` carrying the server's words (never the password).
+  A folder found missing is looked up on a fresh connection by the next call: in the adversary
+  test a Dovecot session whose list index a concurrent delete and rename had corrupted went on
+  answering that a folder did not exist for as long as it lived, after its owner recreated it.
 - ``append`` normalises line endings to CRLF (imaplib does, and IMAP requires it): messages are
   byte-identical on the way back when they use CRLF, which the SMA envelope does.
 - Messages are appended with ``\\Seen`` so that a mail client showing the folder shows no
@@ -290,6 +293,12 @@ class ImapStore:
                 client = self._live_client(probe=not retry)
                 try:
                     result = action(client)
+                except FolderMissing:
+                    # Asked again on a fresh session next time: a long-lived one can go on
+                    # seeing a folder as missing after another session recreated it (Dovecot,
+                    # after concurrent deletes and renames corrupted its list index).
+                    self._drop()
+                    raise
                 except StoreError:
                     raise
                 except _CONNECTION_ERRORS as exc:

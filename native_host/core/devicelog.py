@@ -532,6 +532,11 @@ class DeviceLog:
         """The resolved chain in order: what a newly paired device is handed."""
         return [node.entry.document for node in self._refreshed().chain]
 
+    def kept(self) -> list[dict[str, Any]]:
+        """The kept entries, parents first (not those still waiting): what to write back."""
+        kept = sorted(self._nodes.values(), key=lambda n: (n.entry.seq, n.entry.hash))
+        return [n.entry.document for n in kept]
+
     def documents(self) -> list[dict[str, Any]]:
         """Everything held (kept entries parents first, then the waiting ones): what to save so
         that a restart resolves the same way."""

@@ -6,11 +6,12 @@ made through the server; nothing here makes a device trusted. Trust comes only f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from native_host.core import envelope
+from native_host.core import devicelog, envelope
 from native_host.core.crypto import DevicePublic, verify_document
 from native_host.core.envelope import MessageType
 from native_host.errors import RemoteProtocolError
@@ -48,10 +49,15 @@ class Directory:
     superseded: set[int] = field(default_factory=set)  # UIDs of older announcements of a device
     rejected_total: int = 0  # every rejection since this process started, kept or not
     # What the device log keeps (core/devicelog.py), saved with the directory. Entries read from
-    # the folder go to `on_log` (the device log, which checks each one before keeping it); with
-    # no `on_log` (a device that has not set one up) they are dropped.
+    # the folder go to `on_log` (the device log, which checks each one before keeping it, and
+    # says whether it keeps it); with no `on_log` (a device that has not set one up) they are
+    # dropped.
     log_entries: list[dict[str, Any]] = field(default_factory=list)
-    on_log: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
+    on_log: Callable[[Any], bool] | None = field(default=None, compare=False, repr=False)
+    # Where each kept entry (by hash) was last read under the current UIDVALIDITY, so that a
+    # device can tell when the server deleted one (runtime: written back). Only kept entries:
+    # junk must not grow it. None: not tracked yet (until the next full rescan).
+    log_uids: dict[str, int] | None = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget what UIDs point at: the folder's UIDVALIDITY changed (or it was recreated).
@@ -63,6 +69,7 @@ class Directory:
         self.rejected.clear()
         self.superseded.clear()
         self.watermark = None
+        self.log_uids = {}
 
     def receive(self, message: StoredMessage) -> Announcement | None:
         """Take one message from the announcement folder; the announcement if it changed anything."""
@@ -91,8 +98,10 @@ class Directory:
         parsed = envelope.parse(message.raw)
         if parsed.type is MessageType.LOG:
             # The device log alone decides who belongs; it keeps only what verifies.
-            if self.on_log is not None:
-                self.on_log(parsed.data)
+            kept = self.on_log is not None and self.on_log(parsed.data)
+            if kept and self.log_uids is not None:
+                with contextlib.suppress(TypeError, ValueError):  # (kept: it hashes)
+                    self.log_uids[devicelog.entry_hash(parsed.data)] = message.uid
             return None
         if parsed.type is not MessageType.ANNOUNCE:
             raise RemoteProtocolError(

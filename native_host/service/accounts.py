@@ -104,6 +104,7 @@ class AccountRecord:
                 **FolderCursor(self.directory.watermark, self.announce_status).to_json(),
                 "devices": [asdict(a) for a in self.directory.devices.values()],
                 "log": self.directory.log_entries,
+                "log_uids": self.directory.log_uids,
             },
             "inbox": self.inbox.to_json(),
             "genesis": self.genesis,
@@ -130,6 +131,10 @@ class AccountRecord:
         announce = data.get("announce") or {}
         cursor = FolderCursor.from_json(announce)
         directory = Directory(watermark=cursor.watermark, log_entries=list(announce.get("log", [])))
+        log_uids = announce.get("log_uids")  # absent in records of earlier versions
+        directory.log_uids = (
+            {str(h): int(u) for h, u in log_uids.items()} if isinstance(log_uids, dict) else None
+        )
         for item in announce.get("devices", []):
             directory.devices[item["device_id"]] = Announcement(**item)
         device = data.get("device")

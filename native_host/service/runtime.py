@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from native_host.core import envelope, layout
+from native_host.core import devicelog, envelope, layout
 from native_host.core.directory import Announcement
 from native_host.core.join import (
     Device,
@@ -52,6 +52,8 @@ POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
 PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
+MISSING_PAUSE = 1.0  # a push loop whose folder is missing looks again this long after a sync
+ONLINE_PUSH_BACKOFF = 4.0  # a push loop's longest backoff while the sync loop is online
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
 INBOX_BATCH = 100  # messages per fetch; the store also caps their bodies at FETCH_MAX_BYTES
 MAX_INBOX_BATCHES = 50  # per sync cycle; the rest waits for the next (the status has moved)
@@ -63,6 +65,7 @@ _FROM_MEMBERS = frozenset(
         envelope.MessageType.KEY_REQUEST,
     }
 )
+LISTED_UIDS = 10_000  # announcement-folder UIDs listed to find deleted log entries (sizes only)
 
 
 class PushStore(FolderStore, ChangeWaiter, Protocol):
@@ -153,6 +156,7 @@ class AccountRuntime:
             record, self.trust, emit, lambda: files.save(record), clock=clock, random=random
         )
         self.removed = False  # this device was removed: the instance makes a fresh runtime
+        self._rejections_reported = 0  # directory.rejected_total already logged
 
     @property
     def account(self) -> str:
@@ -227,13 +231,19 @@ class AccountRuntime:
         )
 
     def with_store(self, action: Callable[[FolderStore], T]) -> T:
-        """Run `action` on this account's connection, under its lock (for pairing steps)."""
+        """Run `action` on this account's connection, under its lock (for pairing steps), then
+        wake the sync loop: what the action changed can change its pace (a pairing started
+        polls every PAIRING_POLL_INTERVAL). Before, the loop slept out the wait it had begun,
+        up to POLL_INTERVAL, and only push news woke it: while a push loop was backing off
+        after the server deleted the inbox, the new device saw the accept a minute late."""
         with self._lock:
             try:
                 result = action(self._connected())
             except StoreError:
                 self._drop()
                 raise
+            finally:
+                self._dirty.set()
             self._files.save(self.record)
         return result
 
@@ -272,6 +282,8 @@ class AccountRuntime:
             except StoreError:
                 self._drop()
                 raise
+            finally:
+                self._log_rejections()
         if report.changed:
             self._emit("devices.changed", {"account": self.account, "devices": self.devices()})
         return report
@@ -289,9 +301,7 @@ class AccountRuntime:
         except FolderMissing:
             announce_status = self._recreate_announce_folder(store)
         if announce_status != record.announce_status:
-            mark = (record.directory.watermark, record.directory.rejected_total)
             announcements = refresh(store, record.directory)
-            self._log_rejections(mark)
             me = record.device.device_id
             if me in record.directory.devices and not still_announced(store, record.directory, me):
                 # The server deleted our announcement: devices that read the folder afresh
@@ -300,6 +310,8 @@ class AccountRuntime:
             gone = self.lifecycle.was_removed(self.trust.device_log()) is not None
             if me not in record.directory.devices and not gone:  # (removed: below)
                 self._join_again(store)
+            if not gone:
+                self._write_back_deleted_entries(store)
             record.announce_status = announce_status
             moved = True
         chain = self.trust.check_log()
@@ -356,14 +368,19 @@ class AccountRuntime:
             changed=record.directory.devices != before,
         )
 
-    def _log_rejections(self, mark: tuple[Watermark | None, int]) -> None:
-        """Report on stderr what the last refresh refused (garbage, bad signatures); the count
-        is in `sync`'s answer. After a reset (a new UIDVALIDITY) everything is new again."""
+    def _log_rejections(self) -> None:
+        """Report on stderr what the announcement folder's reads refused (garbage, bad
+        signatures) since the last report; the count is in `sync`'s answer. Every read counts,
+        not only the cycle's first: the join and the inbox check read the folder again, and a
+        message that arrived in between was refused unreported (tests/adversary, seed 1)."""
         directory = self.record.directory
-        new = directory.rejected_total - mark[1]
+        new = directory.rejected_total - self._rejections_reported
+        self._rejections_reported = directory.rejected_total
+        if new <= 0:
+            return  # (a fresh directory after a removal starts counting again)
         if new > len(directory.rejected):  # more than are kept: say how many went unlisted
             log.warning("announcement folder: %d more rejected", new - len(directory.rejected))
-        for rejection in directory.rejected[-new:] if new > 0 else []:
+        for rejection in directory.rejected[-new:]:
             log.warning("announcement folder: rejected uid %d: %s", rejection.uid, rejection.reason)
 
     def _join_again(self, store: FolderStore) -> None:
@@ -376,6 +393,60 @@ class AccountRuntime:
         )
         join(store, self.record.directory, me, clock=self._clock, random=self._random)
 
+    def _write_back_deleted_entries(self, store: FolderStore) -> None:
+        """Append again every entry of our verified log that the announcement folder no longer
+        holds. No device deletes log entries, so the server did: one message, or the whole folder
+        (recreated by a device that knew fewer entries, or renamed away). A device that had not
+        read the entry yet could otherwise never verify anything after it, and the devices would
+        disagree for good on the members and the account key (seen as the adversary test's lost
+        roll). Runs whenever the folder changed; one FETCH of sizes. Copies are harmless: the log
+        keys entries by hash, and every device holding the entry may write it back."""
+        directory = self.record.directory
+        mark = directory.watermark
+        entries = self.trust.device_log().kept()  # (off-chain removals count too)
+        if directory.log_uids is None or mark is None or not entries:
+            return
+        listed = store.fetch(
+            layout.ANNOUNCE_FOLDER, Watermark(mark.uidvalidity, 0), limit=LISTED_UIDS, max_size=0
+        )
+        if listed.reset:
+            return  # renumbered since the refresh: the next one rescans, then we look again
+        present = {m.uid for m in listed.messages}
+        # Past the listing's end nothing is known; an entry not read at all counts as deleted
+        # only when the refresh read everything there is (nothing arrived since).
+        listed_up_to = max(present, default=0) if listed.more else None
+        read_all = listed_up_to is None and max(present, default=0) <= mark.last_uid
+        queued = {devicelog.entry_hash(e) for e in self.record.unpublished}
+        missing = []
+        for entry in entries:
+            key = devicelog.entry_hash(entry)
+            uid = directory.log_uids.get(key)
+            if key in queued or uid in present:
+                continue
+            if uid is None and not read_all:
+                continue  # it may be among the messages not read yet
+            if uid is not None and listed_up_to is not None and uid > listed_up_to:
+                continue  # past the listing
+            missing.append(entry)
+        if not missing:
+            return
+        log.warning(
+            "announcement folder: %d verified log entries were deleted; writing them back",
+            len(missing),
+        )
+        self.record.unpublished.extend(missing)
+        self._files.save(self.record)
+        self._emit(
+            "security.alert",
+            {
+                "account": self.account,
+                "kind": "device_log",
+                "finding": "deleted",
+                "message": f"the server deleted {len(missing)} device-log entries; wrote them back",
+            },
+        )
+        self.trust.publish_pending(store)
+
     def _recreate_announce_folder(self, store: FolderStore) -> FolderStatus:
         """No device deletes the announcement folder: the server did (or renamed it). Create it
         again and write the verified log back (every device keeps its own copy; duplicates are
@@ -383,8 +454,8 @@ class AccountRuntime:
         (_join_again)."""
         ensure_folder(store, layout.ANNOUNCE_FOLDER, [])
         if self.trust.is_paired():
-            kept = self.trust.device_log().documents()  # (off-chain removals count too)
-            self.record.unpublished.extend(kept[: len(kept) - len(self.trust.device_log().pending)])
+            # Every kept entry, not only the chain: removals that count off it too.
+            self.record.unpublished.extend(self.trust.device_log().kept())
             self._files.save(self.record)
         self._emit(
             "security.alert",
@@ -614,6 +685,13 @@ class AccountRuntime:
             except (StoreError, SecretStoreUnavailable) as exc:
                 self._cycle_done()
                 self._set_online(False, exc)
+                log.info(
+                    "sync of %s failed (%s: %s); next try in %.0f s",
+                    self.account,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    backoff,
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -645,6 +723,13 @@ class AccountRuntime:
                 if waiter.wait_for_change(folder, PUSH_WAIT, since=self._last_status(folder)):
                     self._sync_and_wait()
                 backoff = 1.0
+            except FolderMissing:
+                # Not an outage: the server deleted the folder (or this device was removed).
+                # The sync cycle recreates it (or finds the removal); watch again after that
+                # cycle at a steady pace. With the outage backoff, a server deleting the inbox
+                # a few times in a row left the device without push news for up to a minute.
+                self._sync_and_wait()
+                self._stop.wait(MISSING_PAUSE)
             except (StoreError, SecretStoreUnavailable):
                 # Both are reported by the sync loop (imap_unavailable, keyring_unavailable).
                 if waiter is not None:
@@ -655,6 +740,11 @@ class AccountRuntime:
                 waiter = None
                 self._dirty.set()  # the sync loop reports the outage and backs off
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                # While the sync loop reaches the server, this is no outage but one folder in
+                # flux (Dovecot answers NO to EXAMINE while another session deletes or renames
+                # it): back off only up to ONLINE_PUSH_BACKOFF, or the device hears of news up
+                # to a minute late once the server has calmed down.
+                limit = ONLINE_PUSH_BACKOFF if self.online else MAX_BACKOFF
+                backoff = min(backoff * 2, limit)
         if waiter is not None:
             waiter.close()

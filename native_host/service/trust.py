@@ -153,13 +153,18 @@ class Trust:
         seq, head = chain.head_seq, chain.head_hash
         return None if seq is None or head is None else LogHead(seq, head)
 
-    def _take_entry(self, entry: Any) -> None:
-        """One entry read from the announcement folder: the log decides whether it is kept."""
+    def _take_entry(self, entry: Any) -> bool:
+        """One entry read from the announcement folder: the log decides whether it is kept
+        (the answer: whether it is)."""
         chain = self.device_log()
         before = chain.changes
         chain.receive(entry)
         if chain.changes != before:  # (junk is dropped: nothing to save)
             self.record.directory.log_entries = chain.documents()
+        try:
+            return chain.contains(devicelog.entry_hash(entry))
+        except (TypeError, ValueError):  # (garbage does not even hash)
+            return False
 
     def founded_here(self) -> bool:
         """Whether this device made the pinned genesis."""

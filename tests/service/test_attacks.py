@@ -311,3 +311,99 @@ def test_a_deleted_announcement_is_written_again_so_a_new_device_can_pair(
     configured(tablet, "Tablet")
     assert laptop_id in {d["device_id"] for d in runtime(tablet).devices()}
     pair(laptop, tablet)
+
+
+def _log_uid(server: Server, entry: dict[str, Any]) -> int:
+    """Where the server holds `entry` in the announcement folder."""
+    box = server.mailbox.folders[layout.ANNOUNCE_FOLDER]
+    for uid, raw in box.messages.items():
+        message = envelope.parse(raw)
+        if message.type is MessageType.LOG and message.data == entry:
+            return uid
+    raise AssertionError("entry not in the announcement folder")
+
+
+def _renamed_while_the_phone_is_away(laptop: Device, phone: Device) -> dict[str, Any]:
+    """Paired laptop and phone; the phone stops syncing, the laptop renames it (a log entry the
+    phone has not read)."""
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    honest_pairing_completes(laptop, phone)
+    runtime(phone).stop(wait=5)
+    phone_id = runtime(phone).trust.me
+    runtime(laptop).rename_device(phone_id, "Phone (work)")
+    return runtime(laptop).trust.device_log().entries()[-1]
+
+
+def _agree_after(laptop: Device, phone: Device) -> None:
+    """A later entry that needs the deleted one, then the phone catches up: its verified log must
+    reach the laptop's head (before the fix it stopped below the deleted entry for good, and the
+    devices disagreed on the members' names, or, in the adversary run, on the account key)."""
+    laptop_rt, phone_rt = runtime(laptop), runtime(phone)
+    laptop_rt.sync()
+    laptop_rt.rename_device(phone_rt.trust.me, "Phone (home)")
+    for _ in range(2):
+        phone_rt.sync()
+    assert phone_rt.trust.device_log().head_hash == laptop_rt.trust.device_log().head_hash
+    names = {d["name"] for d in phone_rt.devices() if d["paired"]}
+    assert names == {"Laptop", "Phone (home)"}
+
+
+def test_a_log_entry_the_server_deleted_is_written_back_by_a_device_that_holds_it(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    """Regression (tests/adversary seed 1, more often on a loaded machine): the server deleted
+    the entry admitting the tablet before the phone had read it. Nobody wrote it back, so the
+    phone could verify neither the tablet's removal nor the roll after it: laptop and phone kept
+    different account keys for good, without an alert."""
+    entry = _renamed_while_the_phone_is_away(laptop, phone)
+    server.mailbox.delete_messages(layout.ANNOUNCE_FOLDER, [_log_uid(server, entry)])
+    _agree_after(laptop, phone)
+    assert _log_uid(server, entry)  # back on the server
+    alerts = [data["message"] for event, data in laptop.events.queue if event == "security.alert"]
+    assert any("deleted 1 device-log entries" in a for a in alerts), alerts
+
+
+def test_a_log_entry_lost_with_a_recreated_folder_is_written_back(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    """The server deletes the announcement folder; the phone, which had not read the newest
+    entry, recreates it and writes back the shorter log it has. The laptop, reading the new
+    folder from its start, writes back what is missing."""
+    entry = _renamed_while_the_phone_is_away(laptop, phone)
+    runtime(laptop).stop(wait=5)  # the phone must be the one that recreates the folder
+    server.mailbox.delete_folder(layout.ANNOUNCE_FOLDER)
+    runtime(phone).sync()
+    assert layout.ANNOUNCE_FOLDER in server.mailbox.folders
+    _agree_after(laptop, phone)
+    assert _log_uid(server, entry)
+
+
+def test_junk_read_by_a_later_read_in_the_same_cycle_is_reported(
+    laptop: Device, server: Server, caplog: Any
+) -> None:
+    """Regression (tests/adversary, seed 1): a sync cycle reads the announcement folder more than
+    once (the inbox check and announcing again read it too). Only the first read's rejections
+    were reported, so junk that arrived in between was refused without a report. Here the server
+    deletes the inbox and slips junk in just before the device looks at its inbox."""
+    configured(laptop, "Laptop")
+    r = runtime(laptop)
+    r.stop(wait=5)
+    r.sync()
+    inbox = layout.inbox_folder(r.trust.me)
+    server.mailbox.delete_folder(inbox)
+    original = server.mailbox.status
+    slipped: list[int | None] = []
+
+    def status(folder: str) -> Any:
+        if folder == inbox and not slipped:
+            slipped.append(server.mailbox.append(layout.ANNOUNCE_FOLDER, b"junk\r\n\r\njunk"))
+        return original(folder)
+
+    server.mailbox.status = status  # type: ignore[method-assign]
+    with caplog.at_level("WARNING"):
+        r.sync()
+    assert slipped
+    assert slipped[0] is not None
+    assert f"rejected uid {slipped[0]}:" in caplog.text
+    assert inbox in server.mailbox.folders  # (recreated)

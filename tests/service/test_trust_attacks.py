@@ -169,7 +169,9 @@ def test_the_provider_hiding_a_removal_cannot_undo_it_with_an_honest_entry(
         chain = runtime(device).trust.device_log()
         assert tablet_id in chain.removed
         assert not chain.is_member(tablet_id)
-        assert findings(device) == [], findings(device)  # a race, not an attack
+        # A race, not an attack: nothing but, on the laptop, that the server dropped its entries
+        # (it wrote them back: what dropping the appends looks like from there).
+        assert set(findings(device)) <= {"deleted"}, findings(device)
 
 
 def test_junk_in_the_announcement_folder_costs_nothing(laptop: Device, server: Server) -> None:
@@ -326,7 +328,13 @@ def test_an_owed_roll_the_first_member_never_makes_is_made_by_another_after_the_
     assert fingerprint(other) == old
     clock(other).advance(lifecycle.ROLL_GRACE)
     settle(rest, lambda: not runtime(other).trust.device_log().roll_owed)
-    undo()
-    rolled = runtime(other).trust.device_log().account_key
-    assert rolled not in (None, old)
-    settle(rest, lambda: all(fingerprint(d) == rolled for d in rest), timeout=60)
+    assert runtime(other).trust.device_log().account_key not in (None, old)
+    undo()  # the first member's roll shows up now too (it writes back what was dropped): the
+    # log settles the two rolls like any race, and both devices end on the same new key
+
+    def agreed() -> bool:
+        keys = {runtime(d).trust.device_log().account_key for d in rest}
+        return len(keys) == 1 and all(fingerprint(d) in keys for d in rest)
+
+    settle(rest, agreed, timeout=60)
+    assert fingerprint(first) not in (None, old)

@@ -1,0 +1,86 @@
+"""ImapStore: "this folder is missing" is never trusted past the session that said it.
+
+Regression (tests/adversary, seeds 1, 3, 6; more often on a loaded machine): after the adversary
+deleted and renamed folders concurrently, Dovecot's list index was corrupted, and the laptop's
+long-lived session went on answering that the tablet's inbox did not exist after the tablet had
+recreated it. The laptop kept its pairing message in the outbox ("the inbox of ... is missing;
+trying again") until the pairing expired, and the tablet never got the accept. A fresh session
+saw the folder at once. Here each IMAP session is a scripted fake whose view is fixed when it is
+opened, which is what a stale session looks like from the client.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import time
+from typing import Any
+
+import pytest
+
+from native_host.adapters.imap_store import ImapStore
+from native_host.ports import FolderMissing
+
+F = "_Autocrypt_SMA_0123456789abcdef"
+
+
+class Session:
+    """One IMAP session that believes `F` exists, or not, for its whole life."""
+
+    def __init__(self, sees_folder: bool) -> None:
+        self.sees_folder = sees_folder
+        self.appended: list[bytes] = []
+
+    def append(self, folder: str, data: bytes, flags: Any = ()) -> bytes:
+        if not self.sees_folder:
+            raise imaplib.IMAP4.error("append failed: [TRYCREATE] Mailbox doesn't exist")
+        self.appended.append(data)
+        return b"[APPENDUID 7 %d] Append completed." % len(self.appended)
+
+    def list_folders(
+        self, directory: str, pattern: str
+    ) -> list[tuple[tuple[bytes, ...], bytes, str]]:
+        return [((b"\\HasNoChildren",), b"/", F)] if self.sees_folder and pattern == F else []
+
+    def noop(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def logout(self) -> None:
+        pass
+
+
+class ScriptedStore(ImapStore):
+    """An ImapStore whose every new connection is the next scripted session."""
+
+    def __init__(self, views: list[bool]) -> None:
+        self.views = views
+        self.sessions: list[Session] = []
+        super().__init__("127.0.0.1", 143, "user", "password", security="none")
+
+    def _connect(self) -> Any:
+        session = Session(self.views.pop(0))
+        self.sessions.append(session)
+        self._client = session
+        self._selected = None
+        self._last_used = time.monotonic()
+        self._capabilities = frozenset({b"UIDPLUS"})
+        self.namespace_prefix, self.delimiter = "", "/"
+        return session
+
+
+def test_a_folder_found_missing_is_looked_up_on_a_fresh_session_next_time() -> None:
+    store = ScriptedStore([False, True])  # the first session is stale, the next one is not
+    with pytest.raises(FolderMissing):
+        store.append(F, b"Subject: accept\r\n\r\nbody\r\n")
+    assert store.append(F, b"Subject: accept\r\n\r\nbody\r\n") == 1
+    assert len(store.sessions) == 2
+    assert store.sessions[1].appended
+
+
+def test_a_folder_that_is_there_keeps_the_session() -> None:
+    store = ScriptedStore([True])
+    for n in range(3):
+        assert store.append(F, b"Subject: m\r\n\r\nbody\r\n") == n + 1
+    assert len(store.sessions) == 1  # no reconnect when nothing was missing
