@@ -570,6 +570,10 @@ class DeviceLog:
                 return node.entry.document
         return None
 
+    def holds(self, entry_hash_: str) -> bool:
+        """Whether an entry is kept or waiting (what `documents` returns)."""
+        return entry_hash_ in self._nodes or entry_hash_ in self._waiting
+
     def contains(self, entry_hash_: str) -> bool:
         """Whether an entry is kept (a head another device names, for example)."""
         return entry_hash_ in self._nodes

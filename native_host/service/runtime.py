@@ -431,8 +431,9 @@ class AccountRuntime:
         if not missing:
             return
         log.warning(
-            "announcement folder: %d verified log entries were deleted; writing them back",
+            "announcement folder: %d verified log entries were deleted; writing them back (%s)",
             len(missing),
+            ", ".join(f"{e['op']} at seq {e['seq']}" for e in missing),
         )
         self.record.unpublished.extend(missing)
         self._files.save(self.record)

@@ -155,14 +155,14 @@ class Trust:
 
     def _take_entry(self, entry: Any) -> bool:
         """One entry read from the announcement folder: the log decides whether it is kept
-        (the answer: whether it is)."""
+        (the answer: whether it holds it, kept or waiting for its parent)."""
         chain = self.device_log()
         before = chain.changes
         chain.receive(entry)
         if chain.changes != before:  # (junk is dropped: nothing to save)
             self.record.directory.log_entries = chain.documents()
         try:
-            return chain.contains(devicelog.entry_hash(entry))
+            return chain.holds(devicelog.entry_hash(entry))
         except (TypeError, ValueError):  # (garbage does not even hash)
             return False
 
@@ -220,6 +220,10 @@ class Trust:
         as one alert with their count, never one per entry."""
         chain = self.device_log()
         self.record.directory.log_entries = chain.documents()
+        uids = self.record.directory.log_uids
+        if uids is not None and len(uids) > len(self.record.directory.log_entries) + 64:
+            # (entries dropped from the waiting pool: their places are of no use any more)
+            self.record.directory.log_uids = {h: u for h, u in uids.items() if chain.holds(h)}
         counting = chain.counting_removals()
         if not set(counting) <= chain.applied:  # acted on from now: a later entry cannot undo it
             chain.apply(counting)
@@ -675,6 +679,10 @@ class Trust:
         admission = chain.admission_of(self.me)
         held.receive_all(chain.documents())
         self.record.directory.log_entries = held.documents()
+        # Read the folder once more from its start: the entries that came with the pairing are
+        # kept now, and where each sits must be known before one can count as deleted.
+        self.record.directory.watermark = None
+        self.record.announce_status = None
         assert admission is not None  # checked above: the log admits us
         self.record_entry(admission)
         self.record.pairings[p.pairing_id] = p.to_json()

@@ -467,4 +467,4 @@ def test_a_benign_run_raises_no_alert(
 
     wait(settled, 60, "the benign run settles")
     for host in (laptop, phone, tablet):
-        assert alerts(host) == [], alerts(host)
+        assert alerts(host) == [], (alerts(host), host.stderr_text()[-3000:])
