@@ -79,6 +79,7 @@ T = TypeVar("T")
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 _FORBIDDEN = re.compile(r"[%*\x00-\x1f\x7f]")
 _UNUSABLE = {b"\\NONEXISTENT", b"\\NOSELECT"}  # a name that cannot hold messages
+SELECT_ATTEMPTS = 3  # a SELECT that meets a folder deleted and recreated under this session
 _IDLE_PROBE_SECONDS = 60.0  # NOOP before a non-retryable command after this much idle time
 _IDLE_SLICE_SECONDS = 30.0  # the longest single wait on the socket during IDLE
 _IDLE_RENEW_SECONDS = 240.0  # DONE + IDLE again (RFC 2177: a server may drop IDLE after 30 min)
@@ -406,12 +407,20 @@ class ImapStore:
     # --- selected state -----------------------------------------------------------------------
     def _select(self, client: Any, folder: str, server: str, *, readonly: bool) -> dict[Any, Any]:
         self._selected = None
-        try:
-            info: dict[Any, Any] = client.select_folder(server, readonly=readonly)
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as exc:
-            self._missing_or_raise(client, folder, server, exc)
+        for attempt in range(SELECT_ATTEMPTS):
+            try:
+                info: dict[Any, Any] = client.select_folder(server, readonly=readonly)
+                break
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                # Dovecot, when the folder was deleted and created again between two commands
+                # of this session: the name exists, the mailbox this session knew does not. A
+                # fresh SELECT opens the new one (seen in CI: a device recreating its inbox).
+                if "deleted under us" in str(exc) and attempt + 1 < SELECT_ATTEMPTS:
+                    time.sleep(0.05)
+                    continue
+                self._missing_or_raise(client, folder, server, exc)
         self._selected = (server, readonly)
         return info
 
@@ -608,12 +617,17 @@ class ImapStore:
         items = ["UIDVALIDITY", "UIDNEXT", "MESSAGES"] + (["HIGHESTMODSEQ"] if condstore else [])
 
         def action(client: Any) -> FolderStatus:
-            try:
-                answer = client.folder_status(server, items)
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:
-                self._missing_or_raise(client, folder, server, exc)
+            for attempt in range(SELECT_ATTEMPTS):
+                try:
+                    answer = client.folder_status(server, items)
+                    break
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:
+                    if "deleted under us" in str(exc) and attempt + 1 < SELECT_ATTEMPTS:
+                        time.sleep(0.05)  # (as in _select: deleted and recreated meanwhile)
+                        continue
+                    self._missing_or_raise(client, folder, server, exc)
             modseq = answer.get(b"HIGHESTMODSEQ")
             return FolderStatus(
                 uidvalidity=int(answer[b"UIDVALIDITY"]),

@@ -358,7 +358,8 @@ def test_a_removed_device_helped_by_the_provider_stays_out(
             ]
         )
         if trick == "beside":
-            thief.beside_its_removal()
+            with contextlib.suppress(ValueError):  # (its own earlier entry made it moot)
+                thief.beside_its_removal()
         elif trick == "past":
             thief.fork_from_the_past()
         elif trick == "head":
@@ -467,4 +468,4 @@ def test_a_benign_run_raises_no_alert(
 
     wait(settled, 60, "the benign run settles")
     for host in (laptop, phone, tablet):
-        assert alerts(host) == [], (alerts(host), host.stderr_text()[-3000:])
+        assert alerts(host) == [], alerts(host)
