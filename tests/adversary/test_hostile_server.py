@@ -559,4 +559,11 @@ def check_reports(
             f"{user.instance}: {len(forged_entries)} forged log entries, {log_alerts} alerts"
         )
         must_report += len(left)
-    assert must_report > 0, "the adversary placed nothing that had to be reported"
+    # The run must have put reporting to the test. Whether what it placed is still there (or
+    # still in an inbox of the same UIDVALIDITY) at the end depends on the adversary's own later
+    # deletes and on timing: on a loaded machine (seed 3) the attack's last rounds swept away
+    # all of it, and the run failed with nothing wrong. So: something was placed that had to be
+    # reported, and everything of it that is checkable was (above).
+    placed = sum(1 for p in adversary.placements if p.must_report)
+    assert placed > 0, "the adversary placed nothing that had to be reported"
+    story.append(f"{placed} must-report messages placed, {must_report} checked at the end")
