@@ -52,6 +52,16 @@ ATTACK_SECONDS = 8.0
 CONVERGE_SECONDS = 90.0  # an unacknowledged key-sync batch is resent after 60 s (protocol.md)
 
 
+NAMES = ("laptop", "phone", "tablet")
+
+
+class AsUser:
+    """What tests.adversary's `ingest` needs of a user."""
+
+    def __init__(self, host: CheckedHost, params: dict[str, str]) -> None:
+        self.host, self.params = host, params
+
+
 def device_id(host: CheckedHost, account: str) -> str:
     found = host.call("account.list")["accounts"]
     return str(next(a["device_id"] for a in found if a["account"] == account))
@@ -204,47 +214,30 @@ class Thief:
             )
         self._sign(entry)
 
+    def _by_hand(self, parent: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """An entry below `parent`, signed with the tablet's key (no builder: they refuse what
+        the tablet may no longer do)."""
+        from native_host.core.crypto import sign_document
+
+        doc = {"v": 2, "seq": parent["seq"] + 1, "prev": devicelog.entry_hash(parent)}
+        doc |= {"account_key": None, "by": self.tablet, "at": 1_900_000_000, **fields}
+        return sign_document(doc, self.keys)
+
     def fork_from_the_past(self) -> None:
         entries = [e for _, e, _ in self._log()]
         adds = [e for e in entries if e.get("op") == "add" and e.get("device_id") == self.tablet]
         if not adds:
             return
         self.actions.append("fork from its own admission: admits its own device")
-        fork = dict(adds[0])
-        doc = {
-            "v": 2,
-            "seq": fork["seq"] + 1,
-            "prev": devicelog.entry_hash(fork),
-            "op": "add",
-            "device_id": self.own_id,
-            "keys": self.own.public.to_json(),
-            "name": "Phone",
-            "account_key": None,
-            "by": self.tablet,
-            "at": 1_900_000_000,
-        }
-        from native_host.core.crypto import sign_document
-
-        self._sign(sign_document(doc, self.keys))
+        keys = self.own.public.to_json()
+        self._sign(self._by_hand(adds[0], op="add", device_id=self.own_id, keys=keys, name="Phone"))
 
     def on_the_head(self) -> None:
         self.actions.append("an entry on the head, as if still a member")
         entries = [e for _, e, _ in self._log()]
         head = max(entries, key=lambda e: e.get("seq", 0))
-        doc = {
-            "v": 2,
-            "seq": head["seq"] + 1,
-            "prev": devicelog.entry_hash(head),
-            "op": "rename",
-            "device_id": self.tablet,
-            "name": "still here",
-            "account_key": None,
-            "by": self.tablet,
-            "at": 1_900_000_000,
-        }
-        from native_host.core.crypto import sign_document
-
-        self._append(layout.ANNOUNCE_FOLDER, MessageType.LOG, sign_document(doc, self.keys))
+        entry = self._by_hand(head, op="rename", device_id=self.tablet, name="still here")
+        self._append(layout.ANNOUNCE_FOLDER, MessageType.LOG, entry)
 
     def ask_for_the_key(self, members: list[str]) -> None:
         to = self.rng.choice(members)
@@ -320,18 +313,13 @@ def test_a_removed_device_helped_by_the_provider_stays_out(
     params = {"account": account}
     laptop, phone, tablet = three_paired(spawn, mail)
     ids = {
-        name: device_id(h, account)
-        for name, h in (("laptop", laptop), ("phone", phone), ("tablet", tablet))
+        name: device_id(h, account) for name, h in zip(NAMES, (laptop, phone, tablet), strict=True)
     }
     ingested: dict[str, int] = {}
     ingest_on = {"laptop": laptop, "phone": phone}
 
-    class U:  # what tests.adversary's ingest needs of a user
-        def __init__(self, host: CheckedHost) -> None:
-            self.host, self.params = host, params
-
-    ingest(U(laptop), "carol@example.org", T0 + 100, ingested)  # type: ignore[arg-type]
-    ingest(U(phone), "dave@example.org", T0 + 200, ingested)  # type: ignore[arg-type]
+    ingest(AsUser(laptop, params), "carol@example.org", T0 + 100, ingested)  # type: ignore[arg-type]
+    ingest(AsUser(phone, params), "dave@example.org", T0 + 200, ingested)  # type: ignore[arg-type]
     stolen = keyring.get_password(SERVICE_PREFIX + "tablet", names.device_key_name(account))
     assert stolen is not None
     thief_already_knew = secrets_of("tablet", account)  # it had all of these; nothing new may leak
@@ -377,7 +365,7 @@ def test_a_removed_device_helped_by_the_provider_stays_out(
         else:
             n += 1
             who = thief.rng.choice(sorted(ingest_on))
-            ingest(U(ingest_on[who]), f"x{n}@example.org", T0 + 1000 + n, ingested)  # type: ignore[arg-type]
+            ingest(AsUser(ingest_on[who], params), f"x{n}@example.org", T0 + 1000 + n, ingested)  # type: ignore[arg-type]
         time.sleep(0.25)
     thief.redeliver()
     story = f"seed {seed}: " + "; ".join(thief.actions)
@@ -436,17 +424,12 @@ def test_a_benign_run_raises_no_alert(
     params = {"account": account}
     laptop, phone, tablet = three_paired(spawn, mail)
     ids = {
-        name: device_id(h, account)
-        for name, h in (("laptop", laptop), ("phone", phone), ("tablet", tablet))
+        name: device_id(h, account) for name, h in zip(NAMES, (laptop, phone, tablet), strict=True)
     }
 
-    class U:
-        def __init__(self, host: CheckedHost) -> None:
-            self.host, self.params = host, params
-
     ingested: dict[str, int] = {}
-    ingest(U(laptop), "carol@example.org", T0 + 100, ingested)  # type: ignore[arg-type]
-    ingest(U(phone), "dave@example.org", T0 + 200, ingested)  # type: ignore[arg-type]
+    ingest(AsUser(laptop, params), "carol@example.org", T0 + 100, ingested)  # type: ignore[arg-type]
+    ingest(AsUser(phone, params), "dave@example.org", T0 + 200, ingested)  # type: ignore[arg-type]
     phone.call("device.rename", {**params, "device_id": ids["phone"], "name": "My phone"})
     laptop.call(
         "device.rename", {**params, "device_id": ids["laptop"], "name": "My laptop"}

@@ -41,6 +41,18 @@ def thief_keys(device: Device) -> DeviceKeys:
     return DeviceKeys.from_secret(stored)
 
 
+def stolen_tablet(
+    laptop: Device, phone: Device, tablet: Device
+) -> tuple[str, str, str, DeviceKeys, devicelog.DeviceLog]:
+    """Three paired devices; what the tablet's thief holds: its key, and the log as it stood."""
+    three(laptop, phone, tablet)
+    ids = device_id(tablet), device_id(laptop), device_id(phone)
+    before = runtime(laptop).trust.device_log()
+    snapshot = devicelog.DeviceLog(before.genesis_hash)
+    snapshot.receive_all(before.documents())
+    return (*ids, thief_keys(tablet), snapshot)
+
+
 def ground(make: Any, below: str) -> dict[str, Any]:
     """Vary `at` until the entry's hash is below `below` (what won forks before format 2)."""
     for at in range(10_000):
@@ -62,12 +74,7 @@ def test_a_removed_device_cannot_undo_its_removal_whatever_it_signs(
     of every other device, a rename. Before format 2 each of these won the fork on every device.
     Now the tablet stays out, the account key is the laptop's roll, nobody else is removed, and
     both remaining devices name the attack once; the thief's entries never count."""
-    three(laptop, phone, tablet)
-    tablet_id, laptop_id, phone_id = device_id(tablet), device_id(laptop), device_id(phone)
-    keys = thief_keys(tablet)
-    before = runtime(laptop).trust.device_log()
-    snapshot = devicelog.DeviceLog(before.genesis_hash)
-    snapshot.receive_all(before.documents())
+    tablet_id, laptop_id, phone_id, keys, snapshot = stolen_tablet(laptop, phone, tablet)
     tablet.service.stop(wait=10)  # the thief takes it offline; it never learns of the removal
     new = runtime(laptop).remove_device(tablet_id)
     removal = runtime(laptop).trust.device_log().removal_of(tablet_id)
@@ -109,12 +116,7 @@ def test_a_thief_answering_its_removal_by_removing_the_remover_gets_nothing(
     before the counter-removal came, so it cannot undo it either: the tablet is out, the laptop
     stays, the key is the laptop's, and both tell their users that the tablet answered its
     removal (a device that saw both at once, with nothing applied, counts both out: unit tests)."""
-    three(laptop, phone, tablet)
-    tablet_id, laptop_id, phone_id = device_id(tablet), device_id(laptop), device_id(phone)
-    keys = thief_keys(tablet)
-    before = runtime(laptop).trust.device_log()
-    snapshot = devicelog.DeviceLog(before.genesis_hash)
-    snapshot.receive_all(before.documents())
+    tablet_id, laptop_id, phone_id, keys, snapshot = stolen_tablet(laptop, phone, tablet)
     tablet.service.stop(wait=10)
     new = runtime(laptop).remove_device(tablet_id)
     rest = [laptop, phone]
