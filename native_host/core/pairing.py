@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
+from spake2.ed25519_basic import NotOnCurve  # type: ignore[import-untyped]
 from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
 from native_host.core import crypto
@@ -43,6 +44,9 @@ NAMEPLATE_DIGITS = 3  # names the inviting device among the announced ones; not 
 SECRET_DIGITS = 7  # 10**7 codes: about 23 bits against one guess
 PAKE = "spake2-ed25519-v1"  # the `pake` member of a request; 0.1.0 requests have none
 PAKE_MESSAGE_BYTES = 33  # spake2's message: one side byte and one Ed25519 point
+# What spake2 raises for a message that is not a point of the group (NotOnCurve is neither a
+# SPAKEError nor a ValueError: a forged one got through and stopped a device's inbox in CI).
+_BAD_PAKE_MESSAGE = (SPAKEError, NotOnCurve, ValueError)
 MAX_SECRET_PAYLOAD = 256 * 1024
 _CODE_RE = re.compile(f"[0-9]{{{NAMEPLATE_DIGITS + SECRET_DIGITS}}}")
 
@@ -453,7 +457,7 @@ def _answer_request(p: Pairing, message: Received, random: RandomBytes) -> Outco
     mine = side.start()
     try:
         pake_key = side.finish(theirs)
-    except (SPAKEError, ValueError):
+    except _BAD_PAKE_MESSAGE:
         return Outcome(p)  # not a group element: no guess, the invitation stays open
     bound = replace(
         p,
@@ -515,7 +519,7 @@ def _check_accept(p: Pairing, message: Received) -> Outcome:
     side = SPAKE2_A.from_serialized(p.pake_state)
     try:
         pake_key = side.finish(theirs)
-    except (SPAKEError, ValueError):
+    except _BAD_PAKE_MESSAGE:
         return Outcome(p)  # not a group element: no guess, the join stays open
     session_key = _session_key(
         pake_key,

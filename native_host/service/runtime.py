@@ -512,6 +512,20 @@ class AccountRuntime:
                 log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, str(exc))
                 alert = {"account": self.account, "kind": "inbox", "message": str(exc)[:500]}
                 self._emit("security.alert", alert)
+            except (StoreError, SecretStoreUnavailable):
+                raise  # the server or the keyring, not the message: read it again later
+            except Exception as exc:
+                # A check that failed in a way nobody foresaw (a library's own exception type):
+                # still the message's fault, never a reason to stop reading the inbox (left in
+                # place, it would fail every sync and nothing after it would be read).
+                kind = type(exc).__name__
+                log.warning("inbox %s: dropped message uid %d: %s", folder, message.uid, kind)
+                alert = {
+                    "account": self.account,
+                    "kind": "inbox",
+                    "message": f"unreadable ({kind})",
+                }
+                self._emit("security.alert", alert)
             done.append(message.uid)
         cursor.watermark = batch.after(cursor.watermark)
         cursor.applied = done

@@ -4,6 +4,7 @@ nothing secret leaves the inviter before the joiner proved the code."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,4 +347,18 @@ def test_a_pake_message_that_is_no_group_element_spends_no_guess() -> None:
     bad_request = Received("pair-request", MALLORY, {**request.data, "msg": junk})
     assert pm.step(r.invited.pairing, bad_request, random=r.rnd).pairing == r.invited.pairing
     bad_accept = Received("pair-accept", MALLORY, {**accept.data, "msg": b64(b"B" + b"\xff" * 32)})
+    assert pm.step(r.joined.pairing, bad_accept, random=r.rnd).pairing == r.joined.pairing
+
+
+@pytest.mark.parametrize("point", [b"\xff" * 32, hashlib.sha256(b"\x00").digest(), bytes(32)])
+def test_any_pake_message_off_the_group_leaves_both_sides_unchanged(point: bytes) -> None:
+    """spake2 raises NotOnCurve (an Exception of its own, neither SPAKEError nor ValueError) for
+    an encoding with no point behind it. One forged message of that kind escaped the step, failed
+    the phone's sync on every cycle and stopped its inbox for good (tests/adversary seed 7)."""
+    r = run(seed=17)
+    [request] = sends(r.joined)
+    [accept] = sends(r.accepted)
+    bad_request = Received("pair-request", MALLORY, {**request.data, "msg": b64(b"A" + point)})
+    assert pm.step(r.invited.pairing, bad_request, random=r.rnd).pairing == r.invited.pairing
+    bad_accept = Received("pair-accept", MALLORY, {**accept.data, "msg": b64(b"B" + point)})
     assert pm.step(r.joined.pairing, bad_accept, random=r.rnd).pairing == r.joined.pairing
