@@ -177,7 +177,8 @@ def parse_entry(value: Any) -> Entry:
     if value.get("v") != FORMAT:
         raise MalformedEntry(
             "a device-log entry of another format (autocrypt-sma 0.1.0 wrote format 1, which this"
-            f" version does not read; it reads format {FORMAT}): pair this device again"
+            f" version does not read; it reads format {FORMAT}): pair this device again",
+            _hash_if_possible(value),
         )
     present = set(value)
     missing = _REQUIRED - present
@@ -204,6 +205,15 @@ def parse_entry(value: Any) -> Entry:
     if problem is not None:
         raise MalformedEntry(problem, entry.hash)
     return entry
+
+
+def _hash_if_possible(value: dict[str, Any]) -> str | None:
+    """The hash of a document refused before its members were checked, for the report (None
+    when it does not even serialise; bounded: a document came from a bounded message)."""
+    try:
+        return digest(canonical(value))
+    except (TypeError, ValueError):
+        return None
 
 
 def _shape_problem(entry: Entry) -> str | None:

@@ -318,6 +318,7 @@ class Adversary:
             parent = self.rng.choice(entries)
             by = self.rng.choice(sorted({str(e["by"]) for e in entries}))
             entry = {
+                "v": 2,
                 "seq": int(parent["seq"]) + 1,
                 "prev": devicelog.entry_hash(parent),
                 "op": self.rng.choice(["add", "remove", "roll"]),

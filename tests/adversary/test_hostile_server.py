@@ -555,9 +555,15 @@ def check_reports(
                     f"{user.instance}: {p.action} (uid {uid}) in the announcement folder was "
                     "refused without a report\n" + "\n".join(story)
                 )
-        assert log_alerts >= len(forged_entries), (
-            f"{user.instance}: {len(forged_entries)} forged log entries, {log_alerts} alerts"
+        # Refused log entries are each logged once on stderr and counted in at most one alert a
+        # minute (docs/api.md, finding `refused`): the stderr line is the per-entry report.
+        unreported = [h for h in forged_entries if f"device log: refused {h}" not in stderr]
+        assert not unreported, (
+            f"{user.instance}: forged log entries refused without a report: {unreported}\n"
+            + "\n".join(story)
         )
+        if forged_entries:
+            assert log_alerts >= 1, f"{user.instance}: forged log entries and no alert"
         must_report += len(left)
     # The run must have put reporting to the test. Whether what it placed is still there (or
     # still in an inbox of the same UIDVALIDITY) at the end depends on the adversary's own later

@@ -187,7 +187,7 @@ class Thief:
     def beside_its_removal(self) -> None:
         view, below = self._snapshot(None)
         members = sorted(d for d in view.members() if d != self.tablet)
-        if self.tablet not in view.members():
+        if self.tablet not in view.members() or not members:
             return
         choice = self.rng.choice(["roll", "rename", "remove", "admit"])
         self.actions.append(f"beside its removal: {choice}")
