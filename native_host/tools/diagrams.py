@@ -544,10 +544,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.check:
         out_of_date = stale(args.root)
         for path in out_of_date:
-            print(f"stale: {path}")
+            print(f"stale: {path}", file=sys.stderr)  # (a tool: nothing of the host)
         return 1 if out_of_date else 0
     for path in write(args.root):
-        print(f"wrote {path}")
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
