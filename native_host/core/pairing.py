@@ -416,9 +416,18 @@ def _inviter_receives(p: Pairing, message: Received, random: RandomBytes) -> Out
     if message.sender != p.peer:
         return Outcome(p)  # only the device that used the invitation takes part
     if kind == "pair-reject":
-        if p.state is State.CONFIRMING and data.get("reason") == "failed":
+        if data.get("reason") == "failed" and p.state is State.CONFIRMING:
             return _fail(
                 p, "the new device's code did not match: start again with a new code", tell=False
+            )
+        if data.get("reason") == "failed" and p.state in (State.PROVEN, State.SENT):
+            # The joiner proved the code, then could not open what arrived: the sealed key was
+            # changed on the way (or never came). Not a cancel: an alert, and a new code.
+            return _fail(
+                p,
+                "the new device could not open the key it was sent (changed on the way?): "
+                "start again with a new code",
+                tell=False,
             )
         return Outcome(
             _end(p, State.REJECTED, "the new device cancelled"), [Notify("pairing.updated")]
@@ -499,6 +508,13 @@ def _joiner_receives(p: Pairing, message: Received) -> Outcome:
             _end(p, State.REJECTED, "the other device cancelled"), [Notify("pairing.updated")]
         )
     if kind == "pair-accept" and p.state is State.JOINING:
+        if nameplate_of(message.sender) != p.nameplate:
+            # The code names the device that must answer: an accept from any other device is
+            # not an attempt at this code (a stray or forged answer), so it spends no guess
+            # and does not end the join. (Anyone who can write to the mailbox can still grind
+            # a device id with these three digits; that costs them the join's one guess, and
+            # the provider could have dropped the messages anyway.)
+            return Outcome(p)
         return _check_accept(p, message)
     if kind == "pair-key" and p.state is State.RECEIVING and p.key_box is None:
         return _install(replace(p, key_box=str(data.get("box", ""))))

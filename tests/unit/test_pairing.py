@@ -216,13 +216,53 @@ def test_a_provider_that_swaps_device_keys_fails_the_confirmation() -> None:
     assert joiner.pairing.state is State.FAILED
 
 
-def test_a_forged_accept_without_the_code_fails_the_joiner() -> None:
+def _twin_of(device_id: str) -> str:
+    """Another device id with the same three-digit nameplate (what an attacker grinds)."""
+    plate = pm.nameplate_of(device_id)
+    return next(
+        twin
+        for twin in (f"{n:016x}" for n in range(0x1000, 0x100000))
+        if twin != device_id and pm.nameplate_of(twin) == plate
+    )
+
+
+def test_a_forged_accept_from_the_codes_nameplate_spends_the_one_guess() -> None:
     r = run(seed=4)
     [accept] = sends(r.accepted)
-    forged = Received("pair-accept", MALLORY, {**accept.data, "confirm": b64(b"\x02" * 32)})
+    twin = _twin_of(OLD)
+    forged = Received("pair-accept", twin, {**accept.data, "confirm": b64(b"\x02" * 32)})
     out = pm.step(r.joined.pairing, forged, random=r.rnd)
     assert out.pairing.state is State.FAILED
     assert Notify("security.alert") in out.effects
+    assert [s.to for s in sends(out)] == [twin]
+
+
+def test_an_accept_from_a_device_the_code_does_not_name_is_ignored() -> None:
+    """A stray or forged answer from another nameplate is no attempt at this code: the join
+    stays open, no alert, and the right device's answer still completes it."""
+    r = run(seed=4)
+    assert pm.nameplate_of(MALLORY) != pm.nameplate_of(OLD)
+    [accept] = sends(r.accepted)
+    forged = Received("pair-accept", MALLORY, {**accept.data, "confirm": b64(b"\x02" * 32)})
+    out = pm.step(r.joined.pairing, forged, random=r.rnd)
+    assert out.pairing == r.joined.pairing
+    assert out.effects == []
+    real = pm.step(out.pairing, deliver(accept, OLD), random=r.rnd)
+    assert real.pairing.state is State.RECEIVING
+
+
+def test_a_joiner_that_cannot_open_the_key_fails_the_inviter_with_that_reason() -> None:
+    r = run(seed=12)
+    sent = pm.step(r.proven.pairing, Release(SECRET), random=r.rnd)
+    [key] = sends(sent)
+    tampered = Received("pair-key", OLD, {**key.data, "box": key.data["box"][:-4] + "AAAA"})
+    joiner = pm.step(r.confirmed.pairing, tampered, random=r.rnd)
+    assert joiner.pairing.state is State.FAILED
+    [reject] = sends(joiner)
+    inviter = pm.step(sent.pairing, deliver(reject, NEW), random=r.rnd)
+    assert inviter.pairing.state is State.FAILED
+    assert "could not open the key" in str(inviter.pairing.reason)
+    assert Notify("security.alert") in inviter.effects
 
 
 def test_tampered_key_transfer_fails_and_installs_nothing() -> None:
