@@ -86,6 +86,7 @@ class ProblemKind(StrEnum):
     INVALID = "invalid"  # well-formed but does not verify where it claims to sit (refused)
     FULL = "full"  # refused: the log is full, or its signer has enough at that seq
     WAITING_DROPPED = "waiting_dropped"  # its parent never came and newer ones took its place
+    OVERDUE = "overdue"  # its parent has not come for long: reported, still waiting
     FORK = "fork"  # counts, but lost a fork to a sibling branch: a benign race, no alert
     FOREIGN = "foreign"  # a genesis other than the pinned one: another identity (a reset?)
     REMOVED_ACTED = "removed_acted"  # signed by a removed device concurrently with or after
@@ -94,7 +95,13 @@ class ProblemKind(StrEnum):
 
 
 REFUSED = frozenset(
-    {ProblemKind.MALFORMED, ProblemKind.INVALID, ProblemKind.FULL, ProblemKind.WAITING_DROPPED}
+    {
+        ProblemKind.MALFORMED,
+        ProblemKind.INVALID,
+        ProblemKind.FULL,
+        ProblemKind.WAITING_DROPPED,
+        ProblemKind.OVERDUE,
+    }
 )
 ATTACKS = frozenset({ProblemKind.REMOVED_ACTED, ProblemKind.CONFLICT, ProblemKind.EQUIVOCATION})
 
@@ -426,6 +433,8 @@ class DeviceLog:
         self._per_signer_seq: dict[tuple[str, int], int] = {}
         self._per_signer: dict[str, int] = {}
         self._waiting: OrderedDict[str, Entry] = OrderedDict()
+        self._parked_at: dict[str, float] = {}  # when `report_overdue` first saw each waiting
+        self._overdue: set[str] = set()  # waiting entries already reported as overdue
         self._foreign: set[str] = set()
         self._rejected: list[Problem] = []  # the latest MAX_REJECTIONS_KEPT refusals
         self.refused_total = 0  # every refusal, kept or not: upstream reports the difference
@@ -599,6 +608,33 @@ class DeviceLog:
         mid-sync; for long, a sign that the server withholds or made something up."""
         return sorted(self._waiting)
 
+    def report_overdue(self, now: float, after: float) -> list[Problem]:
+        """Report, once each, the entries that have waited `after` seconds for their parent.
+
+        Once the genesis is pinned, an entry whose parent stays away was either made up (it
+        extends something the server never had) or hangs on an entry the server deleted or
+        withholds: this device cannot judge it, and an entry that is never judged would never
+        be reported. So it is reported (counted as refused: `overdue`), but it keeps waiting in
+        the bounded pool: if the withheld parent comes after all, it is adopted as usual.
+        Before the pin everything waits for it and nothing is overdue. The clock starts when
+        this is first called for an entry (after a restart: again)."""
+        if self._genesis_hash is None:
+            return []
+        self._parked_at = {h: self._parked_at.get(h, now) for h in self._waiting}
+        self._overdue &= set(self._waiting)
+        problems: list[Problem] = []
+        for h, since in self._parked_at.items():
+            if now - since < after or h in self._overdue:
+                continue
+            self._overdue.add(h)
+            reason = (
+                f"its parent {str(self._waiting[h].prev)[:16]} did not arrive in "
+                f"{after / 60:.0f} minutes (made up, or it extends an entry the server deleted "
+                "or hides)"
+            )
+            problems.extend(self._refuse(Problem(h, reason, ProblemKind.OVERDUE)))
+        return problems
+
     # Internals: keeping
 
     def _refuse(self, problem: Problem) -> list[Problem]:
@@ -614,6 +650,9 @@ class DeviceLog:
         if len(self._waiting) <= MAX_WAITING:
             return []
         dropped, _ = self._waiting.popitem(last=False)
+        if dropped in self._overdue:  # (reported already)
+            self._overdue.discard(dropped)
+            return []
         reason = "waited for an entry that never came; dropped for newer ones"
         return self._refuse(Problem(dropped, reason, ProblemKind.WAITING_DROPPED))
 

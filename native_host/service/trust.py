@@ -62,6 +62,7 @@ MAX_FINISHED_PAIRINGS = 50
 # A member's log head that this device cannot find for this long (its entries are appended before
 # the message that names the head, and read first) means the server is hiding entries from us.
 WITHHELD_AFTER = 300.0
+MAX_WAITING_LOGGED = 32  # waiting entries named on stderr per sync (the rest are counted)
 # Refused log entries (junk, forgeries) are one alert with their count at most this often: a
 # server that keeps injecting must not flood the user, and none goes unreported.
 REFUSED_ALERT_EVERY = 60.0
@@ -88,6 +89,7 @@ class Trust:
         self._log_for: tuple[str | None, str | None] = (None, None)  # (device, genesis) it is for
         self._refused_reported = 0  # the log's refusal count at the last alert
         self._refused_logged = 0  # ... and at the last stderr lines
+        self._waiting_logged: set[str] = set()  # waiting entries already named on stderr
         self._refused_alerted_at = -REFUSED_ALERT_EVERY  # (the first one goes out at once)
         self._refused_last = ""  # the reason of the latest refusal, for the next alert
         record.directory.on_log = self._take_entry  # (device_log sets it again on a new one)
@@ -219,7 +221,9 @@ class Trust:
         alert; a lost fork (an ordinary race) only in the log; refused entries (junk, forgeries)
         as one alert with their count, never one per entry."""
         chain = self.device_log()
+        chain.report_overdue(self._clock(), WITHHELD_AFTER)
         self.record.directory.log_entries = chain.documents()
+        self._log_waiting(chain)
         uids = self.record.directory.log_uids
         if uids is not None and len(uids) > len(self.record.directory.log_entries) + 64:
             # (entries dropped from the waiting pool: their places are of no use any more)
@@ -262,6 +266,18 @@ class Trust:
                 count=pending,
             )
         return chain
+
+    def _log_waiting(self, chain: devicelog.DeviceLog) -> None:
+        """Say on stderr, once each (at most MAX_WAITING_LOGGED a sync), which entries wait
+        for a parent: not yet a refusal (the parent may be on its way), but what an entry that
+        is never judged is on record; after WITHHELD_AFTER it is reported as refused."""
+        pending = chain.pending
+        new = [h for h in pending if h not in self._waiting_logged]
+        for h in new[:MAX_WAITING_LOGGED]:
+            log.warning("device log: waiting %s for an entry not seen yet", h)
+        if len(new) > MAX_WAITING_LOGGED:
+            log.warning("device log: %d more waiting", len(new) - MAX_WAITING_LOGGED)
+        self._waiting_logged = set(pending) & (self._waiting_logged | set(new))
 
     def _alert(self, finding: str, message: str, count: int | None = None) -> None:
         data: dict[str, Any] = {

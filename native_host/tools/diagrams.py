@@ -428,6 +428,11 @@ def devicelog_diagram() -> Diagram:
         Edge("waiting", "judged", ("the parent is kept, or the pin comes",)),
         Edge("waiting", "refused", (f"{kind(ProblemKind.WAITING_DROPPED)} - pushed out",)),
         Edge(
+            "waiting",
+            "waiting",
+            (f"{kind(ProblemKind.OVERDUE)} - reported once after a while, waits on",),
+        ),
+        Edge(
             "judged",
             "refused",
             (

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from native_host.core import devicelog, envelope, layout
-from native_host.core.crypto import DeviceKeys
+from native_host.core.crypto import DeviceKeys, sign_document
 from native_host.core.envelope import MessageType
 from native_host.service import trust
 from native_host.service.accounts import device_key_name
@@ -340,3 +340,45 @@ def test_an_owed_roll_the_first_member_never_makes_is_made_by_another_after_the_
 
     settle(rest, agreed, timeout=60)
     assert fingerprint(first) not in (None, old)
+
+
+def test_an_entry_hanging_on_one_the_server_never_shows_is_reported(
+    laptop: Device, phone: Device, server: Server, caplog: Any
+) -> None:
+    """The provider plants an entry, correctly signed by a member, whose parent it never shows
+    (or deleted): no device can judge it, so it would never be refused. It is named on stderr
+    as waiting at once, and reported as refused (counted) after WITHHELD_AFTER, once; it keeps
+    waiting, so a parent delivered late still counts."""
+    import logging
+
+    from tests.service.test_instance import configured
+    from tests.service.test_pairing_flow import pair
+
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone)
+    rt = runtime(laptop)
+    chain = rt.trust.device_log()
+    phone_keys = thief_keys(phone)
+    missing = devicelog.rename(chain, device_id(phone), phone_keys, device_id(phone), "x", 1.9e9)
+    hanging = devicelog.rename(chain, device_id(phone), phone_keys, device_id(phone), "y", 1.9e9)
+    hanging = sign_document(
+        {**hanging, "seq": missing["seq"] + 1, "prev": devicelog.entry_hash(missing)}, phone_keys
+    )
+    caplog.set_level(logging.WARNING, logger="native_host.service.trust")
+    publish(server, device_id(phone), hanging)
+    rt.sync()
+    h = devicelog.entry_hash(hanging)
+    assert f"device log: waiting {h}" in caplog.text
+    assert "refused" not in findings(laptop)
+    clock(laptop).advance(trust.WITHHELD_AFTER + trust.REFUSED_ALERT_EVERY)
+    rt.sync()
+    assert f"device log: refused {h}" in caplog.text
+    refused = [a for a in alerts(laptop) if a.get("finding") == "refused"]
+    assert [a["count"] for a in refused] == [1]
+    clock(laptop).advance(trust.WITHHELD_AFTER + trust.REFUSED_ALERT_EVERY)
+    rt.sync()
+    assert len([a for a in alerts(laptop) if a.get("finding") == "refused"]) == 1
+    publish(server, device_id(phone), missing)
+    rt.sync()
+    assert rt.trust.device_log().members()[device_id(phone)].name == "y"

@@ -451,6 +451,40 @@ def test_a_prev_that_never_arrives_leaves_the_entry_pending() -> None:
     assert not log.is_member(C)
 
 
+def test_an_entry_whose_parent_never_comes_is_reported_after_a_while() -> None:
+    """Waiting is not judging: an entry that is never judged would never be reported. It is
+    reported once, as refused, and keeps waiting: a withheld parent may still come."""
+    log, _first, e1 = two_member_log()
+    child = next_add(log)
+    grandchild = admit(log, A, KEYS[A], D, KEYS[D].public, "tv", T + 2)
+    grandchild = forged(grandchild, A, seq=child["seq"] + 1, prev=entry_hash(child))
+    log.receive_all([grandchild])
+    refused_before = log.refused_total
+    assert log.report_overdue(100.0, 300.0) == []  # the clock starts now
+    assert log.report_overdue(399.0, 300.0) == []
+    [problem] = log.report_overdue(400.0, 300.0)
+    assert (problem.entry_hash, problem.kind) == (entry_hash(grandchild), ProblemKind.OVERDUE)
+    assert "did not arrive in 5 minutes" in problem.reason
+    assert log.report_overdue(10_000.0, 300.0) == []  # once
+    assert log.refused_total == refused_before + 1
+    assert log.pending == [entry_hash(grandchild)]
+    # The withheld parent comes after all: both are kept.
+    assert log.receive_all([child]) == []
+    assert log.pending == []
+    assert {C, D} <= set(log.members())
+    assert e1 in log.entries()
+
+
+def test_before_the_pin_nothing_waiting_is_overdue() -> None:
+    log, first = founded()
+    e1 = add(log, A, B)
+    unpinned = fresh(None, [first, e1])
+    assert unpinned.report_overdue(0.0, 300.0) == []
+    assert unpinned.report_overdue(10_000.0, 300.0) == []
+    unpinned.pin(entry_hash(first))
+    assert unpinned.head_hash == entry_hash(e1)
+
+
 def test_foreign_genesis_is_ignored_and_reported_once() -> None:
     log, _first, _e1 = two_member_log()
     before = outcome(log)
