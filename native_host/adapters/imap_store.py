@@ -54,6 +54,12 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar
 
+from native_host.adapters.imap_deletion import (
+    DeletionMode,
+    DeletionStrategy,
+    choose_deletion,
+    copyuid_mapping,
+)
 from native_host.ports import (
     FETCH_MAX_BYTES,
     FetchBatch,
@@ -151,10 +157,13 @@ class ImapStore:
         poll_interval: float = 1.0,
         idle_renew: float = _IDLE_RENEW_SECONDS,
         idle_quiet: float = _IDLE_QUIET_SECONDS,
+        deletion: DeletionMode = "auto",
     ) -> None:
         """`use_idle=False` makes `wait_for_change` poll STATUS every `poll_interval` seconds
         even where the server offers IDLE; `idle_renew` and `idle_quiet` are the IDLE loop's
-        renewal interval and its "nothing heard" probe interval (seconds)."""
+        renewal interval and its "nothing heard" probe interval (seconds). `deletion` picks
+        how messages are deleted (imap_deletion): "auto" moves them through Trash on Gmail
+        and expunges in place elsewhere; "trash" and "expunge" force one (tests)."""
         if security not in ("none", "tls", "starttls"):
             raise ValueError(f"security must be 'none', 'tls' or 'starttls', not {security!r}")
         self.host = host
@@ -169,6 +178,10 @@ class ImapStore:
         self.poll_interval = poll_interval
         self.idle_renew = idle_renew
         self.idle_quiet = idle_quiet
+        choose_deletion(frozenset(), deletion)  # a bad mode fails here, not at first login
+        self.deletion_mode: DeletionMode = deletion
+        self.deletion: DeletionStrategy = choose_deletion(frozenset(), "expunge")
+        self._special_use: dict[bytes, str | None] = {}  # per connection: \Trash -> its name
         self._lock = threading.RLock()
         self._closing = threading.Event()  # set by close(), from any thread
         self._idle_socket: socket.socket | None = None  # while a wait is in IDLE
@@ -232,6 +245,8 @@ class ImapStore:
                 for cap in client.capabilities()
             )
             self._read_namespace(client)
+            self.deletion = choose_deletion(self._capabilities, self.deletion_mode)
+            self._special_use = {}
         except StoreError:
             self._shutdown(client)
             raise
@@ -494,6 +509,11 @@ class ImapStore:
 
         def action(client: Any) -> bool:
             try:
+                # Gmail: deleting a label keeps its messages in All Mail; empty it first.
+                self.deletion.empty_before_delete(_Session(self, client, name), server)
+            except FolderMissing:
+                return False
+            try:
                 client.delete_folder(server)
             except imaplib.IMAP4.abort:
                 raise
@@ -592,6 +612,7 @@ class ImapStore:
         return FetchBatch(uidvalidity, tuple(messages), reset=reset, more=more)
 
     def delete_messages(self, folder: str, uids: Sequence[int]) -> None:
+        """Delete exactly these UIDs for good, the way this server needs (`self.deletion`)."""
         server = self.server_name(folder)
         wanted = sorted({int(uid) for uid in uids})
 
@@ -599,15 +620,7 @@ class ImapStore:
             if not wanted:
                 self._require(client, folder, server)
                 return
-            self._select(client, folder, server, readonly=False)
-            try:
-                client.add_flags(wanted, [_DELETED], silent=True)
-                if b"UIDPLUS" in self._capabilities:
-                    client.uid_expunge(wanted)
-                else:  # without UIDPLUS an EXPUNGE takes every \Deleted message
-                    client.expunge()
-            finally:
-                self._deselect(client)
+            self.deletion.delete(_Session(self, client, folder), server, wanted)
 
         self._run(f"delete messages in {folder!r}", action, retry=True)
 
@@ -894,3 +907,91 @@ class ImapStore:
                 sock.setblocking(False)
             lines.append(text)
         return lines
+
+
+class _Session:
+    """The DeletionSession port over this store's imapclient connection (one call's worth)."""
+
+    def __init__(self, store: ImapStore, client: Any, folder: str) -> None:
+        self._store = store
+        self._client = client
+        self._folder = folder  # the logical name, for FolderMissing
+
+    @property
+    def capabilities(self) -> frozenset[bytes]:
+        return self._store._capabilities
+
+    def select(self, server: str) -> None:
+        folder = self._folder if server == self._store.server_name(self._folder) else server
+        self._store._select(self._client, folder, server, readonly=False)
+
+    def deselect(self) -> None:
+        self._store._deselect(self._client)
+
+    def all_uids(self) -> list[int]:
+        return sorted(int(uid) for uid in self._client.search(["ALL"]))
+
+    def flag_deleted(self, uids: Sequence[int]) -> None:
+        self._client.add_flags(list(uids), [_DELETED], silent=True)
+
+    def uid_expunge(self, uids: Sequence[int]) -> None:
+        self._client.uid_expunge(list(uids))
+
+    def expunge(self) -> None:
+        self._client.expunge()
+
+    def _transfer(self, command: str, uids: Sequence[int], destination: str) -> dict[int, int]:
+        imap = self._client._imap
+        imap.untagged_responses.pop("COPYUID", None)  # none left over from an earlier command
+        if command == "MOVE":
+            answer = self._client.move(list(uids), destination)
+        else:
+            answer = self._client.copy(list(uids), destination)
+        # MOVE reports COPYUID in an untagged OK (imaplib files it under COPYUID), COPY in
+        # its tagged answer (RFC 6851, 4.3; RFC 4315, 3).
+        texts = [answer if isinstance(answer, bytes | str) else b""]
+        texts.extend(imap.untagged_responses.pop("COPYUID", []) or [])
+        return copyuid_mapping(texts)
+
+    def move(self, uids: Sequence[int], destination: str) -> dict[int, int]:
+        return self._transfer("MOVE", uids, destination)
+
+    def copy(self, uids: Sequence[int], destination: str) -> dict[int, int]:
+        return self._transfer("COPY", uids, destination)
+
+    def gmail_message_ids(self, uids: Sequence[int]) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for uid, item in self._client.fetch(list(uids), ["X-GM-MSGID"]).items():
+            if b"X-GM-MSGID" in item:
+                found[int(uid)] = int(item[b"X-GM-MSGID"])
+        return found
+
+    def search_gmail_message_ids(self, message_ids: Sequence[int]) -> list[int]:
+        uids: set[int] = set()
+        for message_id in message_ids:
+            uids.update(int(uid) for uid in self._client.search(["X-GM-MSGID", str(message_id)]))
+        return sorted(uids)
+
+    def special_use_folder(self, flag: bytes) -> str | None:
+        """Found once per connection: by LIST RETURN (SPECIAL-USE), else XLIST, else LIST
+        (Gmail puts the attributes into every LIST answer)."""
+        cache = self._store._special_use
+        if flag not in cache:
+            cache[flag] = None
+            for entry_flags, _delimiter, name in self._list_with_special_use():
+                if flag.upper() in _flags(entry_flags):
+                    cache[flag] = _text(name)
+                    break
+        return cache[flag]
+
+    def _list_with_special_use(self) -> list[tuple[Any, Any, Any]]:
+        client, caps = self._client, self.capabilities
+        if b"SPECIAL-USE" in caps:
+            imap = client._imap
+            typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+            if typ == "OK":
+                typ, data = imap._untagged_response(typ, data, "LIST")
+                return list(client._proc_folder_list(data))
+        if b"XLIST" in caps:
+            return list(client.xlist_folders())
+        return list(client.list_folders())

@@ -60,6 +60,13 @@ _NAMESPACES: dict[str, str] = {
 }""",
 }
 
+# Inside a namespace block: a special-use Trash, created when the user logs in.
+_TRASH_MAILBOX = """  mailbox Trash {
+    special_use = \\Trash
+    auto = create
+  }
+"""
+
 _CONFIG = """# Generated for the test suite; see tests/servers/dovecot_server.py
 protocols = imap
 listen = {host}
@@ -170,14 +177,19 @@ class DovecotServer:
         *,
         namespace: Namespace = "default",
         tls: bool = False,
+        trash: bool = False,
         start_timeout: float = 30.0,
     ) -> None:
+        """`trash=True` gives every account a ``Trash`` folder with ``special_use = \\Trash``
+        (created at login), as Gmail and most providers have: the deletion path that moves
+        messages there and expunges them (native_host/adapters/imap_deletion.py) needs one."""
         if namespace not in _NAMESPACES:
             raise ValueError(f"unknown namespace flavour {namespace!r}")
         self.namespace: Namespace = namespace
         self.host = LOOPBACK
         self.port = 0  # plain IMAP (STARTTLS offered too when `tls`)
         self.tls = tls
+        self.trash = trash
         self.tls_port = 0  # implicit TLS (IMAPS), only when `tls`
         self.start_timeout = start_timeout
         self.startup_seconds = 0.0
@@ -242,7 +254,9 @@ class DovecotServer:
             "internal_group": internal_group,
             "mail_user": mail_user,
             "mail_group": mail_group,
-            "namespace": _NAMESPACES[self.namespace],
+            "namespace": _NAMESPACES[self.namespace]
+            if not self.trash
+            else _NAMESPACES[self.namespace].rstrip("}") + _TRASH_MAILBOX + "}",
             "ssl": "ssl = no",
         }
         if self.tls:
