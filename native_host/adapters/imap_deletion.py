@@ -196,18 +196,19 @@ def choose_deletion(
 
 
 def parse_uid_set(text: str) -> list[int]:
-    """An RFC 4315 uid-set ("4,7:9") in order, ranges expanded; ValueError if malformed."""
+    """An RFC 4315 uid-set ("4,7:9") in order, ranges expanded ascending; ValueError if
+    malformed. COPYUID pairs its two sets element by element, so order matters."""
     out: list[int] = []
     for part in text.split(","):
         match = _UID_RANGE.match(part.strip())
         if match is None:
             raise ValueError(f"bad uid-set {text!r}")
-        low = int(match.group(1))
-        high = int(match.group(2)) if match.group(2) else low
-        step = 1 if high >= low else -1
-        if abs(high - low) + len(out) >= _COPYUID_LIMIT:
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) else first
+        low, high = min(first, last), max(first, last)  # "5:3" is "3:5" (RFC 3501, 9)
+        if high - low + len(out) >= _COPYUID_LIMIT:
             raise ValueError("uid-set too large")
-        out.extend(range(low, high + step, step))
+        out.extend(range(low, high + 1))
     return out
 
 
