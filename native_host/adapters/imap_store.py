@@ -23,6 +23,10 @@ Behaviour matches ``MemoryStore`` (the reference), with these IMAP facts behind 
   byte-identical on the way back when they use CRLF, which the SMA envelope does.
 - Messages are appended with ``\\Seen`` so that a mail client showing the folder shows no
   unread count.
+- Deletion goes through a strategy chosen from CAPABILITY (imap_deletion): flag and expunge in
+  place, or on Gmail (``X-GM-EXT-1``, where expunging only removes a label) move to the
+  ``\\Trash`` special-use folder and expunge exactly those there; ``delete_folder`` empties a
+  folder that way first. Provider facts behind it: docs/providers.md.
 
 ``wait_for_change`` (the ``ChangeWaiter`` port) blocks the store for its whole wait, so it runs
 on a store of its own (one connection per thread). With IDLE it EXAMINEs the folder, IDLEs and
