@@ -16,7 +16,9 @@ def _book(context: Context, params: dict[str, Any]) -> Any:
 
 
 def ingest(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = _book(context, params).ingest(params["message"], params.get("gossip"))
+    result: dict[str, Any] = _book(context, params).ingest(
+        params["message"], params.get("gossip"), params.get("received")
+    )
     return result
 
 

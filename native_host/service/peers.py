@@ -11,22 +11,30 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from native_host.core import autocrypt, layout
-from native_host.core.autocrypt import InvalidMessage, PeerState, canonical_addr
+from native_host.core import autocrypt, layout, pgpmime
+from native_host.core.autocrypt import InvalidMessage, MessageInfo, PeerState, canonical_addr
 from native_host.core.crypto import DeviceKeys
 from native_host.core.devicelog import DeviceLog
 from native_host.core.envelope import LogHead, SmaMessage
 from native_host.core.keysync import KeySync, PartlyRejected, PeerRepo, open_chunk, seal_chunk
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
-from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes
+from native_host.ports import Clock, Decrypt, FolderMissing, FolderStore, RandomBytes
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
+# What became of the encrypted part of a multipart/encrypted mail (peers.ingest's `encrypted`).
+Encrypted = Literal[
+    "decrypted",  # its protected headers and gossip counted
+    "provided",  # not opened here; the inner header block the caller sent counted
+    "headers_only",  # only the header block came: the outer headers counted
+    "too_large",  # above pgpmime.MAX_ENCRYPTED_BYTES: the outer headers counted
+    "malformed",  # not RFC 3156 PGP/MIME, or an inner header block beyond the bounds
+    "undecryptable",  # no account key this device holds (current or earlier) opens it
+    "sender_mismatch",  # the inner From names someone else: only the outer headers counted
+]
 MAX_EVENT_ADDRS = 100
 MAX_LIST = 500
 
@@ -42,16 +50,6 @@ def _key_ok_at(keydata: bytes, at: float) -> bool:
     from native_host.adapters.pgp import usable_peer_key
 
     return usable_peer_key(keydata, now=at)
-
-
-def _gossip_values(block: bytes) -> list[str]:
-    """Autocrypt-Gossip values from the decrypted inner part's header block (bounded)."""
-    cut = min((i for i in (block.find(b"\r\n\r\n"), block.find(b"\n\n")) if i >= 0), default=-1)
-    head = block[:cut] if cut >= 0 else block
-    if len(head) > autocrypt.MAX_HEADER_BLOCK_BYTES:
-        raise InvalidMessage("gossip header block above 64 KiB")
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
-    return [str(v) for v in (parsed.get_all("Autocrypt-Gossip") or [])][:100]
 
 
 def peer_view(state: PeerState, *, detail: bool = False) -> dict[str, Any]:
@@ -85,8 +83,10 @@ class PeerBook:
         *,
         clock: Clock,
         random: RandomBytes,
+        decrypt: Decrypt | None = None,
     ) -> None:
         self.repo = repo
+        self._decrypt = decrypt  # None: encrypted mail counts by its outer headers only
         self.account = account
         self._me = canonical_addr(account)
         self.sync = KeySync(repo, "", clock, key_ok=_key_ok_at)
@@ -100,20 +100,24 @@ class PeerBook:
         self.sync.me = device_id
 
     # --- the API ------------------------------------------------------------------------------
-    def ingest(self, message_b64: str, gossip_b64: str | None = None) -> dict[str, Any]:
+    def ingest(
+        self, message_b64: str, gossip_b64: str | None = None, received: int | None = None
+    ) -> dict[str, Any]:
+        """Autocrypt Level 1 update from one received mail (see docs/api.md, peers.ingest).
+
+        `received`: when the mail arrived (IMAP INTERNALDATE or the client's database date). It,
+        not this device's clock, is Level 1's "time of receipt" for a mail without a usable
+        Date: during a backlog scan the clock says now, and a Date-less old mail would
+        otherwise override every newer key of its sender.
+        """
         raw = _decode(message_b64, "message")
         try:
-            info = autocrypt.message_headers(raw)
-            gossip = (
-                _gossip_values(_decode(gossip_b64, "gossip"))
-                if gossip_b64 is not None and info.content_type == "multipart/encrypted"
-                else []
-            )
+            outer = autocrypt.message_headers(raw)
         except InvalidMessage as exc:
             raise HostError(ErrorCode.INVALID_PARAMS, f"params.message: {exc}") from None
-        sender = info.from_addr
+        sender = outer.from_addr
         result: dict[str, Any] = {"updated": False, "addr": sender}
-        if not info.from_addrs:
+        if not outer.from_addrs:
             result["ignored"] = "no From address"
             return result
         if sender is None:
@@ -122,9 +126,20 @@ class PeerBook:
         if sender == self._me:
             result["ignored"] = "sent from this account"
             return result
-        states = autocrypt.contributions(
-            info, int(self._clock()), key_ok=_key_ok, gossip_values=gossip
-        )
+        now = int(self._clock())
+        if received is not None:
+            now = max(0, min(now, received))
+        view, gossip = outer, cast(tuple[str, ...], ())
+        if outer.content_type == "multipart/encrypted":
+            inner, status = self._open(raw, gossip_b64)
+            if inner is not None:
+                protected = autocrypt.protected_view(outer, inner)
+                if protected is None:
+                    status = "sender_mismatch"
+                else:
+                    view, gossip = protected, protected.gossip
+            result["encrypted"] = status
+        states = autocrypt.contributions(view, now, key_ok=_key_ok, gossip_values=gossip)
         if not states:
             result["ignored"] = "an automatic reply or a delivery report"
             return result
@@ -139,6 +154,36 @@ class PeerBook:
         if len(changed) > int(result["updated"]):
             result["gossip_updated"] = len(changed) - int(result["updated"])
         return result
+
+    def _open(self, raw: bytes, inner_b64: str | None) -> tuple[MessageInfo | None, Encrypted]:
+        """The inner root entity's headers of a multipart/encrypted mail, and what happened.
+
+        Never raises for the mail's content: a mail that cannot be opened still counts by its
+        outer headers (the sender was seen), and the add-on must not retry it for ever.
+        """
+        status: Encrypted
+        if len(raw) > pgpmime.MAX_ENCRYPTED_BYTES:
+            status = "too_large"
+        elif not raw[len(autocrypt.header_block(raw)) :].strip():
+            status = "headers_only"
+        else:
+            try:
+                payload = pgpmime.encrypted_payload(raw)
+            except InvalidMessage:
+                return None, "malformed"
+            plain = None if self._decrypt is None else self._decrypt(payload)
+            if plain is None:
+                return None, "undecryptable"
+            try:
+                return autocrypt.message_headers(plain), "decrypted"
+            except InvalidMessage:
+                return None, "malformed"
+        if inner_b64 is None:
+            return None, status
+        try:
+            return autocrypt.message_headers(_decode(inner_b64, "gossip")), "provided"
+        except InvalidMessage as exc:
+            raise HostError(ErrorCode.INVALID_PARAMS, f"params.gossip: {exc}") from None
 
     def get(self, addr: str) -> dict[str, Any] | None:
         with self.repo.transaction():
