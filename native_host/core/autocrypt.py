@@ -447,6 +447,39 @@ def contributions(
     return states
 
 
+# --- the account's own preference -----------------------------------------------------------
+#
+# The account's prefer-encrypt setting is one value for all its devices. It travels as the
+# account's own row in the peer table, which mail never writes (a device ignores mail from its
+# own account, and gossip about it): key sync then carries it to every member, signed by the
+# device that sent it, acknowledged and resent like any row, and `merge` keeps the newest, so a
+# replayed older row changes nothing. The row's key is the account key at the time it was set;
+# only its preference and timestamp are read.
+
+
+def own_setting(
+    current: PeerState | None, addr: str, prefer: PreferEncrypt, keydata: bytes, now: int
+) -> PeerState:
+    """The own row saying `prefer`, dated after `current` so that it wins every merge with it
+    even when the clock has not moved (two changes in one second) or went back."""
+    addr = canonical_addr(addr)
+    if current is not None and current.addr != addr:
+        raise ValueError("state is for another address")
+    previous = None if current is None else current.autocrypt_timestamp
+    at = now if previous is None else max(now, previous + 1)
+    if not 0 <= at < MAX_TIMESTAMP:
+        raise ValueError("timestamp out of range")
+    return PeerState(addr=addr, autocrypt_timestamp=at, public_key=keydata, prefer_encrypt=prefer)
+
+
+def own_preference(state: PeerState | None) -> tuple[PreferEncrypt, int | None]:
+    """The account's setting and when it was made; `nopreference` until someone sets it (the
+    Level 1 default)."""
+    if state is None or state.autocrypt_timestamp is None:
+        return "nopreference", None
+    return state.prefer_encrypt, state.autocrypt_timestamp
+
+
 # --- merge between devices ------------------------------------------------------------------
 
 

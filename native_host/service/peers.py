@@ -185,7 +185,30 @@ class PeerBook:
         except InvalidMessage as exc:
             raise HostError(ErrorCode.INVALID_PARAMS, f"params.gossip: {exc}") from None
 
+    # --- the account's own prefer-encrypt setting (core/autocrypt.py, own_setting) --------------
+    def prefer_encrypt(self) -> tuple[autocrypt.PreferEncrypt, int | None]:
+        with self.repo.transaction():
+            row = self.repo.get(self._me)
+        return autocrypt.own_preference(None if row is None else row.state)
+
+    def set_prefer_encrypt(self, value: autocrypt.PreferEncrypt, keydata: bytes) -> dict[str, Any]:
+        """Set the account's preference on every device: a newer own row, sent by key sync."""
+        with self.repo.transaction():
+            row = self.repo.get(self._me)
+        current = None if row is None else row.state
+        state = autocrypt.own_setting(current, self._me, value, keydata, int(self._clock()))
+        was_idle = not self.sync.waiting
+        changed = self.sync.ingest([state])
+        if changed:
+            self._updated(changed, "mail")  # only the own row: account.prefer_encrypt
+            if was_idle:
+                self._wake()
+        prefer, at = self.prefer_encrypt()
+        return {"prefer_encrypt": prefer, "set_at": at}
+
     def get(self, addr: str) -> dict[str, Any] | None:
+        if canonical_addr(addr) == self._me:
+            return None  # the own row is the prefer-encrypt setting, not a peer
         with self.repo.transaction():
             row = self.repo.get(canonical_addr(addr))
         return None if row is None else peer_view(row.state, detail=True)
@@ -193,8 +216,9 @@ class PeerBook:
     def page(self, limit: int, cursor: str | None) -> dict[str, Any]:
         limit = max(1, min(limit, MAX_LIST))
         with self.repo.transaction():
-            page = self.repo.page(cursor, limit + 1)
-            total = self.repo.count()
+            page = self.repo.page(cursor, limit + 2)
+            total = self.repo.count() - (self.repo.get(self._me) is not None)
+        page = [s for s in page if s.addr != self._me][: limit + 1]  # see `get`
         more = len(page) > limit
         page = page[:limit]
         return {
@@ -205,6 +229,7 @@ class PeerBook:
 
     def recommend(self, recipients: list[str], reply_to_encrypted: bool) -> dict[str, Any]:
         now = int(self._clock())
+        mutual = self.prefer_encrypt()[0] == "mutual"
         each: list[dict[str, Any]] = []
         with self.repo.transaction():
             rows = {addr: self.repo.get(canonical_addr(addr)) for addr in recipients}
@@ -217,7 +242,7 @@ class PeerBook:
                         None if row is None else row.state,
                         now,
                         reply_to_encrypted,
-                        own_prefer_mutual=False,
+                        own_prefer_mutual=mutual,
                         key_usable=_key_ok,
                     ),
                 }
@@ -228,6 +253,19 @@ class PeerBook:
         return {"recommendation": overall, "recipients": each}
 
     def _updated(self, changed: list[PeerState], source: str) -> None:
+        """peers.updated for correspondents; the own row (the prefer-encrypt setting) is not a
+        peer: it has an event of its own and stays out of peers.get/list (the add-on imports
+        what those return into Thunderbird as correspondents' keys)."""
+        own = [s for s in changed if s.addr == self._me]
+        changed = [s for s in changed if s.addr != self._me]
+        if own:
+            prefer, at = autocrypt.own_preference(own[-1])
+            self._emit(
+                "account.prefer_encrypt",
+                {"account": self.account, "prefer_encrypt": prefer, "set_at": at},
+            )
+        if not changed:
+            return
         self._emit(
             "peers.updated",
             {
