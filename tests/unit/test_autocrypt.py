@@ -34,6 +34,8 @@ from native_host.core.autocrypt import (
     merge,
     message_headers,
     outgoing_header,
+    own_preference,
+    own_setting,
     parse_header,
     protected_view,
     recommend,
@@ -1244,3 +1246,31 @@ def test_date_less_message_dated_at_its_receipt_does_not_beat_a_newer_key() -> N
     old = message_headers(raw_message(date=None, autocrypt=(header(ALICE, B64_1),)))
     received = T0  # when the old mail arrived
     assert update_from_message(newer, old, received, key_ok=any_key) == newer
+
+
+# --- the account's own prefer-encrypt setting ---------------------------------------------------
+
+
+def test_own_setting_is_newer_than_the_current_one_even_within_one_second() -> None:
+    # impl: two changes in the same second (or after the clock went back) must still replace.
+    first = own_setting(None, ALICE, "mutual", KEY1, NOW)
+    second = own_setting(first, ALICE, "nopreference", KEY1, NOW)
+    third = own_setting(second, ALICE, "mutual", KEY1, NOW - DAY)
+    assert own_preference(first) == ("mutual", NOW)
+    assert own_preference(second) == ("nopreference", NOW + 1)
+    assert own_preference(third) == ("mutual", NOW + 2)
+    assert merge(first, second) == merge(second, first) == second
+
+
+def test_a_replayed_older_setting_never_wins_a_merge() -> None:
+    # impl: the provider can deliver an old signed key update again; the join keeps the newest.
+    old = own_setting(None, ALICE, "mutual", KEY1, NOW)
+    new = own_setting(old, ALICE, "nopreference", KEY2, NOW + 5)
+    assert merge(new, old) == new
+    assert merge(merge(new, old), old) == new
+
+
+def test_own_preference_defaults_to_nopreference() -> None:
+    # spec: prefer-encrypt absent means nopreference.
+    assert own_preference(None) == ("nopreference", None)
+    assert own_preference(PeerState(addr=ALICE, last_seen=NOW)) == ("nopreference", None)
