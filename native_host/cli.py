@@ -33,6 +33,28 @@ def _call(args: argparse.Namespace) -> int:
     return 1 if "error" in response else 0
 
 
+def _prefer_encrypt(args: argparse.Namespace) -> int:
+    """Show the account's prefer-encrypt setting, or set it (for every device of the account)."""
+    from native_host.client import HostCallError, HostGone, HostProcess
+
+    account = {"account": args.account}
+    try:
+        with HostProcess() as host:
+            host.call("hello", {"instance": args.instance})
+            if args.value is None:
+                result = host.call("account.key", account)
+                value, set_at = result["prefer_encrypt"], result["prefer_encrypt_set_at"]
+            else:
+                result = host.call("account.set_prefer_encrypt", {**account, "value": args.value})
+                value, set_at = result["prefer_encrypt"], result["set_at"]
+    except (HostCallError, HostGone, TimeoutError) as exc:
+        print(f"autocrypt-sma: {exc}", file=sys.stderr)
+        return 1
+    when = "never set (the default)" if set_at is None else f"set at {set_at} (UTC seconds)"
+    print(f"prefer-encrypt: {value}, {when}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from native_host.demo import run_demo
 
@@ -151,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     _add_install_commands(commands)
+
+    text = "show or set the account's Autocrypt prefer-encrypt (all its devices follow)"
+    prefer = commands.add_parser("prefer-encrypt", help=text, description=text)
+    prefer.add_argument("value", nargs="?", choices=("mutual", "nopreference"))
+    prefer.add_argument("--account", required=True, help="the account's e-mail address")
+    prefer.add_argument(
+        "--instance", default="cli", help="this device's instance id (default: cli)"
+    )
+    prefer.set_defaults(run=_prefer_encrypt)
 
     demo = commands.add_parser("demo", help="two devices join one SMA on a throwaway IMAP server")
     demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")

@@ -13,6 +13,10 @@ from typing import Protocol
 # Injected so that every decision is reproducible in tests.
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
 RandomBytes = Callable[[int], bytes]  # like os.urandom / secrets.token_bytes
+# The plaintext of an OpenPGP message encrypted to the account key (current or an earlier one),
+# or None when no key this device holds opens it or the plaintext is too large. The OpenPGP
+# library and the keyring stay behind it, so the peer book and its tests need neither.
+Decrypt = Callable[[bytes], bytes | None]
 
 # Message bodies one fetch loads at most (beyond its first message): what one refresh of a
 # folder holds in memory is a batch, applied and released before the next is fetched.

@@ -1,8 +1,10 @@
-// Keys from incoming mail: each new message's header block goes to peers.ingest for every SMA
-// account configured for the Thunderbird account it arrived in. A backlog scan does the same for
-// old mail once, on request, with progress and a bound.
+// Keys from incoming mail: each new message goes to peers.ingest for every SMA account configured
+// for the Thunderbird account it arrived in: its header block, or, for encrypted mail, the whole
+// message (bounded), which the host decrypts for the headers inside. A backlog scan does the same
+// for old mail once, on request, with progress and a bound. Each message carries the date
+// Thunderbird holds for it (`received`), the host's time of receipt for a mail without a Date.
 
-import { readHeaderBlockBase64 } from "../lib/mail_headers.js";
+import { readIngestMessage } from "../lib/mail_headers.js";
 
 export const SCAN_DEFAULT_DAYS = 365;
 export const SCAN_MAX_MESSAGES = 5000;
@@ -13,6 +15,17 @@ export const SCAN_DONE_KEY_PREFIX = "backlogScanned:"; // storage.local key + ac
 export const RETRY_MAX = 500;
 const RETRYABLE = new Set(["disconnected", "timeout", "busy"]);
 
+/**
+ * MessageHeader.date as UTC seconds, or null. Thunderbird fills it from the Date header and, for a
+ * mail without one, with the time it received the mail, so for the host it is the best "time of
+ * receipt" there is; in a backlog scan the host's clock would say "now" and let an old Date-less
+ * mail override newer keys.
+ */
+export function receivedSeconds(date) {
+  const ms = date instanceof Date ? date.getTime() : typeof date === "number" ? date : NaN;
+  return Number.isFinite(ms) && ms >= 0 ? Math.floor(ms / 1000) : null;
+}
+
 const errorData = (err) => ({ code: err?.code ?? "internal", message: String(err?.message ?? err) });
 
 export class MailIngest {
@@ -22,9 +35,9 @@ export class MailIngest {
     this.broadcast = broadcast;
     this.now = now;
     this.scan = null; // the current or last scan's progress, as the pages show it
-    this.stats = { ingested: 0, updated: 0, failed: 0, last_error: null };
+    this.stats = { ingested: 0, updated: 0, failed: 0, last_error: null, encrypted: 0, decrypted: 0 };
     this._tail = Promise.resolve(); // ingests run one at a time: the host answers "busy" past 64
-    this.retry = []; // [{messageId, account}] to send again once the host is back
+    this.retry = []; // [{messageId, account, header}] to send again once the host is back
   }
 
   /** After a (re)connect: send what could not be sent while the host was away. */
@@ -32,7 +45,9 @@ export class MailIngest {
     const pending = this.retry.splice(0);
     if (!pending.length) return this._tail;
     const job = this._tail.then(async () => {
-      for (const { messageId, account } of pending) await this.ingestMessage(messageId, [account], { retry: true });
+      for (const { messageId, account, header } of pending) {
+        await this.ingestMessage(messageId, [account], { retry: true, header });
+      }
     });
     this._tail = job.catch(() => {});
     return job;
@@ -49,7 +64,7 @@ export class MailIngest {
     const accounts = await this.smaAccountsFor(folder?.accountId);
     if (!accounts.length) return;
     for await (const header of this.pages(messageList)) {
-      await this.ingestMessage(header.id, accounts, { retry: true });
+      await this.ingestMessage(header.id, accounts, { retry: true, header });
     }
   }
 
@@ -82,21 +97,28 @@ export class MailIngest {
 
   /**
    * Returns how many of `accounts` learned something new; never throws. With `retry`, a message the
-   * host could not take now (down, busy, timed out) is kept for retryPending().
+   * host could not take now (down, busy, timed out) is kept for retryPending(). `header` is the
+   * MessageHeader when known: its size keeps large mail from being downloaded, its date is sent
+   * as `received`.
    */
-  async ingestMessage(messageId, accounts, { retry = false } = {}) {
-    let message;
+  async ingestMessage(messageId, accounts, { retry = false, header = null } = {}) {
+    let read;
     try {
-      message = await readHeaderBlockBase64(this.api.messages, messageId);
+      read = await readIngestMessage(this.api.messages, messageId, { size: header?.size });
     } catch (err) {
       this._failed(err);
       return 0;
     }
+    const params = { message: read.message };
+    const received = receivedSeconds(header?.date);
+    if (received !== null) params.received = received;
     let updated = 0;
     for (const account of accounts) {
       try {
-        const result = await this.call("peers.ingest", { account, message });
+        const result = await this.call("peers.ingest", { account, ...params });
         this.stats.ingested++;
+        if (result?.encrypted) this.stats.encrypted++;
+        if (result?.encrypted === "decrypted") this.stats.decrypted++;
         if (result?.updated) {
           this.stats.updated++;
           updated++;
@@ -104,7 +126,7 @@ export class MailIngest {
       } catch (err) {
         this._failed(err);
         if (retry && RETRYABLE.has(err?.code)) {
-          this.retry.push({ messageId, account });
+          this.retry.push({ messageId, account, header: header && { size: header.size, date: header.date } });
           if (this.retry.length > RETRY_MAX) this.retry.shift();
         }
       }
@@ -159,7 +181,7 @@ export class MailIngest {
         for await (const header of this.pages(first)) {
           if (scan.cancelled || scan.scanned >= scan.limit) break;
           const before = this.stats.failed;
-          scan.updated += await this.ingestMessage(header.id, [scan.account]);
+          scan.updated += await this.ingestMessage(header.id, [scan.account], { header });
           scan.failed += this.stats.failed - before;
           scan.scanned++;
           if (this.stats.failed > before && this.stats.last_error?.code === "disconnected") {

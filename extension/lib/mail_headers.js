@@ -77,20 +77,68 @@ export function utf8ToBase64(text) {
   return btoa(bytesToBinary(new TextEncoder().encode(text)));
 }
 
+/** The largest encrypted message sent whole (the host's pgpmime.MAX_ENCRYPTED_BYTES: 700 KiB, as
+ * base64 it still fits the host's 1 MiB request frame). */
+export const MAX_ENCRYPTED_BYTES = 700 * 1024;
+
+const ENCRYPTED_RE = /^\s*multipart\/encrypted\s*(;|$)/i;
+
+/** Whether a Content-Type value (raw, possibly folded) is multipart/encrypted. */
+export function isEncryptedType(value) {
+  return ENCRYPTED_RE.test(String(value ?? "").replace(/\r?\n[ \t]/g, " "));
+}
+
+const contentTypeOf = (block) => /(?:^|\r\n)Content-Type:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)/i.exec(block)?.[1];
+
+async function rawFile(messages, messageId) {
+  return messages.getRaw(messageId, { data_format: "File" });
+}
+
+async function rawBytes(raw, limit) {
+  if (typeof raw === "string") return binaryToBytes(raw.slice(0, limit));
+  return new Uint8Array(await raw.slice(0, limit).arrayBuffer());
+}
+
 /**
- * Read one message's header block the cheapest way this Thunderbird offers and return it as
- * base64, ready for peers.ingest: `messages.getHeaders` (Thunderbird 147+, raw values), else the
- * start of `messages.getRaw`.
+ * One message for peers.ingest, as base64: its header block, read the cheapest way this
+ * Thunderbird offers (`messages.getHeaders`, Thunderbird 147+, raw values; else the start of
+ * `messages.getRaw`); or, for an encrypted (multipart/encrypted) message up to
+ * MAX_ENCRYPTED_BYTES, the whole raw message, which the host decrypts to read the Autocrypt and
+ * Autocrypt-Gossip headers that live only inside (Delta Chat, Level 1 gossip). A larger
+ * encrypted message goes as its header block: its outer headers still count.
+ * `size` is the MessageHeader's size, when known, so a large message is never downloaded.
+ * @returns {Promise<{message: string, encrypted: boolean, whole: boolean}>}
  */
-export async function readHeaderBlockBase64(messages, messageId) {
+export async function readIngestMessage(messages, messageId, { size } = {}) {
+  const fits = !(Number(size) > MAX_ENCRYPTED_BYTES);
   if (typeof messages.getHeaders === "function") {
     const dict = await messages.getHeaders(messageId, { decodeHeaders: false });
-    return utf8ToBase64(headerBlockFromDict(dict));
+    const type = Object.entries(dict ?? {}).find(([name]) => name.toLowerCase() === "content-type")?.[1];
+    const encrypted = [].concat(type ?? []).some(isEncryptedType);
+    if (encrypted && fits) {
+      const whole = await readWhole(await rawFile(messages, messageId));
+      if (whole) return { message: whole, encrypted, whole: true };
+    }
+    return { message: utf8ToBase64(headerBlockFromDict(dict)), encrypted, whole: false };
   }
-  const raw = await messages.getRaw(messageId, { data_format: "File" });
-  const start =
-    typeof raw === "string"
-      ? raw.slice(0, RAW_READ_BYTES)
-      : new Uint8Array(await raw.slice(0, RAW_READ_BYTES).arrayBuffer());
-  return btoa(headerBlockFromRaw(start));
+  const raw = await rawFile(messages, messageId);
+  const block = headerBlockFromRaw(await rawBytes(raw, RAW_READ_BYTES));
+  const encrypted = isEncryptedType(contentTypeOf(block));
+  if (encrypted && fits) {
+    const whole = await readWhole(raw);
+    if (whole) return { message: whole, encrypted, whole: true };
+  }
+  return { message: btoa(block), encrypted, whole: false };
+}
+
+/** The whole raw message as base64, or null if it is above MAX_ENCRYPTED_BYTES. */
+async function readWhole(raw) {
+  const length = typeof raw === "string" ? raw.length : raw.size;
+  if (!(length <= MAX_ENCRYPTED_BYTES)) return null;
+  return btoa(bytesToBinary(await rawBytes(raw, MAX_ENCRYPTED_BYTES)));
+}
+
+/** The header block alone, as base64 (see readIngestMessage). */
+export async function readHeaderBlockBase64(messages, messageId) {
+  return (await readIngestMessage(messages, messageId, { size: Infinity })).message;
 }

@@ -116,11 +116,12 @@ async function refreshSections() {
   $("devices-section").hidden = !known?.device_id;
   $("pairing-section").hidden = !known?.device_id;
   $("scan-section").hidden = !known;
+  $("prefer-section").hidden = !known?.device_id;
   if (known && !known.device_id && !$("device-name").value) {
     const info = await api.runtime.getPlatformInfo().catch(() => ({}));
     $("device-name").value = defaultDeviceName(info.os, t);
   }
-  if (known?.device_id) await Promise.all([refreshDevices(), refreshPairing()]);
+  if (known?.device_id) await Promise.all([refreshDevices(), refreshPairing(), refreshPrefer()]);
   else noOtherDevice = null;
   renderJoinNotices();
   if (known) await refreshScan();
@@ -391,6 +392,36 @@ async function refreshScan() {
   renderScan(scan, stored?.[key]);
 }
 
+// --- prefer-encrypt (one setting for all devices of the account) ----------------------------
+
+async function refreshPrefer() {
+  const account = selected();
+  const reply = await call("account.key", { account });
+  if (account !== selected()) return;
+  const box = $("prefer-mutual");
+  box.disabled = !reply.ok;
+  if (!reply.ok) {
+    // Before this device holds the account key (not paired yet) there is nothing to set.
+    say("prefer-result", reply.error?.code === "not_joined" ? t("preferNotYet") : errorText(reply), reply.error?.code === "not_joined" ? "" : "error");
+    return;
+  }
+  box.checked = reply.result.prefer_encrypt === "mutual";
+  say("prefer-result", "");
+}
+
+async function onPreferChanged() {
+  const box = $("prefer-mutual");
+  box.disabled = true;
+  const reply = await call("account.set_prefer_encrypt", { account: selected(), value: box.checked ? "mutual" : "nopreference" });
+  box.disabled = false;
+  if (!reply.ok) {
+    say("prefer-result", errorText(reply), "error");
+    await refreshPrefer();
+    return;
+  }
+  say("prefer-result", t(reply.result.prefer_encrypt === "mutual" ? "preferSavedMutual" : "preferSavedNone"), "ok");
+}
+
 // --- Thunderbird's OpenPGP ------------------------------------------------------------------
 
 const OPENPGP_STATUS_KEYS = {
@@ -438,6 +469,7 @@ $("scan-start").addEventListener("click", async () => {
   renderScan(scan, null);
 });
 $("scan-cancel").addEventListener("click", () => api.runtime.sendMessage({ type: "scan.cancel" }).catch(() => {}));
+$("prefer-mutual").addEventListener("change", onPreferChanged);
 $("openpgp-enabled").addEventListener("change", async () => {
   await api.storage.local.set({ [OPENPGP_SETTING]: $("openpgp-enabled").checked });
   await refreshOpenPgp();
@@ -451,6 +483,7 @@ api.runtime.onMessage.addListener((message, sender) => {
     if (message.event.startsWith("pairing.")) refreshPairing();
     if (message.event === "device.removed") refreshAccounts();
     if (["pairing.completed", "account.key_rolled", "peers.updated"].includes(message.event)) refreshOpenPgp();
+    if (["pairing.completed", "account.prefer_encrypt"].includes(message.event)) refreshPrefer();
   }
   return undefined;
 });

@@ -181,13 +181,19 @@ export function fakeMessenger({ connect = fakeConnector().connect, messages: loc
 }
 
 /**
- * messages.* over a map of message id -> {headers: {name: [values]}, raw: string, accountId, date}.
+ * messages.* over a map of message id -> {headers: {name: [values]}, raw: string, accountId, date
+ * (ms), size (default: the raw length)}.
  * `getHeaders: false` leaves getHeaders out, as in Thunderbird before 147.
  */
 export function fakeMessages({ byId = {}, getHeaders = true, pageSize = 2 } = {}) {
   const lists = new Map();
   let nextList = 1;
-  const header = (id) => ({ id: Number(id), folder: { accountId: byId[id].accountId } });
+  const header = (id) => ({
+    id: Number(id),
+    folder: { accountId: byId[id].accountId },
+    ...(byId[id].date !== undefined && { date: new Date(byId[id].date) }),
+    size: byId[id].size ?? byId[id].raw?.length,
+  });
   const page = (ids) => {
     const now = ids.slice(0, pageSize);
     const rest = ids.slice(pageSize);

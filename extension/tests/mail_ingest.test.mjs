@@ -3,8 +3,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { headerBlockFromDict, headerBlockFromRaw, readHeaderBlockBase64, MAX_BLOCK_BYTES } from "../lib/mail_headers.js";
-import { MailIngest, SCAN_DONE_KEY_PREFIX } from "../background/mail_ingest.js";
+import {
+  headerBlockFromDict,
+  headerBlockFromRaw,
+  isEncryptedType,
+  readHeaderBlockBase64,
+  MAX_BLOCK_BYTES,
+  MAX_ENCRYPTED_BYTES,
+} from "../lib/mail_headers.js";
+import { MailIngest, SCAN_DONE_KEY_PREFIX, receivedSeconds } from "../background/mail_ingest.js";
 import { fakeMessenger, hostError } from "./fakes.mjs";
 
 const ACCOUNT = "alice@example.org";
@@ -186,7 +193,7 @@ test("new mail the host could not take (down, busy) is sent again by retryPendin
     },
   });
   await mail.onNewMail({ accountId: "account1" }, api.messages.page(["1"]));
-  assert.deepEqual(mail.retry, [{ messageId: 1, account: ACCOUNT }]);
+  assert.deepEqual(mail.retry, [{ messageId: 1, account: ACCOUNT, header: { size: 28, date: new Date(3000) } }]);
   down = false;
   await mail.retryPending();
   assert.deepEqual(mail.retry, []);
@@ -202,4 +209,100 @@ test("a backlog scan stops with an error when the host goes away", async () => {
   assert.equal(ingests().length, 1);
   assert.deepEqual(mail.scan.error, { code: "disconnected", message: "gone" });
   assert.equal(mail.scan.running, false);
+});
+
+const ENCRYPTED = [
+  "From: Bob <bob@example.net>",
+  'To: "hidden-recipients": ;',
+  "Date: Tue, 14 Nov 2023 10:00:00 +0000",
+  'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";',
+  ' boundary="b"',
+  "",
+  "--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b",
+  "Content-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhF4D\xe9\r\n-----END PGP MESSAGE-----",
+  "--b--",
+  "",
+].join("\r\n");
+
+function encryptedMail(extra = {}) {
+  const headers = {
+    from: ["Bob <bob@example.net>"],
+    "content-type": ['multipart/encrypted; protocol="application/pgp-encrypted";\r\n boundary="b"'],
+  };
+  return {
+    1: { accountId: "account1", headers, raw: ENCRYPTED, date: 1_700_000_000_000, ...extra },
+    2: { accountId: "account1", headers: { from: ["b2@example.net"] }, raw: "From: b2@example.net\r\n\r\nbody", date: 2000 },
+  };
+}
+
+test("isEncryptedType reads multipart/encrypted, folded or not, and nothing else", () => {
+  assert.equal(isEncryptedType('Multipart/Encrypted; protocol="application/pgp-encrypted"'), true);
+  assert.equal(isEncryptedType(" multipart/encrypted\r\n ; boundary=x"), true);
+  assert.equal(isEncryptedType("multipart/encrypted-ish"), false);
+  assert.equal(isEncryptedType("multipart/mixed"), false);
+  assert.equal(isEncryptedType(undefined), false);
+});
+
+for (const getHeaders of [true, false]) {
+  test(`encrypted mail goes whole, byte for byte, with the date Thunderbird holds (getHeaders ${getHeaders})`, async () => {
+    const { api, mail, ingests } = setup({ getHeaders, byId: encryptedMail(), ingest: (params) =>
+        decode(params.message).includes("BEGIN PGP")
+          ? { updated: true, addr: "bob@example.net", encrypted: "decrypted" }
+          : { updated: false, addr: "b2@example.net" },
+    });
+    await mail.onNewMail({ accountId: "account1" }, api.messages.page(["1", "2"]));
+    const [first, second] = ingests();
+    assert.equal(decode(first.params.message), ENCRYPTED);
+    assert.equal(first.params.received, 1_700_000_000);
+    assert.equal(decode(second.params.message), "From: b2@example.net\r\n\r\n", "plaintext mail still goes as headers");
+    assert.equal(second.params.received, 2);
+    assert.equal(mail.stats.encrypted, 1);
+    assert.equal(mail.stats.decrypted, 1);
+  });
+
+  test(`encrypted mail above the bound goes as its header block and is never downloaded whole (getHeaders ${getHeaders})`, async () => {
+    const big = ENCRYPTED.replace("hF4D", "A".repeat(MAX_ENCRYPTED_BYTES));
+    const byId = encryptedMail({ raw: big, size: big.length });
+    const { api, mail, ingests } = setup({ getHeaders, byId });
+    let wholeReads = 0;
+    const getRaw = api.messages.getRaw;
+    api.messages.getRaw = async (id, options) => {
+      const file = await getRaw(id, options);
+      return { size: file.size, slice: (a, b) => { if (b - a > 256 * 1024) wholeReads++; return file.slice(a, b); } };
+    };
+    await mail.onNewMail({ accountId: "account1" }, api.messages.page(["1"]));
+    const block = decode(ingests()[0].params.message);
+    assert.match(block, /^From: Bob <bob@example\.net>\r\n/);
+    assert.match(block, /multipart\/encrypted/);
+    assert.ok(!block.includes("BEGIN PGP MESSAGE"));
+    assert.equal(wholeReads, 0);
+  });
+}
+
+test("a message header's size stops the whole download before any read of the body", async () => {
+  const byId = encryptedMail({ size: MAX_ENCRYPTED_BYTES + 1 });
+  const { api, mail, ingests } = setup({ byId });
+  let raws = 0;
+  const getRaw = api.messages.getRaw;
+  api.messages.getRaw = async (...args) => { raws++; return getRaw(...args); };
+  await mail.onNewMail({ accountId: "account1" }, api.messages.page(["1"]));
+  assert.equal(raws, 0, "getHeaders alone was enough");
+  assert.ok(!decode(ingests()[0].params.message).includes("BEGIN PGP MESSAGE"));
+});
+
+test("the backlog scan sends encrypted mail whole, with its date as received", async () => {
+  const { mail, ingests } = setup({ byId: encryptedMail({ date: 20_000 }) });
+  mail.startScan(ACCOUNT, { days: 1 });
+  await mail.scanDone;
+  const first = ingests().find((c) => decode(c.params.message).includes("BEGIN PGP MESSAGE"));
+  assert.ok(first, "the encrypted message was scanned");
+  assert.equal(first.params.received, 20);
+});
+
+test("receivedSeconds: a Date or ms number to whole seconds; anything else is left out", () => {
+  assert.equal(receivedSeconds(new Date(1_700_000_000_999)), 1_700_000_000);
+  assert.equal(receivedSeconds(5_000), 5);
+  assert.equal(receivedSeconds(new Date(NaN)), null);
+  assert.equal(receivedSeconds(undefined), null);
+  assert.equal(receivedSeconds(-1), null);
 });

@@ -55,6 +55,15 @@ const CLICKS = {
     ...OPTIONS_STATES["options-joined"],
     steps: [{ click: '#devices tr[data-device-id="bbbbbbbbbbbbbbbb"] button:last-child' }, { click: '#devices tr[data-device-id="bbbbbbbbbbbbbbbb"] button:nth-of-type(1)' }],
   },
+  "options-prefer": {
+    ...OPTIONS_STATES["options-joined"],
+    replies: {
+      ...OPTIONS_STATES["options-joined"].replies,
+      "account.key": { fingerprint: "F".repeat(40), public_key: "", prefer_encrypt: "nopreference", prefer_encrypt_set_at: null },
+      "account.set_prefer_encrypt": { prefer_encrypt: "mutual", set_at: 1_700_000_000 },
+    },
+    steps: [{ click: "#prefer-mutual" }, { wait: "#prefer-result.ok" }],
+  },
   "options-join-code": {
     ...OPTIONS_STATES["options-unpaired"],
     after: { "pairing.join": { status: "connected", accounts: STATES["joiner-joining"].accounts } },
@@ -258,6 +267,14 @@ test("in the browser: options sends account.configure once with the password, th
   assert.deepEqual(removed.sent.filter((m) => m.method === "device.remove"), [
     { type: "call", method: "device.remove", params: { account: "alice@example.org", device_id: "bbbbbbbbbbbbbbbb" } },
   ]);
+});
+
+test("in the browser: the prefer-encrypt checkbox sends account.set_prefer_encrypt and says it is saved for all devices", { skip, timeout: 120000 }, async () => {
+  const { dom, sent } = await sentBy("options-prefer", "options/options.html");
+  assert.deepEqual(sent.filter((m) => m.method === "account.set_prefer_encrypt"), [
+    { type: "call", method: "account.set_prefer_encrypt", params: { account: "alice@example.org", value: "mutual" } },
+  ]);
+  assert.match(visibleText(dom), /Saved: encrypted mail preferred, on all your devices\./);
 });
 
 test("in the browser: the join step asks whether this is the first device and sends the answer", { skip, timeout: 120000 }, async () => {

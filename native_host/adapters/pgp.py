@@ -35,7 +35,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -219,6 +219,33 @@ def load_public(
 def fingerprint_of(armored_public: str) -> str:
     """The full fingerprint (40 upper-case hex digits) of a public key that passes `load_public`."""
     return load_public(armored_public).fingerprint
+
+
+# --- TEMPORARY (h-inner): pgpy stand-in for pysequoia's decrypt_message; replaced at merge ----
+def decrypt_message(
+    message: bytes, secrets: Sequence[AccountKey], *, max_output: int = 4 * 1024 * 1024
+) -> bytes | None:
+    """The plaintext (an inner MIME entity) of an OpenPGP message (armored or binary) encrypted
+    to one of `secrets`; None if none of them decrypts it or the plaintext exceeds `max_output`.
+    pgpy inflates compressed data without a bound, so `max_output` is checked only afterwards:
+    acceptable for a stand-in, not for the real one."""
+    with _pgpy() as pgpy:
+        try:
+            encrypted = pgpy.PGPMessage.from_blob(message)
+        except Exception:
+            return None
+        for secret in secrets:
+            try:
+                key = _parse(pgpy, _packets(_dearmor(secret.secret_armored, SECRET_BLOCK)))
+                plain = key.decrypt(encrypted).message
+            except Exception:  # noqa: S112 - not this key (or not decryptable): try the next
+                continue
+            data = plain.encode("utf-8") if isinstance(plain, str) else bytes(plain)
+            return data if len(data) <= max_output else None
+    return None
+
+
+# --- end of TEMPORARY ------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------

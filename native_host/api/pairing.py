@@ -68,7 +68,13 @@ def account_key(context: Context, params: dict[str, Any]) -> dict[str, Any]:
             "this device holds no account key yet: pair it with a device that does",
         )
     key = load_secret(armored)
-    return {"fingerprint": key.fingerprint, "public_key": key.public_armored}
+    prefer, set_at = _runtime(context, params).peers.prefer_encrypt()
+    return {
+        "fingerprint": key.fingerprint,
+        "public_key": key.public_armored,
+        "prefer_encrypt": prefer,
+        "prefer_encrypt_set_at": set_at,
+    }
 
 
 def account_secret_key(context: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,9 @@ def _book(context: Context, params: dict[str, Any]) -> Any:
 
 
 def ingest(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = _book(context, params).ingest(params["message"], params.get("gossip"))
+    result: dict[str, Any] = _book(context, params).ingest(
+        params["message"], params.get("gossip"), params.get("received")
+    )
     return result
 
 
@@ -38,19 +40,36 @@ def recommend(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def header(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+def _account_key(runtime: Any) -> Any:
     from native_host.adapters.pgp import load_secret
 
-    runtime = context.service().runtime(params["account"])
     armored = runtime.trust.account_key_armored() if runtime.record.device else None
     if armored is None:
         raise HostError(
             ErrorCode.NOT_JOINED,
             "this device holds no account key yet: join the SMA and pair with a device that does",
         )
-    key = load_secret(armored)
-    value = key.autocrypt_header_value(runtime.account, prefer_encrypt=False)
-    return {"header": f"Autocrypt: {value}", "value": value, "fingerprint": key.fingerprint}
+    return load_secret(armored)
+
+
+def header(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = context.service().runtime(params["account"])
+    key = _account_key(runtime)
+    prefer, _at = runtime.peers.prefer_encrypt()
+    value = key.autocrypt_header_value(runtime.account, prefer_encrypt=prefer == "mutual")
+    return {
+        "header": f"Autocrypt: {value}",
+        "value": value,
+        "fingerprint": key.fingerprint,
+        "prefer_encrypt": prefer,
+    }
+
+
+def set_prefer_encrypt(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    runtime = context.service().runtime(params["account"])
+    key = _account_key(runtime)  # the own row carries the account key (core/autocrypt.py)
+    result: dict[str, Any] = runtime.peers.set_prefer_encrypt(params["value"], key.keydata())
+    return result
 
 
 METHODS = [
@@ -59,4 +78,5 @@ METHODS = [
     Method("peers.list", list_peers),
     Method("peers.recommend", recommend),
     Method("autocrypt.header", header),
+    Method("account.set_prefer_encrypt", set_prefer_encrypt),
 ]

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.policy import compat32
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ KeyCheck = Callable[[bytes], bool]
 MAX_HEADER_BYTES = 10 * 1024  # spec: headers above 10 KiB (prefix and folding included) are invalid
 MAX_HEADER_BLOCK_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 200  # logical header fields (a folded field counts once)
+MAX_GOSSIP_HEADERS = 100  # Autocrypt-Gossip fields read from one message (one per recipient)
 MAX_JSON_KEY_BYTES = MAX_HEADER_BYTES  # no valid header can carry a larger key
 MAX_TIMESTAMP = 2**40
 DISCOURAGE_AFTER = (
@@ -131,6 +132,7 @@ class MessageInfo:
     autocrypt: tuple[str, ...]  # raw values of all Autocrypt fields
     to_cc: tuple[str, ...]  # canonicalized
     reply_to: tuple[str, ...] = ()
+    gossip: tuple[str, ...] = ()  # raw Autocrypt-Gossip values; count only from an encrypted part
 
     @property
     def from_addr(self) -> str | None:
@@ -161,18 +163,28 @@ def _parse_date(value: str | None) -> int | None:
     return stamp if 0 <= stamp < MAX_TIMESTAMP else None
 
 
+def header_block(raw: bytes) -> bytes:
+    """The header block of an entity (everything before the first empty line)."""
+    cuts = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return raw[: min(cuts)] if cuts else raw
+
+
 def message_headers(raw_header_block: bytes) -> MessageInfo:
-    """Extract what the update rules need from a message's header block (body ignored)."""
-    end = raw_header_block.find(b"\r\n\r\n")
-    end_lf = raw_header_block.find(b"\n\n")
-    cuts = [i for i in (end, end_lf) if i >= 0]
-    block = raw_header_block[: min(cuts)] if cuts else raw_header_block
+    """Extract what the update rules need from a message's header block (body ignored).
+
+    The block is decoded as UTF-8 before parsing: RFC 6532 allows raw UTF-8 in addresses
+    (``x@könig.net``), and `email`'s bytes parser would turn each such byte into U+FFFD, so the
+    peer would be stored under a mangled address. Bytes that are not UTF-8 still become U+FFFD,
+    which no real address or key user id matches.
+    """
+    block = header_block(raw_header_block)
     if len(block) > MAX_HEADER_BLOCK_BYTES:
         raise InvalidMessage("header block above 64 KiB")
     fields = sum(1 for line in block.splitlines() if line and line[:1] not in (b" ", b"\t"))
     if fields > MAX_HEADER_FIELDS:
         raise InvalidMessage(f"more than {MAX_HEADER_FIELDS} header fields")
-    msg = BytesHeaderParser(policy=compat32).parsebytes(block + b"\r\n\r\n")
+    text = block.decode("utf-8", "replace")
+    msg = HeaderParser(policy=compat32).parsestr(text + "\r\n\r\n")
 
     def all_of(name: str) -> list[str]:
         return [_text(v) for v in (msg.get_all(name) or [])]
@@ -187,7 +199,39 @@ def message_headers(raw_header_block: bytes) -> MessageInfo:
         autocrypt=tuple(all_of("Autocrypt")),
         to_cc=_addresses(all_of("To") + all_of("Cc")),
         reply_to=_addresses(all_of("Reply-To")),
+        gossip=tuple(all_of("Autocrypt-Gossip")[:MAX_GOSSIP_HEADERS]),
     )
+
+
+def protected_view(outer: MessageInfo, inner: MessageInfo) -> MessageInfo | None:
+    """The message as Autocrypt reads it once its encrypted part is open; None when the inner
+    part names another sender than the outer From (then only the outer headers count).
+
+    Delta Chat and Level 1 gossip put headers only in the encrypted part, so the inner root
+    entity's headers (protected headers) take precedence: its Autocrypt headers replace the outer
+    ones when it has any; its Date replaces the outer Date when it has exactly one that parses
+    (Delta Chat shifts the outer Date 35 to 107 hours back, so the inner one is the real one;
+    either way `effective_date` caps it at the time of receipt). Recipients are the union of
+    outer and inner To/Cc/Reply-To (Delta Chat's outer To is ``"hidden-recipients": ;``).
+    Gossip comes only from the inner part: an outer Autocrypt-Gossip header never counts.
+    """
+    if inner.from_addrs and inner.from_addrs != outer.from_addrs:
+        return None
+    return replace(
+        outer,
+        date=inner.date if inner.date is not None else outer.date,
+        auto_submitted=(
+            inner.auto_submitted if inner.auto_submitted is not None else outer.auto_submitted
+        ),
+        autocrypt=inner.autocrypt if inner.autocrypt else outer.autocrypt,
+        to_cc=_union(outer.to_cc, inner.to_cc),
+        reply_to=_union(outer.reply_to, inner.reply_to),
+        gossip=inner.gossip,
+    )
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))
 
 
 def effective_date(info: MessageInfo, now: int) -> int:
@@ -401,6 +445,39 @@ def contributions(
         if addr != sender:
             states.append(PeerState(addr=addr, gossip_timestamp=date, gossip_key=keydata))
     return states
+
+
+# --- the account's own preference -----------------------------------------------------------
+#
+# The account's prefer-encrypt setting is one value for all its devices. It travels as the
+# account's own row in the peer table, which mail never writes (a device ignores mail from its
+# own account, and gossip about it): key sync then carries it to every member, signed by the
+# device that sent it, acknowledged and resent like any row, and `merge` keeps the newest, so a
+# replayed older row changes nothing. The row's key is the account key at the time it was set;
+# only its preference and timestamp are read.
+
+
+def own_setting(
+    current: PeerState | None, addr: str, prefer: PreferEncrypt, keydata: bytes, now: int
+) -> PeerState:
+    """The own row saying `prefer`, dated after `current` so that it wins every merge with it
+    even when the clock has not moved (two changes in one second) or went back."""
+    addr = canonical_addr(addr)
+    if current is not None and current.addr != addr:
+        raise ValueError("state is for another address")
+    previous = None if current is None else current.autocrypt_timestamp
+    at = now if previous is None else max(now, previous + 1)
+    if not 0 <= at < MAX_TIMESTAMP:
+        raise ValueError("timestamp out of range")
+    return PeerState(addr=addr, autocrypt_timestamp=at, public_key=keydata, prefer_encrypt=prefer)
+
+
+def own_preference(state: PeerState | None) -> tuple[PreferEncrypt, int | None]:
+    """The account's setting and when it was made; `nopreference` until someone sets it (the
+    Level 1 default)."""
+    if state is None or state.autocrypt_timestamp is None:
+        return "nopreference", None
+    return state.prefer_encrypt, state.autocrypt_timestamp
 
 
 # --- merge between devices ------------------------------------------------------------------

@@ -11,22 +11,30 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from native_host.core import autocrypt, layout
-from native_host.core.autocrypt import InvalidMessage, PeerState, canonical_addr
+from native_host.core import autocrypt, layout, pgpmime
+from native_host.core.autocrypt import InvalidMessage, MessageInfo, PeerState, canonical_addr
 from native_host.core.crypto import DeviceKeys
 from native_host.core.devicelog import DeviceLog
 from native_host.core.envelope import LogHead, SmaMessage
 from native_host.core.keysync import KeySync, PartlyRejected, PeerRepo, open_chunk, seal_chunk
 from native_host.errors import ErrorCode, HostError, RemoteProtocolError
-from native_host.ports import Clock, FolderMissing, FolderStore, RandomBytes
+from native_host.ports import Clock, Decrypt, FolderMissing, FolderStore, RandomBytes
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
+# What became of the encrypted part of a multipart/encrypted mail (peers.ingest's `encrypted`).
+Encrypted = Literal[
+    "decrypted",  # its protected headers and gossip counted
+    "provided",  # not opened here; the inner header block the caller sent counted
+    "headers_only",  # only the header block came: the outer headers counted
+    "too_large",  # above pgpmime.MAX_ENCRYPTED_BYTES: the outer headers counted
+    "malformed",  # not RFC 3156 PGP/MIME, or an inner header block beyond the bounds
+    "undecryptable",  # no account key this device holds (current or earlier) opens it
+    "sender_mismatch",  # the inner From names someone else: only the outer headers counted
+]
 MAX_EVENT_ADDRS = 100
 MAX_LIST = 500
 
@@ -42,16 +50,6 @@ def _key_ok_at(keydata: bytes, at: float) -> bool:
     from native_host.adapters.pgp import usable_peer_key
 
     return usable_peer_key(keydata, now=at)
-
-
-def _gossip_values(block: bytes) -> list[str]:
-    """Autocrypt-Gossip values from the decrypted inner part's header block (bounded)."""
-    cut = min((i for i in (block.find(b"\r\n\r\n"), block.find(b"\n\n")) if i >= 0), default=-1)
-    head = block[:cut] if cut >= 0 else block
-    if len(head) > autocrypt.MAX_HEADER_BLOCK_BYTES:
-        raise InvalidMessage("gossip header block above 64 KiB")
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
-    return [str(v) for v in (parsed.get_all("Autocrypt-Gossip") or [])][:100]
 
 
 def peer_view(state: PeerState, *, detail: bool = False) -> dict[str, Any]:
@@ -85,8 +83,10 @@ class PeerBook:
         *,
         clock: Clock,
         random: RandomBytes,
+        decrypt: Decrypt | None = None,
     ) -> None:
         self.repo = repo
+        self._decrypt = decrypt  # None: encrypted mail counts by its outer headers only
         self.account = account
         self._me = canonical_addr(account)
         self.sync = KeySync(repo, "", clock, key_ok=_key_ok_at)
@@ -100,20 +100,24 @@ class PeerBook:
         self.sync.me = device_id
 
     # --- the API ------------------------------------------------------------------------------
-    def ingest(self, message_b64: str, gossip_b64: str | None = None) -> dict[str, Any]:
+    def ingest(
+        self, message_b64: str, gossip_b64: str | None = None, received: int | None = None
+    ) -> dict[str, Any]:
+        """Autocrypt Level 1 update from one received mail (see docs/api.md, peers.ingest).
+
+        `received`: when the mail arrived (IMAP INTERNALDATE or the client's database date). It,
+        not this device's clock, is Level 1's "time of receipt" for a mail without a usable
+        Date: during a backlog scan the clock says now, and a Date-less old mail would
+        otherwise override every newer key of its sender.
+        """
         raw = _decode(message_b64, "message")
         try:
-            info = autocrypt.message_headers(raw)
-            gossip = (
-                _gossip_values(_decode(gossip_b64, "gossip"))
-                if gossip_b64 is not None and info.content_type == "multipart/encrypted"
-                else []
-            )
+            outer = autocrypt.message_headers(raw)
         except InvalidMessage as exc:
             raise HostError(ErrorCode.INVALID_PARAMS, f"params.message: {exc}") from None
-        sender = info.from_addr
+        sender = outer.from_addr
         result: dict[str, Any] = {"updated": False, "addr": sender}
-        if not info.from_addrs:
+        if not outer.from_addrs:
             result["ignored"] = "no From address"
             return result
         if sender is None:
@@ -122,9 +126,20 @@ class PeerBook:
         if sender == self._me:
             result["ignored"] = "sent from this account"
             return result
-        states = autocrypt.contributions(
-            info, int(self._clock()), key_ok=_key_ok, gossip_values=gossip
-        )
+        now = int(self._clock())
+        if received is not None:
+            now = max(0, min(now, received))
+        view, gossip = outer, cast(tuple[str, ...], ())
+        if outer.content_type == "multipart/encrypted":
+            inner, status = self._open(raw, gossip_b64)
+            if inner is not None:
+                protected = autocrypt.protected_view(outer, inner)
+                if protected is None:
+                    status = "sender_mismatch"
+                else:
+                    view, gossip = protected, protected.gossip
+            result["encrypted"] = status
+        states = autocrypt.contributions(view, now, key_ok=_key_ok, gossip_values=gossip)
         if not states:
             result["ignored"] = "an automatic reply or a delivery report"
             return result
@@ -140,7 +155,60 @@ class PeerBook:
             result["gossip_updated"] = len(changed) - int(result["updated"])
         return result
 
+    def _open(self, raw: bytes, inner_b64: str | None) -> tuple[MessageInfo | None, Encrypted]:
+        """The inner root entity's headers of a multipart/encrypted mail, and what happened.
+
+        Never raises for the mail's content: a mail that cannot be opened still counts by its
+        outer headers (the sender was seen), and the add-on must not retry it for ever.
+        """
+        status: Encrypted
+        if len(raw) > pgpmime.MAX_ENCRYPTED_BYTES:
+            status = "too_large"
+        elif not raw[len(autocrypt.header_block(raw)) :].strip():
+            status = "headers_only"
+        else:
+            try:
+                payload = pgpmime.encrypted_payload(raw)
+            except InvalidMessage:
+                return None, "malformed"
+            plain = None if self._decrypt is None else self._decrypt(payload)
+            if plain is None:
+                return None, "undecryptable"
+            try:
+                return autocrypt.message_headers(plain), "decrypted"
+            except InvalidMessage:
+                return None, "malformed"
+        if inner_b64 is None:
+            return None, status
+        try:
+            return autocrypt.message_headers(_decode(inner_b64, "gossip")), "provided"
+        except InvalidMessage as exc:
+            raise HostError(ErrorCode.INVALID_PARAMS, f"params.gossip: {exc}") from None
+
+    # --- the account's own prefer-encrypt setting (core/autocrypt.py, own_setting) --------------
+    def prefer_encrypt(self) -> tuple[autocrypt.PreferEncrypt, int | None]:
+        with self.repo.transaction():
+            row = self.repo.get(self._me)
+        return autocrypt.own_preference(None if row is None else row.state)
+
+    def set_prefer_encrypt(self, value: autocrypt.PreferEncrypt, keydata: bytes) -> dict[str, Any]:
+        """Set the account's preference on every device: a newer own row, sent by key sync."""
+        with self.repo.transaction():
+            row = self.repo.get(self._me)
+        current = None if row is None else row.state
+        state = autocrypt.own_setting(current, self._me, value, keydata, int(self._clock()))
+        was_idle = not self.sync.waiting
+        changed = self.sync.ingest([state])
+        if changed:
+            self._updated(changed, "mail")  # only the own row: account.prefer_encrypt
+            if was_idle:
+                self._wake()
+        prefer, at = self.prefer_encrypt()
+        return {"prefer_encrypt": prefer, "set_at": at}
+
     def get(self, addr: str) -> dict[str, Any] | None:
+        if canonical_addr(addr) == self._me:
+            return None  # the own row is the prefer-encrypt setting, not a peer
         with self.repo.transaction():
             row = self.repo.get(canonical_addr(addr))
         return None if row is None else peer_view(row.state, detail=True)
@@ -148,8 +216,9 @@ class PeerBook:
     def page(self, limit: int, cursor: str | None) -> dict[str, Any]:
         limit = max(1, min(limit, MAX_LIST))
         with self.repo.transaction():
-            page = self.repo.page(cursor, limit + 1)
-            total = self.repo.count()
+            page = self.repo.page(cursor, limit + 2)
+            total = self.repo.count() - (self.repo.get(self._me) is not None)
+        page = [s for s in page if s.addr != self._me][: limit + 1]  # see `get`
         more = len(page) > limit
         page = page[:limit]
         return {
@@ -160,6 +229,7 @@ class PeerBook:
 
     def recommend(self, recipients: list[str], reply_to_encrypted: bool) -> dict[str, Any]:
         now = int(self._clock())
+        mutual = self.prefer_encrypt()[0] == "mutual"
         each: list[dict[str, Any]] = []
         with self.repo.transaction():
             rows = {addr: self.repo.get(canonical_addr(addr)) for addr in recipients}
@@ -172,7 +242,7 @@ class PeerBook:
                         None if row is None else row.state,
                         now,
                         reply_to_encrypted,
-                        own_prefer_mutual=False,
+                        own_prefer_mutual=mutual,
                         key_usable=_key_ok,
                     ),
                 }
@@ -183,6 +253,19 @@ class PeerBook:
         return {"recommendation": overall, "recipients": each}
 
     def _updated(self, changed: list[PeerState], source: str) -> None:
+        """peers.updated for correspondents; the own row (the prefer-encrypt setting) is not a
+        peer: it has an event of its own and stays out of peers.get/list (the add-on imports
+        what those return into Thunderbird as correspondents' keys)."""
+        own = [s for s in changed if s.addr == self._me]
+        changed = [s for s in changed if s.addr != self._me]
+        if own:
+            prefer, at = autocrypt.own_preference(own[-1])
+            self._emit(
+                "account.prefer_encrypt",
+                {"account": self.account, "prefer_encrypt": prefer, "set_at": at},
+            )
+        if not changed:
+            return
         self._emit(
             "peers.updated",
             {

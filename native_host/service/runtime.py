@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from native_host.core import devicelog, envelope, layout
+from native_host.core import devicelog, envelope, layout, pgpmime
 from native_host.core.directory import Announcement
 from native_host.core.join import (
     Device,
@@ -42,6 +42,9 @@ from native_host.service.accounts import AccountFiles, AccountRecord, DeviceReco
 from native_host.service.lifecycle import STALE_AFTER_DAYS, Lifecycle
 from native_host.service.peers import PeerBook
 from native_host.service.trust import Trust
+
+if TYPE_CHECKING:
+    from native_host.adapters.pgp import AccountKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,8 +150,15 @@ class AccountRuntime:
             from native_host.adapters.memory_peers import MemoryPeerRepo
 
             peer_repo = MemoryPeerRepo()
+        self._loaded_keys: dict[str, AccountKey] = {}  # armored -> checked, for decryption
         self.peers = PeerBook(
-            peer_repo, record.account, emit, self._dirty.set, clock=clock, random=random
+            peer_repo,
+            record.account,
+            emit,
+            self._dirty.set,
+            clock=clock,
+            random=random,
+            decrypt=self._decrypt_mail,
         )
         if record.device is not None:
             self.peers.set_device(record.device.device_id)
@@ -161,6 +171,36 @@ class AccountRuntime:
     @property
     def account(self) -> str:
         return self.record.account
+
+    def _decrypt_mail(self, data: bytes) -> bytes | None:
+        """The `Decrypt` port of the peer book: every account key this device holds, the
+        current one first, then those kept from before a roll (mail a peer encrypted to the
+        key it knew)."""
+        from native_host.adapters.pgp import decrypt_message
+
+        keys = self._account_keys()
+        if not keys:
+            return None
+        return decrypt_message(data, keys, max_output=pgpmime.MAX_INNER_BYTES)
+
+    def _account_keys(self) -> list[AccountKey]:
+        from native_host.adapters.pgp import BadAccountKey, load_secret
+
+        current = self.trust.account_key_armored() if self.record.device else None
+        wanted = ([current] if current else []) + self.lifecycle.old_keys()
+        keys: list[AccountKey] = []
+        for armored in dict.fromkeys(wanted):
+            key = self._loaded_keys.get(armored)
+            if key is None:
+                try:
+                    key = load_secret(armored)
+                except BadAccountKey:
+                    continue  # an unreadable leftover does not stop the others
+                self._loaded_keys[armored] = key
+            keys.append(key)
+        for stale in set(self._loaded_keys) - set(wanted):
+            self._loaded_keys.pop(stale, None)  # forgotten with the membership: not kept in memory
+        return keys
 
     # --- the connection -----------------------------------------------------------------------
     def _connected(self) -> PushStore:

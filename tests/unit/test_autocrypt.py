@@ -34,7 +34,10 @@ from native_host.core.autocrypt import (
     merge,
     message_headers,
     outgoing_header,
+    own_preference,
+    own_setting,
     parse_header,
+    protected_view,
     recommend,
     recommend_many,
     update_from_gossip,
@@ -1096,3 +1099,178 @@ def test_merge_takes_newest_autocrypt_and_gossip_parts_independently() -> None:
     )
     with pytest.raises(ValueError, match="different addresses"):
         merge(a, PeerState(addr="other@autocrypt.example"))
+
+
+# --- addresses in UTF-8 (RFC 6532) --------------------------------------------------------------
+
+
+def test_utf8_from_address_in_raw_8bit_is_kept_as_written() -> None:
+    # impl: RFC 6532 lets an address carry raw UTF-8; a peer test suite sends `x <x@könig.net>`.
+    # The bytes parser of `email` would turn each non-ASCII byte into U+FFFD.
+    info = message_headers(raw_message(from_="x <x@könig.net>", extra=("Cc: Y <Y@Könïg.net>",)))
+    assert info.from_addr == "x@könig.net"
+    assert "y@könïg.net" in info.to_cc
+
+
+def test_utf8_from_with_rfc2047_display_name_gives_the_same_address() -> None:
+    # impl: an encoded-word display name does not change the address it names.
+    info = message_headers(raw_message(from_="=?utf-8?q?K=C3=B6nig?= <x@könig.net>"))
+    assert info.from_addr == "x@könig.net"
+
+
+def test_utf8_sender_with_matching_autocrypt_header_is_stored_under_its_address() -> None:
+    # spec: the header's addr must match the From address; both are UTF-8 here.
+    addr = "x@könig.net"
+    raw = raw_message(from_=f"x <{addr}>", autocrypt=(f"addr={addr}; keydata={B64_1}",))
+    state = update_from_message(None, message_headers(raw), NOW, key_ok=any_key)
+    assert state is not None
+    assert state.addr == addr
+    assert state.public_key == KEY1
+
+
+def test_header_block_that_is_not_utf8_never_yields_an_address_with_raw_bytes() -> None:
+    # impl: a Latin-1 byte becomes U+FFFD, which no key's user id or header addr matches.
+    info = message_headers(b"From: x <x@k\xf6nig.net>\r\n\r\n")
+    assert info.from_addr == "x@k\ufffdnig.net"
+
+
+# --- headers inside the encrypted part (protected headers, Delta Chat) ------------------------
+
+HIDDEN_OUTER = (
+    b"From: Alice <alice@autocrypt.example>\r\n"
+    b'To: "hidden-recipients": ;\r\n'
+    b"Date: " + fmt_date(T0 - 50 * 3600).encode() + b"\r\n"
+    b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="b"\r\n'
+    b"\r\n"
+)
+
+
+def header_line(addr: str, b64: str, mutual: bool = False) -> str:
+    return PREFIX + header(addr, b64, mutual)
+
+
+def inner_block(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\nhello\r\n").encode()
+
+
+def test_inner_autocrypt_header_and_date_take_precedence() -> None:
+    # impl: protected headers win; Delta Chat's outer Date is shifted back 35 to 107 hours, so the
+    # inner Date is the one that says when the key was current.
+    outer = message_headers(HIDDEN_OUTER)
+    inner = message_headers(
+        inner_block(
+            "From: Alice <alice@autocrypt.example>",
+            f"Date: {fmt_date(T0)}",
+            f"To: {BOB}",
+            header_line(ALICE, B64_2, mutual=True),
+        )
+    )
+    view = protected_view(outer, inner)
+    assert view is not None
+    assert view.date == T0
+    assert view.to_cc == (BOB,)
+    states = contributions(view, NOW, key_ok=any_key)
+    assert states[0] == PeerState(
+        addr=ALICE, last_seen=T0, autocrypt_timestamp=T0, public_key=KEY2, prefer_encrypt="mutual"
+    )
+
+
+def test_outer_autocrypt_header_counts_when_the_inner_part_has_none() -> None:
+    # impl: Thunderbird puts its Autocrypt header outside only; the inner part then adds nothing.
+    outer = message_headers(
+        HIDDEN_OUTER.replace(
+            b"\r\n\r\n", b"\r\n" + header_line(ALICE, B64_1).encode() + b"\r\n\r\n"
+        )
+    )
+    view = protected_view(outer, message_headers(inner_block(f"To: {BOB}")))
+    assert view is not None
+    assert view.autocrypt == outer.autocrypt
+    assert view.date == T0 - 50 * 3600  # no inner Date: the outer one, even if shifted
+
+
+def test_inner_from_naming_someone_else_disables_the_inner_part() -> None:
+    # impl: an inner part that speaks for another sender is not this sender's protected header.
+    outer = message_headers(HIDDEN_OUTER)
+    inner = message_headers(inner_block(f"From: {BOB}", header_line(BOB, B64_2)))
+    assert protected_view(outer, inner) is None
+
+
+def test_gossip_counts_for_inner_recipients_only_and_never_from_the_outer_part() -> None:
+    # spec: gossip only from the encrypted part, only for To/Cc addresses; Delta Chat's outer To
+    # names nobody, so the inner To/Cc decide.
+    outer_lines = HIDDEN_OUTER.replace(
+        b"\r\n\r\n",
+        b"\r\nAutocrypt-Gossip: " + f"addr={CAROL}; keydata={B64_1}".encode() + b"\r\n\r\n",
+    )
+    outer = message_headers(outer_lines)
+    inner = message_headers(
+        inner_block(
+            f"To: {BOB}",
+            f"Cc: {CAROL}",
+            f"Date: {fmt_date(T0)}",
+            f"Autocrypt-Gossip: addr={BOB}; keydata={B64_1}",
+            f"Autocrypt-Gossip: addr={CAROL}; keydata={B64_2}",
+            f"Autocrypt-Gossip: addr=mallory@autocrypt.example; keydata={B64_2}",
+        )
+    )
+    assert outer.gossip  # parsed, but protected_view drops it
+    view = protected_view(outer, inner)
+    assert view is not None
+    assert view.gossip == inner.gossip
+    states = contributions(view, NOW, key_ok=any_key, gossip_values=view.gossip)
+    gossip = {s.addr: (s.gossip_key, s.gossip_timestamp) for s in states[1:]}
+    assert gossip == {BOB: (KEY1, T0), CAROL: (KEY2, T0)}
+
+
+def test_gossip_only_key_is_discouraged() -> None:
+    # spec: "discourage" if only a gossip key is known.
+    state = PeerState(addr=BOB, gossip_timestamp=T0, gossip_key=KEY1)
+    assert recommend(state, NOW, reply_to_encrypted=False, own_prefer_mutual=True) == "discourage"
+
+
+def test_inner_date_in_the_future_is_capped_at_the_time_of_receipt() -> None:
+    # spec: effective date is the receive time if the Date is in the future (inner or not).
+    outer = message_headers(HIDDEN_OUTER)
+    inner = message_headers(
+        inner_block(f"Date: {fmt_date(NOW + 10 * DAY)}", header_line(ALICE, B64_1))
+    )
+    view = protected_view(outer, inner)
+    assert view is not None
+    assert contributions(view, NOW, key_ok=any_key)[0].autocrypt_timestamp == NOW
+
+
+def test_date_less_message_dated_at_its_receipt_does_not_beat_a_newer_key() -> None:
+    # spec: effective date = receive time when Date is missing; the caller passes the time the
+    # mail was received (not "now" of a backlog scan), so an old Date-less mail stays old.
+    newer = receive(None, raw_message(date=T0 + DAY, autocrypt=(header(ALICE, B64_2),)))
+    old = message_headers(raw_message(date=None, autocrypt=(header(ALICE, B64_1),)))
+    received = T0  # when the old mail arrived
+    assert update_from_message(newer, old, received, key_ok=any_key) == newer
+
+
+# --- the account's own prefer-encrypt setting ---------------------------------------------------
+
+
+def test_own_setting_is_newer_than_the_current_one_even_within_one_second() -> None:
+    # impl: two changes in the same second (or after the clock went back) must still replace.
+    first = own_setting(None, ALICE, "mutual", KEY1, NOW)
+    second = own_setting(first, ALICE, "nopreference", KEY1, NOW)
+    third = own_setting(second, ALICE, "mutual", KEY1, NOW - DAY)
+    assert own_preference(first) == ("mutual", NOW)
+    assert own_preference(second) == ("nopreference", NOW + 1)
+    assert own_preference(third) == ("mutual", NOW + 2)
+    assert merge(first, second) == merge(second, first) == second
+
+
+def test_a_replayed_older_setting_never_wins_a_merge() -> None:
+    # impl: the provider can deliver an old signed key update again; the join keeps the newest.
+    old = own_setting(None, ALICE, "mutual", KEY1, NOW)
+    new = own_setting(old, ALICE, "nopreference", KEY2, NOW + 5)
+    assert merge(new, old) == new
+    assert merge(merge(new, old), old) == new
+
+
+def test_own_preference_defaults_to_nopreference() -> None:
+    # spec: prefer-encrypt absent means nopreference.
+    assert own_preference(None) == ("nopreference", None)
+    assert own_preference(PeerState(addr=ALICE, last_seen=NOW)) == ("nopreference", None)
