@@ -361,14 +361,20 @@ def _select(packets: list[Packet], *, address: str | None, need_signing: bool) -
             for g in uid_groups
             if _uid_address(g[0].user_id or "").casefold() == address.casefold()
         ]
-    uid_groups = [g for g in uid_groups if (g[0].user_id or "") in valid_uids]
-    if not uid_groups:
-        expired = full.expiration is not None and full.expiration.timestamp() <= time.time()
+    uid_groups = [
+        g
+        for g in uid_groups
+        if (g[0].user_id or "") in valid_uids and not _self_revoked(primary, g[1])
+    ]
+    try:
+        expiration = full.expiration
+    except Exception:  # Sequoia finds no valid binding for the primary at all
+        raise _Refused("the user id has no valid self-signature") from None
+    expired = expiration is not None and expiration.timestamp() <= time.time()
+    if not uid_groups or expired:
         raise _Refused(
             "the key has expired" if expired else "the user id has no valid self-signature"
         )
-    if full.expiration is not None and full.expiration.timestamp() <= time.time():
-        raise _Refused("the key has expired")
     subkeys = [g for g in groups[1:] if g[0].tag in (Tag.PublicSubkey, Tag.SecretSubkey)]
     subkeys.sort(key=lambda g: _ts(g[0].key_created), reverse=True)
     # Direct-key signatures may hold the primary's expiry: kept whenever dropping them would
@@ -397,7 +403,7 @@ def _select(packets: list[Packet], *, address: str | None, need_signing: bool) -
                         if (
                             cert is None
                             or not _encrypts(cert)
-                            or cert.expiration != full.expiration
+                            or cert.expiration != expiration
                             or (uid.user_id or "") not in {str(u) for u in cert.user_ids}
                             or (signing and not _signs(chosen))
                         ):
@@ -409,11 +415,31 @@ def _select(packets: list[Packet], *, address: str | None, need_signing: bool) -
             for selfsig in _newest_first([s for s in uid_sigs if _is_certification(s)]):
                 chosen = [primary, uid, selfsig]
                 cert = _cert(chosen)
-                if cert is not None and _encrypts(cert) and cert.expiration == full.expiration:
+                if cert is not None and _encrypts(cert) and cert.expiration == expiration:
                     return _Selection(chosen, cert, _valid_until(chosen))
     if not subkeys:
         raise _Refused("the key has no encryption subkey")
     raise _Refused("no encryption subkey with a valid binding signature")
+
+
+def _self_revoked(primary: Packet, sigs: list[Packet]) -> bool:
+    """Whether a user id carries a revocation that names the primary key as its issuer.
+
+    pysequoia cannot say whether a user id is revoked: `Cert.user_ids` lists revoked ones too
+    (checked with a GnuPG `--quick-revoke-uid`, pysequoia 0.1.35), and no call verifies one
+    given signature. So such a revocation is believed unverified: a forged one can only make
+    us refuse the key, which whoever could add it to the header could do anyway.
+    """
+    from pysequoia.packet import SignatureType
+
+    return any(
+        s.signature_type == SignatureType.CertificationRevocation
+        and (
+            (s.issuer_fingerprint is not None and s.issuer_fingerprint == primary.fingerprint)
+            or (s.issuer_key_id is not None and s.issuer_key_id == primary.key_id)
+        )
+        for s in sigs
+    )
 
 
 def _signing_part(
