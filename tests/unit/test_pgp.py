@@ -122,8 +122,10 @@ def test_generated_key_shape(key: pgp.AccountKey) -> None:
         PublicKeyAlgorithm.ECDH,
     ]
     assert all(p.signature_version == 4 for p in packets if p.tag == Tag.Signature)
-    assert packets[4].key_flags is not None and packets[4].key_flags.signing
-    assert packets[6].key_flags is not None and packets[6].key_flags.transport_encryption
+    assert packets[4].key_flags is not None
+    assert packets[4].key_flags.signing
+    assert packets[6].key_flags is not None
+    assert packets[6].key_flags.transport_encryption
     assert all(p.key_validity_period is None for p in packets)
     assert key.user_id == f"<{ADDR}>"
     assert re.fullmatch(r"[0-9A-F]{40}", key.fingerprint)
@@ -173,7 +175,9 @@ def test_gnupg_reads_our_keydata(key: pgp.AccountKey, gpg: Gpg, tmp_path: Path) 
         r.split(":") for r in gpg("--with-colons", "--show-keys", str(path)).decode().splitlines()
     ]
     assert [r[0] for r in rows] == ["pub", "fpr", "uid", "sub", "fpr", "sub", "fpr"]
-    assert rows[0][1] != "i" and rows[3][1] != "i" and rows[5][1] != "i"  # all valid for gpg
+    assert rows[0][1] != "i"
+    assert rows[3][1] != "i"
+    assert rows[5][1] != "i"
     assert rows[1][9] == key.fingerprint
     assert rows[2][9] == f"<{ADDR}>"
     assert (rows[3][16], rows[3][11]) == ("ed25519", "s")
@@ -318,7 +322,7 @@ def test_rejects_a_subkey_not_flagged_for_encryption(gpg: Gpg) -> None:
         if p.tag == Tag.SecretSubkey
     )
     without = packets[:enc] + packets[enc + 2 :]
-    with pytest.raises(BadAccountKey, match="binding|subkey"):
+    with pytest.raises(BadAccountKey, match=r"binding|subkey"):
         pgp.load_secret(_armor(b"".join(without), True))
 
 
@@ -360,7 +364,7 @@ def test_rejects_secret_that_does_not_match_the_public_part(key: pgp.AccountKey)
     mixed[5] = mine[5][:pub_len] + theirs[5][other_pub_len:]
     # lengths differ only if the headers do; both are Cv25519 keys of equal size
     assert len(mixed[5]) == len(mine[5])
-    with pytest.raises(BadAccountKey, match="does not work|not an OpenPGP key"):
+    with pytest.raises(BadAccountKey, match=r"does not work|not an OpenPGP key"):
         pgp.load_secret(_armor(b"".join(mixed), True))
 
 
@@ -485,7 +489,8 @@ def test_v6_key_with_features_0x09_and_issuer_fingerprint_only_is_accepted() -> 
     assert any(b"\x02\x1e\x09" in bytes(p) for p in sigs)  # hashed Features subpacket = 0x09
     assert pgp.usable_peer_key(keydata, address="dc@example.org")
     fingerprint = pgp.peer_key_fingerprint(keydata)
-    assert fingerprint is not None and len(fingerprint) == 64
+    assert fingerprint is not None
+    assert len(fingerprint) == 64
 
 
 def test_v4_key_with_features_0x09_is_accepted(gpg: Gpg) -> None:
