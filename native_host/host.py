@@ -237,7 +237,7 @@ def _warm_up() -> None:
 def _protect_stdout() -> BinaryIO:
     """Keep fd 1 for frames only: everything else that writes to stdout lands on stderr.
 
-    Libraries (pgpy's warnings, a stray print, C code writing to fd 1) would otherwise corrupt
+    Libraries (a warning, a stray print, Rust or C code writing to fd 1) would otherwise corrupt
     the frame stream and make Thunderbird drop the port.
     """
     frames_fd = os.dup(1)

@@ -2,7 +2,7 @@
 
 Why not OpenPGP between devices: the messages are ours on both ends, so a fixed construction
 (Ed25519 signatures, X25519 + HKDF-SHA256 + ChaCha20-Poly1305) is smaller to verify, has no
-compression (pgpy's decompression is unbounded), no algorithm negotiation and no unchecked
+compression (an OpenPGP message may inflate without bound), no algorithm negotiation and no unchecked
 revocation or self-signature logic. OpenPGP is used only where the outside world needs it: the
 account's Autocrypt key.
 

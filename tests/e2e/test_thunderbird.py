@@ -186,15 +186,11 @@ def deliver(server: DovecotServer, user: str, password: str, raw: bytes) -> None
 
 def encrypted_mail(sender: str, to: str, public_armored: str, subject: str, text: str) -> bytes:
     """A PGP/MIME (RFC 3156) mail encrypted to `public_armored`, as any OpenPGP client sends it."""
-    import warnings
+    import pysequoia
 
-    import pgpy
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pgpy warns about flags it does not check
-        key, _ = pgpy.PGPKey.from_blob(public_armored)
-        inner = f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
-        sealed = str(key.encrypt(pgpy.PGPMessage.new(inner)))
+    cert = pysequoia.Cert.from_bytes(public_armored.encode("ascii"))
+    inner = f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+    sealed = pysequoia.encrypt(inner.encode(), [cert]).decode("ascii")
     boundary = "sma-e2e-boundary"
     return (
         f"From: Carol <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
