@@ -23,7 +23,12 @@ from typing import Any, Literal
 
 PreferEncrypt = Literal["mutual", "nopreference"]
 Recommendation = Literal["disable", "discourage", "available", "encrypt"]
-KeyCheck = Callable[[bytes], bool]
+# Whether keydata is a usable OpenPGP key for an address, and what of it to keep: the caller's
+# OpenPGP adapter returns the key cut to its minimal form (that address's user id and one
+# encryption subkey: a user id for any other address is never stored or handed on), or None.
+KeyCheck = Callable[[bytes, str], bytes | None]
+# Whether a stored key is still usable now (revoked or expired keys count as absent).
+KeyUsable = Callable[[bytes], bool]
 
 MAX_HEADER_BYTES = 10 * 1024  # spec: headers above 10 KiB (prefix and folding included) are invalid
 MAX_HEADER_BLOCK_BYTES = 64 * 1024
@@ -344,8 +349,11 @@ def _the_valid_header(info: MessageInfo, key_ok: KeyCheck) -> AutocryptHeader | 
             header = parse_header(value)
         except InvalidHeader:
             continue
-        if header.addr == info.from_addr and key_ok(header.keydata):
-            valid.append(header)
+        if header.addr != info.from_addr:
+            continue
+        kept = key_ok(header.keydata, header.addr)
+        if kept is not None:
+            valid.append(replace(header, keydata=kept))
     return valid[0] if len(valid) == 1 else None
 
 
@@ -390,8 +398,11 @@ def gossip_candidates(
             header = parse_header(value)
         except InvalidHeader:
             continue
-        if header.addr in allowed and key_ok(header.keydata):
-            found.setdefault(header.addr, []).append(header.keydata)
+        if header.addr not in allowed:
+            continue
+        kept = key_ok(header.keydata, header.addr)
+        if kept is not None:
+            found.setdefault(header.addr, []).append(kept)
     return {addr: keys[0] for addr, keys in found.items() if len(keys) == 1}
 
 
@@ -530,7 +541,7 @@ def recommend(
     reply_to_encrypted: bool,
     own_prefer_mutual: bool,
     *,
-    key_usable: KeyCheck | None = None,
+    key_usable: KeyUsable | None = None,
 ) -> Recommendation:
     """Spec "Recommendations for single-recipient messages".
 

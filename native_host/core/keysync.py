@@ -81,7 +81,7 @@ PAGE = 1000  # rows read from the repo at a time while building a batch
 MAX_CLOCK_SKEW = 24 * 3600
 
 # Whether some keydata is a usable OpenPGP key at a time (adapters/pgp.usable_peer_key).
-KeyCheckAt: TypeAlias = Callable[[bytes, float], bool]
+KeyCheckAt: TypeAlias = Callable[[bytes, str, float], bool]
 
 
 @dataclass(frozen=True)
@@ -469,7 +469,11 @@ def admit(state: PeerState, now: int, key_ok: KeyCheckAt) -> PeerState:
         return stamp if stamp is None or stamp <= latest else now
 
     def usable(key: bytes | None, stamp: int | None) -> bool:
-        return key is not None and stamp is not None and (key_ok(key, now) or key_ok(key, stamp))
+        return (
+            key is not None
+            and stamp is not None
+            and (key_ok(key, state.addr, now) or key_ok(key, state.addr, stamp))
+        )
 
     ac_at, go_at = when(state.autocrypt_timestamp), when(state.gossip_timestamp)
     admitted = replace(state, last_seen=when(state.last_seen))

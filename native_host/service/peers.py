@@ -39,17 +39,24 @@ MAX_EVENT_ADDRS = 100
 MAX_LIST = 500
 
 
-def _key_ok(keydata: bytes) -> bool:
+def _key_ok(keydata: bytes, addr: str) -> bytes | None:
+    """A header's key as it is kept: usable for `addr`, cut to its minimal form."""
+    from native_host.adapters.pgp import minimal_peer_keydata
+
+    return minimal_peer_keydata(keydata, address=addr)
+
+
+def _key_usable(keydata: bytes) -> bool:
     from native_host.adapters.pgp import usable_peer_key
 
     return usable_peer_key(keydata)
 
 
-def _key_ok_at(keydata: bytes, at: float) -> bool:
-    """The same check at a given time, for rows another device sends (`keysync.admit`)."""
+def _key_ok_at(keydata: bytes, addr: str, at: float) -> bool:
+    """The check at a given time, for rows another device sends (`keysync.admit`)."""
     from native_host.adapters.pgp import usable_peer_key
 
-    return usable_peer_key(keydata, now=at)
+    return usable_peer_key(keydata, now=at, address=addr)
 
 
 def peer_view(state: PeerState, *, detail: bool = False) -> dict[str, Any]:
@@ -243,7 +250,7 @@ class PeerBook:
                         now,
                         reply_to_encrypted,
                         own_prefer_mutual=mutual,
-                        key_usable=_key_ok,
+                        key_usable=_key_usable,
                     ),
                 }
             )

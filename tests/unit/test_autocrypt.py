@@ -58,8 +58,8 @@ CAROL = "carol@autocrypt.example"
 PREFIX = "Autocrypt: "
 
 
-def any_key(_keydata: bytes) -> bool:
-    return True
+def any_key(keydata: bytes, _addr: str) -> bytes | None:
+    return keydata
 
 
 def fmt_date(ts: int) -> str:
@@ -320,7 +320,25 @@ def test_header_addr_is_checked_against_from_not_sender_or_reply_to() -> None:
 def test_header_whose_key_fails_key_ok_is_invalid() -> None:
     # spec: keydata must be a usable OpenPGP key; here the caller's key_ok decides.
     info = message_headers(raw_message(autocrypt=(header(),)))
-    assert update_from_message(None, info, NOW, key_ok=lambda _k: False) == seen_only()
+    assert update_from_message(None, info, NOW, key_ok=lambda _k, _a: None) == seen_only()
+
+
+def test_the_key_kept_is_the_one_key_ok_cut_for_the_headers_address() -> None:
+    """The adapter cuts a key to the header's address (other user ids never stored)."""
+    asked: list[str] = []
+
+    def cut(keydata: bytes, addr: str) -> bytes | None:
+        asked.append(addr)
+        return b"minimal:" + keydata[:4]
+
+    info = message_headers(raw_message(autocrypt=(header(),)))
+    state = update_from_message(None, info, NOW, key_ok=cut)
+    assert state is not None
+    assert state.public_key == b"minimal:" + KEY1[:4]
+    assert asked == [ALICE]
+    gossip = gossip_candidates(info, [header(addr=BOB)], key_ok=cut)
+    assert gossip == {BOB: b"minimal:" + KEY1[:4]}
+    assert asked == [ALICE, BOB]
 
 
 def test_more_than_one_valid_header_counts_as_none_but_last_seen_updates() -> None:
@@ -351,7 +369,7 @@ def test_one_valid_header_among_invalid_ones_is_used() -> None:
 def test_header_failing_key_ok_does_not_count_towards_more_than_one() -> None:
     # spec: a header with an unusable key is not valid, so the other is "the single valid" one.
     info = message_headers(raw_message(autocrypt=(header(), header(b64=B64_2))))
-    state = update_from_message(None, info, NOW, key_ok=lambda k: k == KEY2)
+    state = update_from_message(None, info, NOW, key_ok=lambda k, _a: k if k == KEY2 else None)
     assert state is not None
     assert state.public_key == KEY2
 
@@ -604,7 +622,7 @@ def test_gossip_invalid_headers_are_skipped() -> None:
     info = gossip_info()
     bad = [f"addr={BOB}; version=2; keydata={B64_1}", "garbage", f"addr={BOB}; keydata=!!"]
     assert gossip_candidates(info, bad, key_ok=any_key) == {}
-    assert gossip_candidates(info, [header(addr=BOB)], key_ok=lambda _k: False) == {}
+    assert gossip_candidates(info, [header(addr=BOB)], key_ok=lambda _k, _a: None) == {}
     mixed = [*bad, header(addr=BOB, b64=B64_2)]
     assert gossip_candidates(info, mixed, key_ok=any_key) == {BOB: KEY2}
 
@@ -717,8 +735,8 @@ REJECTED = b"\xffnot-a-key"
 POOL = (KEY1, KEY2, KEY3, REJECTED)
 
 
-def pool_key_ok(keydata: bytes) -> bool:
-    return keydata != REJECTED
+def pool_key_ok(keydata: bytes, _addr: str) -> bytes | None:
+    return keydata if keydata != REJECTED else None
 
 
 def _autocrypt_choices(sender: str) -> st.SearchStrategy[str]:

@@ -70,7 +70,7 @@ def peer(name: str, when: int = T0, key: bytes | None = None, **kw: Any) -> Peer
     return PeerState(f"{name}@example.org", last_seen=when, **kw)
 
 
-def any_key(_key: bytes, _at: float) -> bool:
+def any_key(_key: bytes, _addr: str, _at: float) -> bool:
     """The unit tests' keys are placeholders; the real check is tested with real keys."""
     return True
 
@@ -697,7 +697,8 @@ def test_a_row_dated_beyond_the_skew_is_redated_to_the_time_of_receipt() -> None
 def test_a_key_unusable_at_both_its_date_and_now_is_dropped_with_its_part() -> None:
     checked: list[tuple[bytes, float]] = []
 
-    def only_good(key: bytes, at: float) -> bool:
+    def only_good(key: bytes, addr: str, at: float) -> bool:
+        assert addr == "eve@example.org"
         checked.append((key, at))
         return key == b"good" or (key == b"was-good" and at == T0 - 50)
 

@@ -65,7 +65,7 @@ times = st.integers(T0, T0 + 3) | st.just(T0 + MAX_CLOCK_SKEW)
 keys = st.sampled_from(PEER_KEYS)
 
 
-def any_key(_key: bytes, _at: float) -> bool:
+def any_key(_key: bytes, _addr: str, _at: float) -> bool:
     """The keys here are placeholders: every one counts as usable."""
     return True
 
