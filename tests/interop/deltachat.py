@@ -99,7 +99,7 @@ class SmtpRelay:
         relay = self
 
         class Handler:
-            async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+            async def handle_RCPT(
                 self, server: Any, session: Any, envelope: Any, address: str, options: Any
             ) -> str:
                 if relay._mailboxes(address) is None:
@@ -107,9 +107,7 @@ class SmtpRelay:
                 envelope.rcpt_tos.append(address)
                 return "250 OK"
 
-            async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-                self, server: Any, session: Any, envelope: Any
-            ) -> str:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 data = envelope.original_content or envelope.content
                 raw = data if isinstance(data, bytes) else data.encode()
                 for rcpt in envelope.rcpt_tos:
@@ -226,7 +224,9 @@ class MailSystem:
                 if predicate(raw):
                     return raw
             if time.monotonic() > deadline:
-                raise AssertionError(f"no matching message in {mailbox.addr}'s INBOX in {timeout} s")
+                raise AssertionError(
+                    f"no matching message in {mailbox.addr}'s INBOX in {timeout} s"
+                )
             time.sleep(0.3)
 
 
