@@ -69,7 +69,10 @@ def _dearmor(text: str) -> bytes:
 def _decrypt(raw: bytes, secret_file: str) -> bytes:
     """The cleartext MIME part of a PGP/MIME message (Delta Chat uses SEIPDv2, which GnuPG 2.2
     cannot read; pysequoia can)."""
-    import pysequoia
+    try:
+        import pysequoia
+    except ImportError as exc:
+        raise AssertionError("pysequoia is missing: pip install -e '.[test]'") from exc
 
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     assert message.get_content_type() == "multipart/encrypted"
