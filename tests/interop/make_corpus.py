@@ -103,19 +103,11 @@ def item(
     return entry
 
 
-def armored_keydata(armored: str) -> bytes:
-    """The binary packets of an ASCII-armored block (armor headers and checksum dropped)."""
-    lines = armored.strip().splitlines()
-    body: list[str] = []
-    in_body = False
-    for line in lines[1:-1]:
-        if not in_body:
-            in_body = line.strip() == ""
-            continue
-        if line.startswith("="):
-            break
-        body.append(line.strip())
-    return base64.b64decode("".join(body))
+def key_item(out: Path, id: str, armored: str, **fields: Any) -> dict[str, Any]:
+    """Write an armored certificate as `<id>.asc` and describe it (see `item`)."""
+    path = out / f"{id}.asc"
+    path.write_text(armored)
+    return item(id, path.name, **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,12 +168,11 @@ def make_gpg(out: Path, work: Path) -> list[dict[str, Any]]:
     short = f"{SHORT_LIFE_DAYS}d"
 
     def key(name: str, fpr: str, addr: str, expected: str, reason: str, note: str = "") -> None:
-        path = out / f"gpg-{name}.asc"
-        path.write_text(gpg.export(fpr))
         items.append(
-            item(
+            key_item(
+                out,
                 f"gpg-{name}",
-                path.name,
+                gpg.export(fpr),
                 tool="gnupg",
                 version=version,
                 addr=addr,
@@ -337,19 +328,17 @@ def make_sq(out: Path, work: Path) -> list[dict[str, Any]]:
             ]
         )
         cert = run([sq, "key", "extract-cert", str(secret)]).decode()
-        path = out / f"sq-{name}.asc"
-        path.write_text(cert)
-        fpr = fingerprint_of(gpg, cert)
         items.append(
-            item(
+            key_item(
+                out,
                 f"sq-{name}",
-                path.name,
+                cert,
                 tool="sq",
                 version=version,
                 addr=addr,
                 expected=expected,
                 reason=reason,
-                fingerprint=fpr,
+                fingerprint=fingerprint_of(gpg, cert),
                 checked_at=CHECKED,
                 note=note,
             )
@@ -434,12 +423,11 @@ def make_pysequoia(out: Path, work: Path) -> list[dict[str, Any]]:
     ) -> None:
         tsk = pysequoia.Tsk.generate(f"<{addr}>", profile=profile, validity_seconds=validity)
         cert = tsk.extract_certificate()
-        path = out / f"pysequoia-{name}.asc"
-        path.write_text(str(cert))
         items.append(
-            item(
+            key_item(
+                out,
                 f"pysequoia-{name}",
-                path.name,
+                str(cert),
                 tool="pysequoia",
                 version=version,
                 addr=addr,
@@ -623,12 +611,11 @@ def make_thunderbird(out: Path, work: Path) -> list[dict[str, Any]]:
             )
             if "error" in result:
                 raise RuntimeError(f"Thunderbird key generation failed: {result['error']}")
-            path = out / f"thunderbird-{name}.asc"
-            path.write_text(result["armored"])
             items.append(
-                item(
+                key_item(
+                    out,
                     f"thunderbird-{name}",
-                    path.name,
+                    result["armored"],
                     tool="thunderbird",
                     version=f"Thunderbird {result['version']} (RNP)",
                     addr=addr,
