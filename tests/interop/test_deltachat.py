@@ -4,7 +4,8 @@ SMTP relay of tests/interop/deltachat.py.
 What is checked: Delta Chat's first mail to us is plaintext and reaches the INBOX with an
 Autocrypt header that carries its account key; a plaintext mail from us shows in Delta Chat
 without a padlock; a mail encrypted to that key and signed by a key we announce in an Autocrypt
-header is decrypted by Delta Chat (its padlock is reported, not asserted: see that test).
+header is decrypted by Delta Chat (its padlock is reported, not asserted: see that test);
+between two Delta Chat accounts the mail is encrypted and shows the padlock.
 """
 
 from __future__ import annotations
@@ -143,3 +144,20 @@ def test_deltachat_decrypts_our_signed_encrypted_mail(
     seen = dc.wait_for_message(lambda m: "an encrypted answer" in m.text)
     assert seen.sender_addr == ours.addr
     print(f"Delta Chat padlock on our signed, encrypted mail: {seen.encrypted}")
+
+
+def test_deltachat_to_deltachat_is_encrypted_with_a_padlock(
+    mail: MailSystem, core: DeltaChatCore
+) -> None:
+    """The control for the test above: between two Delta Chat accounts (one knows the other's
+    key from its vCard) the harness sees the mail encrypted on the wire and with the padlock."""
+    alice = core.new_account(mail.new_mailbox("dcalice"), name="Alice")
+    bob = core.new_account(mail.new_mailbox("dcbob"), name="Bob")
+    contacts = bob.account.import_vcard(alice.account.make_vcard([alice.account.self_contact]))
+    bob.send_text_in(contacts[0].create_chat(), "encrypted between Delta Chats")
+    raw = mail.wait_for_inbox(alice.mailbox, lambda m: bob.addr.encode() in m)
+    assert b"-----BEGIN PGP MESSAGE-----" in raw
+    assert autocrypt.message_headers(raw).autocrypt == ()
+    seen = alice.wait_for_message(lambda m: "encrypted between Delta Chats" in m.text)
+    assert seen.sender_addr == bob.addr
+    assert seen.encrypted is True, seen.info
