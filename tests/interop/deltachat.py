@@ -32,7 +32,7 @@ import shutil
 import smtplib
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -244,6 +244,7 @@ class SeenMessage:
     sender_addr: str
     encrypted: bool  # Delta Chat's padlock: encrypted and signed by a key it knows
     info: str  # Delta Chat's own "message info" text (mentions the encryption too)
+    key_contact: bool  # the sender is a key contact (one per key), not an address contact
 
 
 class DeltaChatCore:
@@ -309,6 +310,8 @@ class DeltaChatCore:
         )
         with contextlib.suppress(Exception):  # older cores have no such key; 2.65 defaults it to 1
             account.set_config("force_encryption", "0")
+        # get_next_msgs returns the ids above `last_msg_id`; unset, only the newest one or two.
+        account.set_config("last_msg_id", "0")
         account.bring_online()
         wrapped = DeltaChatAccount(account, mailbox)
         self.accounts.append(wrapped)
@@ -320,6 +323,7 @@ class DeltaChatAccount:
         self.account = account
         self.mailbox = mailbox
         self.addr = mailbox.addr
+        self._seen: dict[int, SeenMessage] = {}  # every incoming message so far, by id
 
     def chat_with(self, addr: str) -> Any:
         """The chat with `addr` as an address (unencrypted-capable) contact."""
@@ -336,33 +340,39 @@ class DeltaChatAccount:
     def wait_for_message(
         self, predicate: Callable[[SeenMessage], bool], timeout: float = WAIT_SECONDS
     ) -> SeenMessage:
-        """The first incoming message (not ours, not an info line) that matches."""
+        """The first incoming message (not ours, not an info line) that matches; messages seen
+        while waiting are kept, so a later call can still find them."""
         deadline = time.monotonic() + timeout
-        seen: list[SeenMessage] = []
         while True:
-            for message in self._incoming():
-                seen.append(message)
+            self._poll()
+            for message in self._seen.values():
                 if predicate(message):
                     return message
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{self.addr}: no matching message in {timeout} s; saw {seen!r}"
+                    f"{self.addr}: no matching message in {timeout} s; "
+                    f"saw {list(self._seen.values())!r}"
                 )
             time.sleep(0.3)
 
-    def _incoming(self) -> Iterator[SeenMessage]:
-        for message in self.account.get_next_messages():
+    def _poll(self) -> None:
+        messages = self.account.get_next_messages()
+        for message in messages:
             snap = message.get_snapshot()
             if snap.from_id == 1 or snap.is_info:  # 1 is DC_CONTACT_ID_SELF
                 continue
-            yield SeenMessage(
+            sender = snap.sender.get_snapshot()
+            self._seen[int(snap.id)] = SeenMessage(
                 id=int(snap.id),
                 text=snap.text or "",
                 subject=snap.subject or "",
-                sender_addr=str(snap.sender.get_snapshot().address or "").lower(),
+                sender_addr=str(sender.address or "").lower(),
                 encrypted=bool(snap.show_padlock),
                 info=message.get_info(),
+                key_contact=bool(sender.get("is_key_contact")),
             )
+        if messages:
+            self.account.set_config("last_msg_id", str(max(int(m.id) for m in messages)))
 
     def autocrypt_fingerprint(self) -> str:
         """The fingerprint of this account's own key, as Delta Chat reports it."""

@@ -3,9 +3,12 @@ SMTP relay of tests/interop/deltachat.py.
 
 What is checked: Delta Chat's first mail to us is plaintext and reaches the INBOX with an
 Autocrypt header that carries its account key; a plaintext mail from us shows in Delta Chat
-without a padlock; a mail encrypted to that key and signed by a key we announce in an Autocrypt
-header is decrypted by Delta Chat (its padlock is reported, not asserted: see that test);
-between two Delta Chat accounts the mail is encrypted and shows the padlock.
+without a padlock; a PGP/MIME mail encrypted to that key and signed by the primary key of a key
+we announce in Autocrypt headers (outside and inside) shows with the padlock, from a key contact,
+with the protected Subject; the same mail signed by a signing subkey is decrypted but shows no
+padlock (Delta Chat 2.65 checks signatures against primary keys only: see
+tests/interop/README.md); between two Delta Chat accounts the mail is encrypted and shows the
+padlock.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,31 +126,75 @@ def test_deltachat_writes_and_reads_plain_mail(mail: MailSystem, core: DeltaChat
     assert seen.encrypted is False
 
 
-def test_deltachat_decrypts_our_signed_encrypted_mail(
+def _primary_signing_key(addr: str) -> Any:
+    """A pysequoia Tsk shaped like Thunderbird's (RNP) and Delta Chat's own keys: an Ed25519
+    primary key that certifies and signs, and a Cv25519 encryption subkey, user id `<addr>`.
+    pysequoia's `Tsk.generate` cannot make one (its primary only certifies; it signs with a
+    subkey), so GnuPG makes it in a throwaway home."""
+    import pysequoia
+
+    gpg = shutil.which("gpg")
+    if gpg is None:
+        pytest.skip("gpg is missing: scripts/bootstrap test installs gnupg")
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, GNUPGHOME=home)
+        base = [gpg, "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+
+        def run(*args: str) -> bytes:
+            return subprocess.run(
+                [*base, *args], env=env, check=True, capture_output=True, timeout=60
+            ).stdout
+
+        run("--quick-gen-key", f"<{addr}>", "ed25519", "sign,cert", "never")
+        colons = run("--with-colons", "--list-keys").decode()
+        fingerprint = next(ln.split(":")[9] for ln in colons.splitlines() if ln.startswith("fpr"))
+        run("--quick-add-key", fingerprint, "cv25519", "encr", "never")
+        return pysequoia.Tsk.from_bytes(run("--export-secret-keys", fingerprint))
+
+
+def test_deltachat_shows_our_signed_encrypted_mail_as_encrypted(
     mail: MailSystem, core: DeltaChatCore
 ) -> None:
-    """Our mail encrypted to the key of Delta Chat's Autocrypt header and signed by a key we
-    announce: Delta Chat decrypts it. Whether it shows the padlock is reported, not asserted:
-    with Delta Chat 2.65 it does not (the message lands in the address-contact chat, not a
-    key-contact one; not diagnosed, see tests/interop/corpus/README.md)."""
+    """Our PGP/MIME mail, encrypted to the key of Delta Chat's Autocrypt header and signed by the
+    primary key of the key we announce, shows with the padlock from a key contact, with the
+    protected (inner) Subject. The same mail signed by a signing subkey (pysequoia's default key
+    shape) is decrypted but shows no padlock, from the address contact: Delta Chat 2.65 verifies
+    the signature against the primary key only (tests/interop/README.md has the conditions)."""
     import pysequoia
 
     ours = mail.new_mailbox("me")
+    subkey_signer = mail.new_mailbox("subkey")
     dc = core.new_account(mail.new_mailbox("dc"), name="Delta")
-    account_key = pysequoia.Tsk.generate(f"<{ours.addr}>", profile=pysequoia.Profile.RFC4880)
 
     dc.send_text(ours.addr, "hello, please encrypt")
     raw = mail.wait_for_inbox(ours, lambda m: b"hello, please encrypt" in m)
     dc_cert = pysequoia.Cert.from_bytes(_header(raw).keydata)
 
+    account_key = _primary_signing_key(ours.addr)
     mail.send(
         ours.addr,
         [dc.addr],
         _encrypted(ours, dc.addr, "an encrypted answer", account_key, dc_cert),
     )
+    subkey_key = pysequoia.Tsk.generate(
+        f"<{subkey_signer.addr}>", profile=pysequoia.Profile.RFC4880
+    )
+    mail.send(
+        subkey_signer.addr,
+        [dc.addr],
+        _encrypted(subkey_signer, dc.addr, "signed by a subkey", subkey_key, dc_cert),
+    )
+
     seen = dc.wait_for_message(lambda m: "an encrypted answer" in m.text)
     assert seen.sender_addr == ours.addr
-    print(f"Delta Chat padlock on our signed, encrypted mail: {seen.encrypted}")
+    assert seen.encrypted is True, seen.info
+    assert seen.key_contact is True
+    assert seen.subject == "encrypted from the account"  # the protected Subject, not "..."
+
+    by_subkey = dc.wait_for_message(lambda m: "signed by a subkey" in m.text)
+    assert by_subkey.sender_addr == subkey_signer.addr
+    assert by_subkey.encrypted is False, by_subkey.info  # decrypted, but no valid signature
+    assert by_subkey.key_contact is False
 
 
 def test_deltachat_to_deltachat_is_encrypted_with_a_padlock(
