@@ -126,6 +126,54 @@ def test_deltachat_writes_and_reads_plain_mail(mail: MailSystem, core: DeltaChat
     assert seen.encrypted is False
 
 
+def _encrypted_rfc1847(sender: Mailbox, to: str, text: str, secret: Any, recipient: Any) -> bytes:
+    """Thunderbird's shape of a signed and encrypted mail (RFC 3156 section 6.1, "RFC 1847
+    encapsulation"): the OpenPGP message is encrypted but not signed, and holds a
+    multipart/signed whose first part carries the protected headers and whose second part is a
+    detached signature. The Autocrypt header is outside only, as Thunderbird writes it."""
+    import pysequoia
+
+    keydata = bytes(secret.extract_certificate())
+    header = autocrypt.outgoing_header(sender.addr, keydata, prefer_mutual=True)
+    content = (
+        'Content-Type: text/plain; charset=utf-8; protected-headers="v1"\r\n'
+        + _headers(sender, to, "signed the Thunderbird way", "")
+        + "\r\n"
+        + text
+        + "\r\n"
+    )
+    signature = pysequoia.sign(
+        secret.signer(), content.encode(), mode=pysequoia.SignatureMode.DETACHED, armor=True
+    )
+    signature_text = signature.decode() if isinstance(signature, bytes) else str(signature)
+    inner_boundary = "sma-signed-boundary"
+    inner = (
+        'Content-Type: multipart/signed; micalg=pgp-sha256; protocol="application/pgp-signature";'
+        f'\r\n boundary="{inner_boundary}"\r\n\r\n'
+        + f"--{inner_boundary}\r\n"
+        + content
+        + f"\r\n--{inner_boundary}\r\n"
+        + 'Content-Type: application/pgp-signature; name="OpenPGP_signature.asc"\r\n\r\n'
+        + signature_text.replace("\r\n", "\n").replace("\n", "\r\n")
+        + f"\r\n--{inner_boundary}--\r\n"
+    )
+    armored = pysequoia.encrypt(inner.encode(), recipients=[recipient], armor=True)
+    armored_text = armored.decode() if isinstance(armored, bytes) else str(armored)
+    boundary = "sma-interop-boundary"
+    return (
+        _headers(sender, to, "...", header)
+        + "MIME-Version: 1.0\r\n"
+        + 'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n'
+        + f' boundary="{boundary}"\r\n\r\n'
+        + f"--{boundary}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
+        + f"--{boundary}\r\n"
+        + 'Content-Type: application/octet-stream; name="encrypted.asc"\r\n'
+        + 'Content-Disposition: inline; filename="encrypted.asc"\r\n\r\n'
+        + armored_text.replace("\r\n", "\n").replace("\n", "\r\n")
+        + f"\r\n--{boundary}--\r\n"
+    ).encode()
+
+
 def _primary_signing_key(addr: str) -> Any:
     """A pysequoia Tsk shaped like Thunderbird's (RNP) and Delta Chat's own keys: an Ed25519
     primary key that certifies and signs, and a Cv25519 encryption subkey, user id `<addr>`.
@@ -164,6 +212,7 @@ def test_deltachat_shows_our_signed_encrypted_mail_as_encrypted(
 
     ours = mail.new_mailbox("me")
     subkey_signer = mail.new_mailbox("subkey")
+    thunderbird_like = mail.new_mailbox("tb")
     dc = core.new_account(mail.new_mailbox("dc"), name="Delta")
 
     dc.send_text(ours.addr, "hello, please encrypt")
@@ -185,6 +234,18 @@ def test_deltachat_shows_our_signed_encrypted_mail_as_encrypted(
         _encrypted(subkey_signer, dc.addr, "signed by a subkey", subkey_key, dc_cert),
     )
 
+    mail.send(
+        thunderbird_like.addr,
+        [dc.addr],
+        _encrypted_rfc1847(
+            thunderbird_like,
+            dc.addr,
+            "encapsulated like Thunderbird",
+            _primary_signing_key(thunderbird_like.addr),
+            dc_cert,
+        ),
+    )
+
     seen = dc.wait_for_message(lambda m: "an encrypted answer" in m.text)
     assert seen.sender_addr == ours.addr
     assert seen.encrypted is True, seen.info
@@ -195,6 +256,12 @@ def test_deltachat_shows_our_signed_encrypted_mail_as_encrypted(
     assert by_subkey.sender_addr == subkey_signer.addr
     assert by_subkey.encrypted is False, by_subkey.info  # decrypted, but no valid signature
     assert by_subkey.key_contact is False
+
+    by_tb = dc.wait_for_message(lambda m: "encapsulated like Thunderbird" in m.text)
+    assert by_tb.sender_addr == thunderbird_like.addr
+    assert by_tb.encrypted is True, by_tb.info
+    assert by_tb.key_contact is True
+    assert by_tb.subject == "signed the Thunderbird way"
 
 
 def test_deltachat_to_deltachat_is_encrypted_with_a_padlock(
