@@ -31,3 +31,16 @@ def test_dovecot_and_thunderbird_are_installed() -> None:
         assert shutil.which(binary) or shutil.which(
             binary, path="/usr/sbin:/usr/lib/thunderbird"
         ), f"{binary} is missing: apt-get install {package} (scripts/test does this)"
+
+
+def test_interop_corpus_tools_are_installed() -> None:
+    """What scripts/make-interop-corpus and tests/interop need besides Thunderbird and Dovecot."""
+    import sys
+    from pathlib import Path
+
+    for binary, package in (("gpg", "gnupg"), ("sq", "sq")):
+        assert shutil.which(binary), f"{binary} is missing: apt-get install {package}"
+    server = Path(sys.executable).parent / "deltachat-rpc-server"
+    assert server.exists() or shutil.which("deltachat-rpc-server"), (
+        "deltachat-rpc-server is missing: pip install -e '.[test]' (scripts/bootstrap test)"
+    )
