@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from native_host.adapters.pgp import peer_key_fingerprint, usable_peer_key
+from native_host.adapters.pgp import minimal_peer_keydata, peer_key_fingerprint, usable_peer_key
 from native_host.core import autocrypt
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -103,6 +103,18 @@ def _header_block(entry: dict[str, Any]) -> bytes:
     ).encode()
 
 
+def _user_ids(keydata: bytes) -> list[str]:
+    """The addresses of a key's user ids, read by Sequoia (an independent look at what we kept)."""
+    import email.utils
+
+    import pysequoia
+
+    return [
+        email.utils.parseaddr(str(uid))[1].lower()
+        for uid in pysequoia.Cert.from_bytes(keydata).user_ids
+    ]
+
+
 def _keydata(block: bytes) -> bytes:
     info = autocrypt.message_headers(block)
     assert len(info.autocrypt) == 1, info.autocrypt
@@ -151,12 +163,18 @@ def test_autocrypt_header_from_the_addr(entry: dict[str, Any]) -> None:
     info = autocrypt.message_headers(block)
     assert info.from_addr == entry["addr"]
     state = autocrypt.update_from_message(
-        None, info, int(now), key_ok=lambda keydata: usable_peer_key(keydata, now=now)
+        None,
+        info,
+        int(now),
+        key_ok=lambda keydata, addr: minimal_peer_keydata(keydata, now=now, address=addr),
     )
     assert state is not None
     if entry["expected"] == "accepted":
         assert state.public_key is not None, f"{entry['id']}: the header was not taken"
         assert peer_key_fingerprint(state.public_key, now=now) == entry["fingerprint"]
+        # What is kept is minimal: the header's address is its only user id.
+        assert usable_peer_key(state.public_key, now=now, address=entry["addr"])
+        assert _user_ids(state.public_key) == [entry["addr"].lower()]
     else:
         assert state.public_key is None, (
             f"{entry['id']}: the header was taken, but the policy refuses: {entry['reason']}"
