@@ -244,6 +244,7 @@ class Trust:
             if problem.kind is devicelog.ProblemKind.FORK:
                 log.info("device log: %s", problem.reason)
                 continue
+            log.warning("device log: %s %s", problem.kind.value, problem.entry_hash)
             self._alert(problem.kind.value, problem.reason)
         refused = chain.refused_total - self._refused_logged
         if refused > 0:  # each on stderr once (the latest MAX_REJECTIONS_KEPT of a sync)
