@@ -9,8 +9,10 @@ revocations, expiry); this module adds OUR policy on top and never parses OpenPG
   unrevoked ones) and "can I encrypt to it?" (`encrypt` picks only a valid, unrevoked, unexpired,
   encryption-capable key under the standard policy);
 - what leaves this module is minimal (Autocrypt Level 1 keydata): primary key, the one user id
-  that matched, its self-signature, one encryption subkey and its binding. A user id naming
-  another address is never passed on, so a key cannot be stored or shown as valid for it.
+  that matched, its self-signature, one encryption subkey and its binding (and, when the
+  primary cannot sign, one signing subkey and its binding, or the stored key could not verify
+  its owner's mail). A user id naming another address is never passed on, so a key cannot be
+  stored or shown as valid for it.
 
 pysequoia has no call to ask for validity at a time other than the wall clock (Sequoia's
 `with_policy(policy, time)` is not exposed), and none to verify one given signature. So a
@@ -22,6 +24,7 @@ whatever `now` says (stricter than before, never looser).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import math
@@ -334,8 +337,14 @@ def _ts(moment: datetime | None) -> float:
     return -math.inf if moment is None else moment.timestamp()
 
 
-def _select(packets: list[Packet], *, address: str | None, need_signing: bool) -> _Selection:
+def _select(
+    packets: list[Packet], *, address: str | None, need_signing: bool, keep_signing: bool = False
+) -> _Selection:
     """The minimal valid certificate in `packets`, decided by Sequoia; `_Refused` if none.
+
+    `need_signing`: the primary or a signing subkey must sign (account keys). `keep_signing`:
+    a signing subkey is kept when the primary cannot sign (peer keys: without it, a key made
+    the way Sequoia makes them could not verify its owner's signatures once stored).
 
     For each user id (matching `address`, if given) and each encryption-capable subkey, newest
     first: the pair must be valid with all its signatures (so revocations count), and then the
@@ -384,6 +393,9 @@ def _select(packets: list[Packet], *, address: str | None, need_signing: bool) -
     signing: list[Packet] = []
     if need_signing:
         signing = _signing_part(primary, uid_groups, subkeys)
+    elif keep_signing:
+        with contextlib.suppress(_Refused):
+            signing = _signing_part(primary, uid_groups, subkeys)
 
     for uid, uid_sigs in uid_groups:
         for sub, sub_sigs in subkeys:
@@ -658,7 +670,10 @@ def _peer_check(data: bytes, address: str | None) -> tuple[_PeerVerdict, bool]:
     ):
         return _NEVER_USABLE, True
     try:
-        chosen = _select(packets, address=address, need_signing=False)
+        try:
+            chosen = _select(packets, address=address, need_signing=False, keep_signing=True)
+        except _Refused:  # (the signing subkey made it fail: what encrypts is what counts)
+            chosen = _select(packets, address=address, need_signing=False)
     except _Refused as exc:
         log.debug("peer key refused: %s", exc)
         # a key or signature from the future (a clock ahead of ours) may become valid: retry

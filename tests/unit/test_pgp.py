@@ -600,3 +600,20 @@ def test_pysequoia_is_imported_lazily() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True)  # fmt: skip
     assert proc.stdout.strip() == "False"
+
+
+def test_a_peer_key_whose_primary_cannot_sign_keeps_its_signing_subkey() -> None:
+    """Sequoia's keys sign with a subkey: cut to the Autocrypt minimum without it, the stored key
+    could no longer verify its owner's mail. One encryption and one signing subkey stay; a
+    second user id for another address never does."""
+    tsk = pysequoia.Tsk.generate(user_ids=["<bob@example.org>", "<other@example.org>"])
+    public = bytes(tsk.extract_certificate())
+    minimal = pgp.minimal_peer_keydata(public, address="bob@example.org")
+    assert minimal is not None
+    tags = [p.tag for p in PacketPile.from_bytes(minimal)]
+    assert tags.count(Tag.PublicSubkey) == 2
+    assert tags.count(Tag.UserID) == 1
+    cert = pysequoia.Cert.from_bytes(minimal)
+    assert [str(u) for u in cert.user_ids] == ["<bob@example.org>"]
+    signed = pysequoia.sign(tsk.signer(), b"hello", armor=False)
+    assert pysequoia.verify(signed, store=lambda _ids: [cert]).valid_sigs
