@@ -4,6 +4,7 @@ concurrent ingests on several devices converge to what one device would hold."""
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +27,12 @@ T0 = 1_790_000_000
 @pytest.fixture(scope="module")
 def keys() -> list[bytes]:
     return [generate_account_key(f"k{i}@example.net", T0).keydata() for i in range(3)]
+
+
+@functools.cache
+def key_for(addr: str, variant: int = 0) -> bytes:
+    """A key whose user id is `addr` (a header's key must name its sender), one per variant."""
+    return generate_account_key(addr, T0 + variant).keydata()
 
 
 def mail(addr: str, keydata: bytes, date: int) -> str:
@@ -76,14 +83,18 @@ def test_a_late_device_gets_one_snapshot_and_everyone_converges(
     configured(phone, "Phone")
     pair(laptop, phone, [laptop, phone])
     for i in range(30):
-        runtime(laptop).peers.ingest(mail(f"l{i}@example.net", keys[i % 3], T0 + i))
-        runtime(phone).peers.ingest(mail(f"p{i}@example.net", keys[i % 3], T0 + i))
+        runtime(laptop).peers.ingest(
+            mail(f"l{i}@example.net", key_for(f"l{i}@example.net"), T0 + i)
+        )
+        runtime(phone).peers.ingest(mail(f"p{i}@example.net", key_for(f"p{i}@example.net"), T0 + i))
     settle([laptop, phone], lambda: len(table(laptop)) == len(table(phone)) == 60)
 
     tablet = Device(tmp_path / "tablet", server, 3)
     configured(tablet, "Tablet")
     for i in range(5):  # learned before it was paired: shared once it is
-        runtime(tablet).peers.ingest(mail(f"t{i}@example.net", keys[0], T0 + i))
+        runtime(tablet).peers.ingest(
+            mail(f"t{i}@example.net", key_for(f"t{i}@example.net"), T0 + i)
+        )
     sent: list[bytes] = []
     append = server.mailbox.append
     me = runtime(tablet).record.device
@@ -141,13 +152,14 @@ def test_concurrent_ingests_on_two_devices_converge_to_the_newest(
     expected: dict[str, tuple[int, bytes]] = {}
     for i in range(40):
         addr = f"c{i % 8}@example.net"
-        for device, key, date in ((laptop, keys[0], T0 + 2 * i), (phone, keys[1], T0 + 81 - 2 * i)):
+        sides = ((laptop, key_for(addr, 0), T0 + 2 * i), (phone, key_for(addr, 1), T0 + 81 - 2 * i))
+        for device, key, date in sides:
             runtime(device).peers.ingest(mail(addr, key, date))
             if addr not in expected or date > expected[addr][0]:
                 expected[addr] = (date, key)
     # Equal dates on both sides: the tie-breaker must pick the same winner everywhere.
-    runtime(laptop).peers.ingest(mail("tie@example.net", keys[0], T0))
-    runtime(phone).peers.ingest(mail("tie@example.net", keys[2], T0))
+    runtime(laptop).peers.ingest(mail("tie@example.net", key_for("tie@example.net", 0), T0))
+    runtime(phone).peers.ingest(mail("tie@example.net", key_for("tie@example.net", 2), T0))
 
     def agreed() -> bool:
         a, b = table(laptop), table(phone)
@@ -158,7 +170,10 @@ def test_concurrent_ingests_on_two_devices_converge_to_the_newest(
     for addr, (date, key) in expected.items():
         assert final[addr].autocrypt_timestamp == date
         assert final[addr].public_key == key
-    assert final["tie@example.net"].public_key in (keys[0], keys[2])
+    assert final["tie@example.net"].public_key in (
+        key_for("tie@example.net", 0),
+        key_for("tie@example.net", 2),
+    )
 
 
 def test_a_far_future_row_from_another_device_does_not_pin_a_key(
@@ -174,14 +189,14 @@ def test_a_far_future_row_from_another_device_does_not_pin_a_key(
     far = 2**40 - 1
     runtime(phone).peers.sync.ingest(
         [
-            PeerState("carol@example.net", far, far, keys[2], "mutual"),
+            PeerState("carol@example.net", far, far, key_for("carol@example.net", 2), "mutual"),
             PeerState("dave@example.net", T0, T0, b"not a key", "mutual"),
         ]
     )
     settle([laptop, phone], lambda: len(table(laptop)) == 2)
     carol, dave = table(laptop)["carol@example.net"], table(laptop)["dave@example.net"]
     arrived = laptop.service._clock()  # type: ignore[attr-defined]
-    assert carol.public_key == keys[2]
+    assert carol.public_key == key_for("carol@example.net", 2)
     assert carol.autocrypt_timestamp is not None
     assert carol.autocrypt_timestamp <= arrived
     assert (dave.public_key, dave.autocrypt_timestamp, dave.last_seen) == (None, None, T0)
@@ -192,6 +207,8 @@ def test_a_far_future_row_from_another_device_does_not_pin_a_key(
 
     laptop.service._clock.advance(60)  # type: ignore[attr-defined]
     now = int(laptop.service._clock())  # type: ignore[attr-defined]
-    result = runtime(laptop).peers.ingest(mail("carol@example.net", keys[0], now))
+    result = runtime(laptop).peers.ingest(
+        mail("carol@example.net", key_for("carol@example.net", 0), now)
+    )
     assert result["updated"] is True
-    assert table(laptop)["carol@example.net"].public_key == keys[0]
+    assert table(laptop)["carol@example.net"].public_key == key_for("carol@example.net", 0)
