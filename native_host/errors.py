@@ -1,4 +1,5 @@
-"""The two ways things go wrong: the add-on asked badly (HostError) or the mail server sent garbage."""
+"""The ways things go wrong: the add-on asked badly (HostError), the mail server sent garbage
+(RemoteProtocolError), or a port failed (StoreError, SecretStoreUnavailable: ports.py names them)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,19 @@ class RemoteProtocolError(Exception):
     The service layer skips such a message, leaves it in place and reports it; it never
     becomes a HostError, because the add-on did nothing wrong.
     """
+
+
+class StoreError(Exception):
+    """The folder store failed (connection lost, server said NO); the operation may be retried."""
+
+
+class StoreAuthError(StoreError):
+    """The server refused the credentials: retrying with the same ones will not help."""
+
+
+class FolderMissing(StoreError):
+    """The folder does not exist (deleted by another device, or by the server)."""
+
+
+class SecretStoreUnavailable(Exception):
+    """No usable OS keyring: secrets are never stored anywhere else."""

@@ -15,9 +15,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from native_host import framing
 from native_host.api.dispatch import Method, error_message, resolve, run
@@ -29,8 +28,7 @@ from native_host.threads import start_daemon
 log = logging.getLogger("native_host")
 
 
-@dataclass(frozen=True)
-class HostConfig:
+class HostConfig(NamedTuple):  # not a dataclass: see Method in api/dispatch.py
     max_frame_bytes: int = framing.MAX_FRAME_BYTES
     max_response_bytes: int = framing.MAX_FRAME_BYTES
     workers: int = 4

@@ -10,6 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+# The ports' exceptions live in errors.py, which the host's start imports without this module.
+from native_host.errors import FolderMissing as FolderMissing
+from native_host.errors import SecretStoreUnavailable as SecretStoreUnavailable
+from native_host.errors import StoreAuthError as StoreAuthError
+from native_host.errors import StoreError as StoreError
+
 # Injected so that every decision is reproducible in tests.
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
 RandomBytes = Callable[[int], bytes]  # like os.urandom / secrets.token_bytes
@@ -21,18 +27,6 @@ Decrypt = Callable[[bytes], bytes | None]
 # Message bodies one fetch loads at most (beyond its first message): what one refresh of a
 # folder holds in memory is a batch, applied and released before the next is fetched.
 FETCH_MAX_BYTES = 2 * 1024 * 1024
-
-
-class StoreError(Exception):
-    """The folder store failed (connection lost, server said NO); the operation may be retried."""
-
-
-class StoreAuthError(StoreError):
-    """The server refused the credentials: retrying with the same ones will not help."""
-
-
-class FolderMissing(StoreError):
-    """The folder does not exist (deleted by another device, or by the server)."""
 
 
 @dataclass(frozen=True)
@@ -170,10 +164,6 @@ class ChangeWaiter(Protocol):
         start of IDLE would go unnoticed until the next poll.
         """
         ...
-
-
-class SecretStoreUnavailable(Exception):
-    """No usable OS keyring: secrets are never stored anywhere else."""
 
 
 class SecretStore(Protocol):

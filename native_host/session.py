@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from native_host.service.instance import InstanceService, Services
 
 DEFAULT_INSTANCE = "default"
@@ -20,6 +20,8 @@ EmitEvent = Callable[[str, dict[str, Any]], None]
 
 def state_home() -> Path:
     """$SMA_HOME, else the platform's per-user data directory (imported only when needed)."""
+    from pathlib import Path  # not at import: the host's first ping needs none of it
+
     configured = os.environ.get("SMA_HOME")
     if configured:
         return Path(configured).expanduser().resolve()
@@ -44,8 +46,7 @@ def default_services(home: Callable[[], Path] = state_home) -> Services:
     return Services(make)
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):  # not a dataclass: see Method in api/dispatch.py
     """What a handler may know about its caller, frozen when the request was read.
 
     A request read before `hello` keeps the instance it was read under even if it runs later.

@@ -1,6 +1,6 @@
 // The Experiment API's parent script, run in a Node vm with stand-ins for the Thunderbird globals it
-// uses (ChromeUtils, Services, the OpenPGP modules, identities): the version gate, the clear errors,
-// and what it asks of Thunderbird's importer. The real thing runs in tests/e2e/test_thunderbird.py.
+// uses (ChromeUtils, Services, the OpenPGP modules, identities): the feature checks (no version
+// gate), the clear errors naming what is missing, and what it asks of Thunderbird's importer. The real thing runs in tests/e2e/test_thunderbird.py.
 
 import test from "node:test";
 import assert from "node:assert/strict";
@@ -26,7 +26,7 @@ function identity(email) {
   };
 }
 
-function load({ version = "153.7.0", drop = null, identities = [identity("Me@Example.org"), identity("other@example.org")] } = {}) {
+function load({ version = "153.7.0", drop = null, absent = [], identities = [identity("Me@Example.org"), identity("other@example.org")] } = {}) {
   const calls = [];
   const store = new Map(); // fpr -> {secretAvailable, userIds}
   const RNP = {
@@ -71,7 +71,7 @@ function load({ version = "153.7.0", drop = null, identities = [identity("Me@Exa
   const sandbox = {
     ChromeUtils: {
       importESModule: (url) => {
-        if (!(url in byUrl)) throw new Error(`no module ${url}`);
+        if (!(url in byUrl) || absent.includes(url)) throw new Error(`no module ${url}`);
         return byUrl[url];
       },
       base64URLDecode: (text) => Uint8Array.from(Buffer.from(text, "base64url")).buffer,
@@ -89,25 +89,60 @@ test("Thunderbird 153 with the known internals is supported", async () => {
   const support = await api.support();
   assert.equal(support.supported, true);
   assert.equal(support.version, "153.7.0");
+  assert.deepEqual(plain(support.missing), []);
 });
 
-for (const version of ["115.18.0", "154.0", "200.1"]) {
-  test(`Thunderbird ${version}: unsupported, and every function says so`, async () => {
+// The monthly release channel is past the last ESR tested: a version number alone refuses nothing.
+for (const version of ["154.0", "160.0a1", "200.1"]) {
+  test(`Thunderbird ${version} with the known internals is supported`, async () => {
     const { api, calls } = load({ version });
     const support = await api.support();
+    assert.equal(support.supported, true);
+    assert.equal(support.version, version);
+    await api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR });
+    assert.equal(calls[0][0], "importSecKeyBlockImpl");
+  });
+}
+
+const RNP_URL = "chrome://openpgp/content/modules/RNP.sys.mjs";
+
+test("a module that does not load (Thunderbird 115 had RNP.jsm): named, and every function says so", async () => {
+  const { api, calls } = load({ version: "115.18.0", absent: [RNP_URL] });
+  const support = await api.support();
+  assert.equal(support.supported, false);
+  assert.deepEqual(plain(support.missing), [`${RNP_URL} (no module ${RNP_URL})`]);
+  assert.match(support.reason, /^Thunderbird 115\.18\.0 lacks OpenPGP internals autocrypt-sma uses: chrome:\/\/openpgp\/content\/modules\/RNP\.sys\.mjs/);
+  const named = (err) => err instanceof ExtensionError && err.message.includes(RNP_URL);
+  await assert.rejects(api.identityState("me@example.org"), named);
+  await assert.rejects(api.keyStatus(FPR), named);
+  await assert.rejects(api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR }), named);
+  await assert.rejects(api.importPublicKey({ email: "c@example.net", keyData: "AAAA", fingerprint: FPR }), named);
+  await assert.rejects(api.forgetAccountKeys({ email: "me@example.org", fingerprints: [FPR] }), named);
+  assert.deepEqual(calls, []);
+});
+
+for (const [module, fn] of [
+  ["RNP", "importPubkeyBlockAutoAcceptImpl"],
+  ["RNP", "deleteKey"],
+  ["EnigmailKeyRing", "getKeyAcceptanceForEmail"],
+  ["PgpSqliteDb2", "deletePersonalKeyAcceptance"],
+]) {
+  test(`a function gone (${module}.${fn}), even on a known version: named in the error, nothing imported`, async () => {
+    const { api, calls } = load({ drop: [module, fn] });
+    const support = await api.support();
     assert.equal(support.supported, false);
-    assert.match(support.reason, new RegExp(`Thunderbird ${version.replace(/\./g, "\\.")} is not supported.*128 to 153`));
-    await assert.rejects(api.identityState("me@example.org"), (err) => err instanceof ExtensionError && /not supported/.test(err.message));
-    await assert.rejects(api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR }), /not supported/);
+    assert.deepEqual(plain(support.missing), [`${module}.${fn}`]);
+    assert.match(support.reason, new RegExp(`^Thunderbird 153\\.7\\.0 lacks OpenPGP internals autocrypt-sma uses: ${module}\\.${fn}$`));
+    await assert.rejects(api.importSecretKey({ armored: "-----BEGIN PGP PRIVATE KEY BLOCK-----", fingerprint: FPR }), new RegExp(`${module}\\.${fn}`));
     assert.deepEqual(calls, []);
   });
 }
 
-test("internals that differ (a function gone) are named in the error", async () => {
-  const { api } = load({ drop: ["RNP", "importPubkeyBlockAutoAcceptImpl"] });
+test("everything missing is named at once", async () => {
+  const { api } = load({ drop: ["RNP", "deleteKey"], absent: ["chrome://openpgp/content/modules/sqliteDb.sys.mjs"] });
   const support = await api.support();
-  assert.equal(support.supported, false);
-  assert.match(support.reason, /OpenPGP internals differ.*RNP lacks importPubkeyBlockAutoAcceptImpl/);
+  assert.equal(support.missing.length, 2);
+  assert.match(support.reason, /sqliteDb\.sys\.mjs.*; RNP\.deleteKey|RNP\.deleteKey; .*sqliteDb\.sys\.mjs/);
 });
 
 test("the secret key: imported for that fingerprint only, accepted as personal, set on the identities with the address", async () => {

@@ -24,7 +24,7 @@ function fakeOpenPGP({ supported = true, identities = [ACCOUNT] } = {}) {
     ids,
     calls,
     async support() {
-      return supported ? { supported: true, version: "153.7.0" } : { supported: false, version: "160.0", reason: "Thunderbird 160.0 is not supported" };
+      return supported ? { supported: true, version: "153.7.0" } : { supported: false, version: "160.0", reason: "Thunderbird 160.0 lacks OpenPGP internals autocrypt-sma uses: RNP.deleteKey" };
     },
     async identityState(email) {
       return {
@@ -179,7 +179,7 @@ test("the setting turns it all off; switching it on again applies everything", a
 
 test("an unsupported Thunderbird, an unpaired device, no identity: said, not thrown", async () => {
   let s = setup({ supported: false });
-  assert.deepEqual(await s.sync.schedule(ACCOUNT, { key: true }), { state: "unsupported", message: "Thunderbird 160.0 is not supported", at: 1000 });
+  assert.deepEqual(await s.sync.schedule(ACCOUNT, { key: true }), { state: "unsupported", message: "Thunderbird 160.0 lacks OpenPGP internals autocrypt-sma uses: RNP.deleteKey", at: 1000 });
   s = setup({ key: null });
   assert.equal((await s.sync.schedule(ACCOUNT, { key: true })).state, "not_paired");
   s = setup({ identities: ["other@example.org"] });

@@ -20,6 +20,8 @@ test("manifest: persistent MV2 background page, Thunderbird 128+, the permission
   assert.equal(manifest.manifest_version, 2);
   assert.equal(manifest.browser_specific_settings.gecko.id, "autocrypt-sma@autocrypt.org");
   assert.equal(manifest.browser_specific_settings.gecko.strict_min_version, "128.0");
+  // No upper bound: newer releases are checked by feature (experiments/openpgp/parent.js).
+  assert.equal(manifest.browser_specific_settings.gecko.strict_max_version, undefined);
   assert.deepEqual(
     [...manifest.permissions].sort(),
     ["accountsRead", "messagesRead", "nativeMessaging", "notifications", "storage"],

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from native_host.api.envelope import Request, RequestId
-from native_host.api.schemas import schemas
-from native_host.errors import ErrorCode, HostError
-from native_host.ports import SecretStoreUnavailable
+from native_host.errors import ErrorCode, HostError, SecretStoreUnavailable
 from native_host.session import Context
 
 log = logging.getLogger(__name__)
@@ -18,8 +15,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Context, dict[str, Any]], dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class Method:
+# NamedTuples, not dataclasses, on the host's start path: `dataclasses` imports `inspect`, which
+# costs the cold start more than this whole module (python -X importtime).
+class Method(NamedTuple):
     name: str
     handler: Handler
     # Cheap and order-sensitive: answered on the reader thread, never queued behind IMAP work.
@@ -49,6 +47,8 @@ def resolve(methods: Mapping[str, Method], request: Request) -> Method:
                 ErrorCode.INVALID_PARAMS, f"params.{name}: {method.name} takes no params"
             )
     else:
+        from native_host.api.schemas import schemas  # after the first ping: pathlib, json
+
         schemas().check_params(method.name, request.params)
     return method
 

@@ -7,8 +7,7 @@ that `parse_request` accepts exactly what that schema accepts.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from native_host.errors import ErrorCode, HostError
 
@@ -21,8 +20,7 @@ MAX_METHOD_LENGTH = 64
 _ALLOWED_KEYS = frozenset({"id", "method", "params"})
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):  # not a dataclass: see Method in dispatch.py
     id: RequestId
     method: str
     params: dict[str, Any]

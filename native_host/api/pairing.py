@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from native_host.api.dispatch import Method
-from native_host.errors import ErrorCode, HostError
-from native_host.ports import StoreError
+from native_host.errors import ErrorCode, HostError, StoreError
 from native_host.session import Context
 
 # The service layer is imported inside the handlers (see api/sma.py for why).

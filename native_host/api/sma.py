@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from native_host.api.dispatch import Method
-from native_host.ports import StoreError
+from native_host.errors import StoreError
 from native_host.session import Context
 
 # The service layer is imported inside the handlers: the method table is built at start-up, and

@@ -39,7 +39,7 @@ import pytest
 
 from native_host.adapters.keyring_secrets import SERVICE_PREFIX
 from native_host.adapters.pgp import generate_account_key
-from native_host.client import HostCallError
+from native_host.cli.client import HostCallError
 from native_host.core import devicelog, keyrequest, keysync, layout
 from native_host.core.envelope import MessageType
 from native_host.service import accounts as names

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from native_host.client import ADDON_ID
+from native_host.cli.client import ADDON_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 THUNDERBIRD = "/usr/lib/thunderbird/thunderbird"

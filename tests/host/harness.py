@@ -1,6 +1,6 @@
 """The stdio harness: a host started exactly as Thunderbird starts it, with every frame it sends checked.
 
-It is the CLI's client (native_host.client) plus schema validation of every response and event,
+It is the CLI's client (native_host.cli.client) plus schema validation of every response and event,
 so the suite proves that whatever the host emits matches docs/api.md's schemas.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from native_host.api.schemas import schemas
-from native_host.client import HostProcess
+from native_host.cli.client import HostProcess
 
 
 class CheckedHost(HostProcess):

@@ -185,3 +185,22 @@ def test_a_bug_in_dispatch_costs_one_answer_not_the_connection(
 
 def loop_message() -> str:
     return "the host failed to handle a request; its log has the details"
+
+
+def test_the_path_to_the_first_ping_imports_nothing_heavy() -> None:
+    """What the host imports before it can answer `ping` (the cold start the add-on waits for):
+    none of these, each of which `python -X importtime` showed costing milliseconds there. (Those
+    the interpreter already had do not count: an editable install's import hook brings pathlib.)"""
+    heavy = ["dataclasses", "inspect", "pathlib", "jsonschema", "imapclient", "keyring", "pgpy",
+             "sqlite3", "native_host.ports", "native_host.api.schemas", "native_host.service"]  # fmt: skip
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import native_host.host\n"
+        "from native_host.api import all_methods\n"
+        "all_methods()\n"
+        f"print(sorted(m for m in {heavy!r} if m in set(sys.modules) - before))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

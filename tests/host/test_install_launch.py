@@ -28,8 +28,8 @@ import keyring
 import pytest
 
 from native_host.adapters.keyring_secrets import SERVICE_PREFIX
-from native_host.client import ADDON_ID, HOST_NAME, HostProcess
-from native_host.doctor import Doctor
+from native_host.cli.client import ADDON_ID, HOST_NAME, HostProcess
+from native_host.cli.doctor import Doctor
 from native_host.service.accounts import (
     account_key_name,
     device_key_name,

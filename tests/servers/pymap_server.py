@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from native_host.throwaway_imap import PYMAP_LAUNCH
+from native_host.cli.throwaway_imap import PYMAP_LAUNCH
 
 from .common import LOOPBACK, ServerStartError, free_port, wait_for_greeting
 

@@ -33,7 +33,7 @@ import pytest
 
 from native_host.adapters.imap_store import ImapStore
 from native_host.adapters.pgp import generate_account_key
-from native_host.client import HostCallError
+from native_host.cli.client import HostCallError
 from native_host.core import devicelog, layout
 from tests.host.harness import CheckedHost
 from tests.host.test_accounts_imap import dovecot, mail

@@ -1,5 +1,5 @@
 """Five devices on one account over a real Dovecot, each ingesting mail and syncing at once, one
-joining and one removed midway (native_host/bench_load.py runs the scenario): all converge on the
+joining and one removed midway (native_host/bench/load.py runs the scenario): all converge on the
 documented merge, agree on members and key, the SMA folders stay bounded, and the figures are
 printed. SMA_LOAD_SECONDS sets the length of the load (default 15; the dedicated run uses 60),
 SMA_LOAD_RATE the ingests per second per device (default 4)."""
@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from native_host.bench_load import run
+from native_host.bench.load import run
 from tests.host.harness import CheckedHost
 from tests.host.test_accounts_imap import dovecot, mail
 

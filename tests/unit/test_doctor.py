@@ -12,10 +12,11 @@ import keyring
 import pytest
 from keyring.backends import fail
 
-from native_host import cli, install
 from native_host.adapters.keyring_secrets import BackendVerdict, MemorySecrets
-from native_host.doctor import Check, Doctor
-from native_host.install import Scope, run_install
+from native_host.cli import install
+from native_host.cli import main as cli
+from native_host.cli.doctor import Check, Doctor
+from native_host.cli.install import Scope, run_install
 from native_host.ports import StoreAuthError, StoreError
 from native_host.service.accounts import AccountFiles, AccountRecord, ImapSettings, password_name
 from tests.unit.test_install import FakeRegistry

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from native_host import cli, install
-from native_host.client import ADDON_ID, HOST_NAME
-from native_host.install import InstallError, Scope, plan_install, run_install, run_uninstall
+from native_host.cli import install
+from native_host.cli import main as cli
+from native_host.cli.client import ADDON_ID, HOST_NAME
+from native_host.cli.install import InstallError, Scope, plan_install, run_install, run_uninstall
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/opt/py env/bin/python3"  # a space, to prove the launcher quotes it

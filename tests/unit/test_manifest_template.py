@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from native_host.client import ADDON_ID, HOST_NAME
+from native_host.cli.client import ADDON_ID, HOST_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 

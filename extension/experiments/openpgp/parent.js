@@ -1,8 +1,9 @@
 /* Thunderbird Experiment API `autocryptOpenPGP` (parent process): the only code of the add-on that
  * touches Thunderbird internals. It reaches Thunderbird's OpenPGP modules (RNP key store, the
- * acceptance database, the key cache) and identity prefs, which are not a stable API: they are
- * checked once against the versions this was written for (128 to 153 ESR) and every function
- * fails with a clear message elsewhere. Nothing here stores a secret: the armored key is handed to
+ * acceptance database, the key cache) and identity prefs, which are not a stable API. They are
+ * checked by feature, not by version number (the monthly release channel runs ahead of every ESR):
+ * each module must load and offer each function used here, and whatever is missing is named in the
+ * error every function then fails with. Nothing here stores a secret: the armored key is handed to
  * Thunderbird's importer, which protects it with Thunderbird's own passphrase.
  */
 /* global ChromeUtils, Services */
@@ -12,42 +13,55 @@ var { ExtensionCommon } = ChromeUtils.importESModule("resource://gre/modules/Ext
 var { ExtensionUtils } = ChromeUtils.importESModule("resource://gre/modules/ExtensionUtils.sys.mjs");
 var { ExtensionError } = ExtensionUtils;
 
-const MIN_MAJOR = 128;
-const MAX_MAJOR = 153;
 const MODULES = {
   RNP: "chrome://openpgp/content/modules/RNP.sys.mjs",
   EnigmailKeyRing: "chrome://openpgp/content/modules/keyRing.sys.mjs",
   PgpSqliteDb2: "chrome://openpgp/content/modules/sqliteDb.sys.mjs",
+  MailServices: "resource:///modules/MailServices.sys.mjs",
 };
-// What each module must offer; a missing one means this Thunderbird's internals differ.
+// Every function called on each module. The deletions are needed too: a secret key this add-on
+// could not delete again (when the device is removed) is better never imported.
 const NEEDED = {
-  RNP: ["importSecKeyBlockImpl", "importPubkeyBlockAutoAcceptImpl"],
+  RNP: ["importSecKeyBlockImpl", "importPubkeyBlockAutoAcceptImpl", "deleteKey"],
   EnigmailKeyRing: ["getKeyById", "updateKeys", "clearCache", "getKeyAcceptanceForEmail"],
-  PgpSqliteDb2: ["acceptAsPersonalKey", "isAcceptedAsPersonalKey", "getFingerprintAcceptance"],
+  PgpSqliteDb2: ["acceptAsPersonalKey", "isAcceptedAsPersonalKey", "deletePersonalKeyAcceptance"],
+  MailServices: [],
 };
 
 let internals = null; // {support, modules} once probed
 
+// What of the above this Thunderbird lacks, each named ("RNP.deleteKey", or a module's URL and why
+// it did not load), and the modules that loaded.
+function missingInternals() {
+  const missing = [];
+  const modules = {};
+  for (const [name, url] of Object.entries(MODULES)) {
+    let mod;
+    try {
+      mod = ChromeUtils.importESModule(url)[name];
+    } catch (err) {
+      missing.push(`${url} (${err.message})`);
+      continue;
+    }
+    if (!mod) {
+      missing.push(`${name} in ${url}`);
+      continue;
+    }
+    missing.push(...NEEDED[name].filter((fn) => typeof mod[fn] !== "function").map((fn) => `${name}.${fn}`));
+    modules[name] = mod;
+  }
+  if (modules.MailServices && !modules.MailServices.accounts) missing.push("MailServices.accounts");
+  if (typeof ChromeUtils.base64URLDecode !== "function") missing.push("ChromeUtils.base64URLDecode");
+  return { missing, modules };
+}
+
 function probe() {
   if (internals) return internals;
   const version = Services.appinfo.version;
-  const major = Number.parseInt(version, 10);
-  const support = { supported: false, version, reason: null, range: `${MIN_MAJOR}-${MAX_MAJOR}` };
-  const modules = {};
-  if (!(major >= MIN_MAJOR && major <= MAX_MAJOR)) {
-    support.reason = `Thunderbird ${version} is not supported (autocrypt-sma knows the OpenPGP internals of ${MIN_MAJOR} to ${MAX_MAJOR} ESR)`;
-  } else {
-    try {
-      for (const [name, url] of Object.entries(MODULES)) {
-        const mod = ChromeUtils.importESModule(url)[name];
-        const missing = NEEDED[name].filter((fn) => typeof mod?.[fn] !== "function");
-        if (missing.length) throw new Error(`${name} lacks ${missing.join(", ")}`);
-        modules[name] = mod;
-      }
-      support.supported = true;
-    } catch (err) {
-      support.reason = `Thunderbird ${version}: its OpenPGP internals differ from what autocrypt-sma knows (${err.message})`;
-    }
+  const { missing, modules } = missingInternals();
+  const support = { supported: missing.length === 0, version, reason: null, missing };
+  if (missing.length) {
+    support.reason = `Thunderbird ${version} lacks OpenPGP internals autocrypt-sma uses: ${missing.join("; ")}`;
   }
   internals = { support, modules };
   return internals;
@@ -62,9 +76,8 @@ function required() {
 const norm = (email) => String(email).trim().toLowerCase();
 const keyIdOf = (fingerprint) => fingerprint.slice(-16).toUpperCase(); // v4: the last 64 bits
 
-function identitiesFor(email) {
-  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
-  return MailServices.accounts.allIdentities.filter((id) => id.email && norm(id.email) === norm(email));
+function identitiesFor(modules, email) {
+  return [...modules.MailServices.accounts.allIdentities].filter((id) => id.email && norm(id.email) === norm(email));
 }
 
 async function keyStatus(modules, fingerprint, email) {
@@ -108,7 +121,7 @@ this.autocryptOpenPGP = class extends ExtensionCommon.ExtensionAPI {
         async identityState(email) {
           const modules = required();
           const identities = [];
-          for (const id of identitiesFor(email)) {
+          for (const id of identitiesFor(modules, email)) {
             const keyId = id.getUnicharAttribute("openpgp_key_id") || null;
             const key = keyId ? modules.EnigmailKeyRing.getKeyById("0x" + keyId) : null;
             identities.push({
@@ -144,7 +157,7 @@ this.autocryptOpenPGP = class extends ExtensionCommon.ExtensionAPI {
           if (!status.personal) await modules.PgpSqliteDb2.acceptAsPersonalKey(fpr);
           const changed = [];
           if (personalFor) {
-            for (const id of identitiesFor(personalFor)) {
+            for (const id of identitiesFor(modules, personalFor)) {
               if (id.getUnicharAttribute("openpgp_key_id") !== keyIdOf(fpr)) {
                 id.setUnicharAttribute("openpgp_key_id", keyIdOf(fpr));
                 id.setBoolAttribute("is_gnupg_key_id", false);
@@ -165,14 +178,11 @@ this.autocryptOpenPGP = class extends ExtensionCommon.ExtensionAPI {
           const fprs = fingerprints.map((f) => f.toUpperCase());
           const keyIds = new Set(fprs.map(keyIdOf));
           const identitiesCleared = [];
-          for (const id of identitiesFor(email)) {
+          for (const id of identitiesFor(modules, email)) {
             if (keyIds.has(String(id.getUnicharAttribute("openpgp_key_id")).toUpperCase())) {
               id.setUnicharAttribute("openpgp_key_id", "");
               identitiesCleared.push(id.key);
             }
-          }
-          if (typeof modules.RNP.deleteKey !== "function" || typeof modules.PgpSqliteDb2.deletePersonalKeyAcceptance !== "function") {
-            throw new ExtensionError(`Thunderbird ${probe().support.version}: cannot delete keys (its OpenPGP internals differ)`);
           }
           const keysDeleted = [];
           for (const fpr of fprs) {

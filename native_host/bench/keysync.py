@@ -176,10 +176,10 @@ def measure(host: str, port: int, username: str, password: str, count: int) -> d
 
 
 def main() -> None:
-    """Run alone: `python -m native_host.bench_keysync` (starts its own Dovecot)."""
+    """Run alone: `python -m native_host.bench.keysync` (starts its own Dovecot)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.servers.dovecot_server import DovecotServer
 
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000

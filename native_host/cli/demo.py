@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from native_host.adapters.imap_store import ImapStore
-from native_host.client import HostCallError, HostProcess
+from native_host.cli.client import HostCallError, HostProcess
+from native_host.cli.throwaway_imap import ThrowawayImap
 from native_host.core import layout
-from native_host.throwaway_imap import ThrowawayImap
 
 ACCOUNT = "alice@example.org"
 CORRESPONDENT = "bob@example.net"

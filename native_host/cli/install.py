@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
-from native_host.client import ADDON_ID, HOST_NAME
+from native_host.cli.client import ADDON_ID, HOST_NAME
 
 Platform = Literal["linux", "darwin", "windows"]
 App = Literal["thunderbird", "firefox"]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from native_host import __version__
-from native_host.client import ADDON_ID, HostCallError, HostGone, HostProcess
-from native_host.install import (
+from native_host.cli.client import ADDON_ID, HostCallError, HostGone, HostProcess
+from native_host.cli.install import (
     APP_TITLES,
     APPS,
     REGISTRY_KEY,

@@ -31,7 +31,7 @@ import keyring.backend
 import keyring.errors
 from keyring.compat import properties
 
-from native_host.client import HostCallError, HostProcess
+from native_host.cli.client import HostCallError, HostProcess
 
 T0 = 1_760_000_000  # mail dates fall in [T0, T0 + DATE_SPAN): in the past, so they count as sent
 DATE_SPAN = 1_000_000
@@ -489,7 +489,7 @@ def measure(
             env = {
                 **os.environ,
                 "SMA_HOME": str(home),
-                "PYTHON_KEYRING_BACKEND": "native_host.bench_load.ProcessKeyring",
+                "PYTHON_KEYRING_BACKEND": "native_host.bench.load.ProcessKeyring",
             }
             logs.append((home / "stderr.log").open("wb"))
             hosts.append(HostProcess(env=env, stderr=logs[-1]))
@@ -508,10 +508,10 @@ def measure(
 
 
 def main() -> None:
-    """Run alone: `python -m native_host.bench_load [seconds] [devices]` (starts its own Dovecot)."""
+    """Run alone: `python -m native_host.bench.load [seconds] [devices]` (starts its own Dovecot)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.servers.dovecot_server import DovecotServer
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from native_host.client import HostCallError, HostGone, HostProcess
+from native_host.cli.client import HostCallError, HostGone, HostProcess
 
 WAIT = 600.0  # a pairing lives ten minutes
 _ENDED = ("rejected", "expired", "failed")

@@ -11,7 +11,7 @@ from native_host import __version__
 
 
 def _call(args: argparse.Namespace) -> int:
-    from native_host.client import HostCallError, HostGone, HostProcess
+    from native_host.cli.client import HostCallError, HostGone, HostProcess
 
     try:
         params: Any = json.loads(args.params) if args.params is not None else None
@@ -56,14 +56,14 @@ def _prefer_encrypt(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from native_host.demo import run_demo
+    from native_host.cli.demo import run_demo
 
     return run_demo(keep=args.keep)
 
 
 def _install_or_uninstall(args: argparse.Namespace) -> int:
-    """`install` and `uninstall`: the work is in native_host.install; here only what to print."""
-    from native_host.install import (
+    """`install` and `uninstall`: the work is in native_host.cli.install; here only what to print."""
+    from native_host.cli.install import (
         InstallError,
         Scope,
         current_platform,
@@ -97,7 +97,7 @@ def _doctor(args: argparse.Namespace) -> int:
     """`doctor`: exit 0 when every check passed, 1 otherwise."""
     from dataclasses import asdict
 
-    from native_host.doctor import Doctor, summary
+    from native_host.cli.doctor import Doctor, summary
 
     checks = Doctor(timeout=args.timeout).run()
     failed = any(c.status == "problem" for c in checks)
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     call.set_defaults(run=_call)
 
-    from native_host.cli_pairing import add_commands
+    from native_host.cli.pairing import add_commands
 
     add_commands(commands)
     _add_install_commands(commands)
