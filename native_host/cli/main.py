@@ -35,7 +35,7 @@ def _call(args: argparse.Namespace) -> int:
 
 def _prefer_encrypt(args: argparse.Namespace) -> int:
     """Show the account's prefer-encrypt setting, or set it (for every device of the account)."""
-    from native_host.client import HostCallError, HostGone, HostProcess
+    from native_host.cli.client import HostCallError, HostGone, HostProcess
 
     account = {"account": args.account}
     try:

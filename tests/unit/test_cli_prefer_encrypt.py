@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from native_host.cli import build_parser
+from native_host.cli.main import build_parser
 
 
 def test_value_is_optional_and_limited_to_the_level_1_values() -> None:
