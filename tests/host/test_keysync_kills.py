@@ -24,8 +24,12 @@ MAILS = 120
 
 
 @pytest.fixture(scope="module")
-def pool() -> list[bytes]:
-    return [generate_account_key(f"k{i}@example.net", T0).keydata() for i in range(4)]
+def pool() -> dict[str, bytes]:
+    """A key for each correspondent, naming it (a header's key must)."""
+    return {
+        f"c{i}@example.net": generate_account_key(f"c{i}@example.net", T0).keydata()
+        for i in range(MAILS)
+    }
 
 
 def everything(host: CheckedHost, account: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +45,7 @@ def everything(host: CheckedHost, account: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("seed", range(RUNS))
 def test_killed_hosts_lose_nothing_and_converge(
-    spawn: Callable[..., CheckedHost], mail: dict[str, Any], pool: list[bytes], seed: int
+    spawn: Callable[..., CheckedHost], mail: dict[str, Any], pool: dict[str, bytes], seed: int
 ) -> None:
     rng = random.Random(seed)
     account = {"account": mail["account"]}
@@ -49,7 +53,7 @@ def test_killed_hosts_lose_nothing_and_converge(
     kills = sorted(rng.sample(range(1, MAILS), 4))
     hosts: list[CheckedHost] = [laptop, phone]
     for i in range(MAILS):
-        message = correspondent_mail(f"c{i}@example.net", pool[i % len(pool)], T0 + i)
+        message = correspondent_mail(f"c{i}@example.net", pool[f"c{i}@example.net"], T0 + i)
         assert laptop.call("peers.ingest", {**account, "message": message})["updated"]
         if kills and i == kills[0]:
             kills.pop(0)

@@ -65,8 +65,14 @@ CONVERGE = 45.0  # seconds for anything that should settle
 
 
 @pytest.fixture(scope="module")
-def pool() -> list[bytes]:
-    return [generate_account_key(f"k{i}@example.net", T0).keydata() for i in range(3)]
+def pool() -> dict[str, list[bytes]]:
+    """Three keys for each correspondent, each naming the correspondent (a header's key must)."""
+    return {
+        f"c{c}@example.net": [
+            generate_account_key(f"c{c}@example.net", T0).keydata() for _ in range(3)
+        ]
+        for c in range(CORRESPONDENTS)
+    }
 
 
 class Fleet:
@@ -245,14 +251,17 @@ def pair(fleet: Fleet, new: str, old: str) -> list[str]:
 
 
 def ingest(
-    fleet: Fleet, members: list[str], pool: list[bytes], expected: dict[str, tuple[int, bytes]]
+    fleet: Fleet,
+    members: list[str],
+    pool: dict[str, list[bytes]],
+    expected: dict[str, tuple[int, bytes]],
 ) -> None:
     """Mails on every member, each with a distinct date (no ties), correspondents shared."""
     dates = fleet.rng.sample(range(1, 100_000), MAILS_PER_DEVICE * len(members))
     for n, date in enumerate(dates):
         instance = members[n % len(members)]
         addr = f"c{fleet.rng.randrange(CORRESPONDENTS)}@example.net"
-        key = fleet.rng.choice(pool)
+        key = fleet.rng.choice(pool[addr])
         message = correspondent_mail(addr, key, T0 + date)
         result = fleet.call(instance, "peers.ingest", {**fleet.account, "message": message})
         assert result["addr"] == addr
@@ -297,7 +306,7 @@ def test_kills_during_join_pairing_keysync_and_removal(
     fleet_factory: Callable[..., Fleet],
     mail: dict[str, Any],
     imap: ImapStore,
-    pool: list[bytes],
+    pool: dict[str, list[bytes]],
     seed: int,
 ) -> None:
     fleet = fleet_factory(mail, random.Random(seed))
@@ -318,7 +327,7 @@ def test_kills_during_join_pairing_keysync_and_removal(
         assert "Traceback" not in log, log
 
 
-def scenario(fleet: Fleet, imap: ImapStore, pool: list[bytes]) -> None:
+def scenario(fleet: Fleet, imap: ImapStore, pool: dict[str, list[bytes]]) -> None:
     account = fleet.account
     rng = fleet.rng
     # Join: the first device, then two more.

@@ -67,7 +67,9 @@ def test_reading_a_message_raises_only_invalid_message(block: bytes) -> None:
         info = message_headers(block)
     except InvalidMessage:
         return
-    states = contributions(info, 1_800_000_000, key_ok=lambda key, _a: key if len(key) % 2 == 0 else None)
+    states = contributions(
+        info, 1_800_000_000, key_ok=lambda key, _a: key if len(key) % 2 == 0 else None
+    )
     for state in states:
         assert PeerState.from_json(state.to_json()) == state
 
