@@ -35,7 +35,7 @@ from native_host.cli.client import HostCallError, HostProcess
 
 T0 = 1_760_000_000  # mail dates fall in [T0, T0 + DATE_SPAN): in the past, so they count as sent
 DATE_SPAN = 1_000_000
-KEY_POOL = 6
+KEY_POOL = 2  # keys per correspondent (dates pick one, so the same address arrives with both)
 ADDRESSES = 100  # correspondents shared by all devices: every address is ingested on several
 PLAIN_SHARE = 0.1  # mails without an Autocrypt header (they only move last_seen)
 SYNC_SHARE = 0.1  # after this share of ingests the device also calls `sync`
@@ -87,7 +87,7 @@ def key_of(date: int, keys: list[str]) -> tuple[str, str]:
     return keys[date % len(keys)], "mutual" if (date // len(keys)) % 2 else "nopreference"
 
 
-def raw_mail(ingest: Ingest, keys: list[str]) -> str:
+def raw_mail(ingest: Ingest, keys: dict[str, list[str]]) -> str:
     """The received message for `ingest`, base64 as peers.ingest takes it."""
     lines = [
         f"From: <{ingest.addr}>",
@@ -96,7 +96,7 @@ def raw_mail(ingest: Ingest, keys: list[str]) -> str:
         f"Subject: load {ingest.device}",
     ]
     if ingest.header:
-        keydata, prefer = key_of(ingest.date, keys)
+        keydata, prefer = key_of(ingest.date, keys[ingest.addr])
         value = f"addr={ingest.addr}; " + ("prefer-encrypt=mutual; " if prefer == "mutual" else "")
         value += f"keydata={keydata}"
         lines.append(
@@ -105,7 +105,7 @@ def raw_mail(ingest: Ingest, keys: list[str]) -> str:
     return base64.b64encode(("\r\n".join(lines) + "\r\n\r\nhi\r\n").encode()).decode()
 
 
-def expected_table(ingests: list[Ingest], keys: list[str]) -> dict[str, dict[str, Any]]:
+def expected_table(ingests: list[Ingest], keys: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
     """The documented merge of everything ingested: last_seen is the newest date; the Autocrypt
     part (timestamp, key, preference) comes whole from the newest mail with a header."""
     table: dict[str, dict[str, Any]] = {}
@@ -119,7 +119,7 @@ def expected_table(ingests: list[Ingest], keys: list[str]) -> dict[str, dict[str
         )
         row["last_seen"] = max(row["last_seen"] or 0, done.date)
         if done.header and done.date > (row["autocrypt_timestamp"] or -1):
-            keydata, prefer = key_of(done.date, keys)
+            keydata, prefer = key_of(done.date, keys[done.addr])
             row.update(autocrypt_timestamp=done.date, public_key=keydata, prefer_encrypt=prefer)
     return table
 
@@ -254,10 +254,14 @@ class Load:
         self.account = str(mail["account"])
         self._seed = seed
         self._rate = rate
-        self.keys = [
-            base64.b64encode(generate_account_key(f"k{i}@example.net", T0).keydata()).decode()
-            for i in range(KEY_POOL)
-        ]
+        # Keys per correspondent, each naming it (a header's key must name its sender).
+        self.keys = {
+            f"c{c}@example.net": [
+                base64.b64encode(generate_account_key(f"c{c}@example.net", T0).keydata()).decode()
+                for _ in range(KEY_POOL)
+            ]
+            for c in range(ADDRESSES)
+        }
         self.ingests: list[Ingest] = []
         self.failures: list[str] = []
         self._lock = threading.Lock()

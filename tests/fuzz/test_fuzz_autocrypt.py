@@ -36,9 +36,9 @@ KEYDATA = st.sampled_from([b"\x99\x01", bytes(range(256)), b"k" * 7000]) | st.bi
 )
 
 
-def key_ok(keydata: bytes) -> bool:
+def key_ok(keydata: bytes, _addr: str) -> bytes | None:
     """A stand-in for the OpenPGP check, deterministic so the merge sees both outcomes."""
-    return keydata[0] != 0
+    return keydata if keydata[0] != 0 else None
 
 
 @st.composite
