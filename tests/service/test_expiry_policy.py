@@ -14,7 +14,7 @@ from native_host.core import layout
 from native_host.service.expiry import OBSERVE_GAP
 from native_host.service.runtime import AccountRuntime
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
-from tests.service.test_keysync_flow import keys, mail, pair
+from tests.service.test_keysync_flow import key_for, keys, mail, pair
 
 __all__ = ["keys"]
 
@@ -79,7 +79,9 @@ def test_a_live_device_whose_announcements_are_withheld_is_neither_removed_nor_p
             advance(device, DAY)
         # The phone is used: it learns a correspondent's key every few days and syncs it.
         if day % 4 == 0:
-            phone_rt.peers.ingest(mail(f"c{day}@example.net", keys[0], 1_790_000_000 + day))
+            phone_rt.peers.ingest(
+                mail(f"c{day}@example.net", key_for(f"c{day}@example.net"), 1_790_000_000 + day)
+            )
         phone_rt.sync()
         hidden += hide_announcements(server, phone_id)
         laptop_rt.sync()

@@ -21,7 +21,16 @@ from native_host.service.accounts import (
 )
 from tests.service.imap_backed import dovecot, server_fixture
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
-from tests.service.test_keysync_flow import T0, keys, mail, pair, runtime, settle, table
+from tests.service.test_keysync_flow import (
+    T0,
+    key_for,
+    keys,
+    mail,
+    pair,
+    runtime,
+    settle,
+    table,
+)
 
 __all__ = ["dovecot", "keys"]
 
@@ -86,7 +95,7 @@ def test_removing_an_online_device_rolls_the_key_and_shuts_it_out(
     assert tablet_id not in log.members()
     assert layout.inbox_folder(tablet_id) not in server.mailbox.list_folders(layout.INBOX_PREFIX)
     # What comes after the removal never reaches it: key sync goes to the phone only.
-    runtime(laptop).peers.ingest(mail("late@example.net", keys[0], T0))
+    runtime(laptop).peers.ingest(mail("late@example.net", key_for("late@example.net"), T0))
     settle([laptop, phone], lambda: "late@example.net" in table(phone))
     assert layout.inbox_folder(tablet_id) not in server.mailbox.list_folders(layout.INBOX_PREFIX)
     # It can come back only as a new device, through a new pairing.
