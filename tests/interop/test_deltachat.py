@@ -182,8 +182,7 @@ def _primary_signing_key(addr: str) -> Any:
     import pysequoia
 
     gpg = shutil.which("gpg")
-    if gpg is None:
-        pytest.skip("gpg is missing: scripts/bootstrap test installs gnupg")
+    assert gpg is not None, "gpg is missing: scripts/bootstrap test installs gnupg"
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, GNUPGHOME=home)
         base = [gpg, "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]

@@ -23,7 +23,13 @@ from tests.service.test_instance import ACCOUNT, Device, configured
 from tests.service.test_keysync_flow import pair, runtime, settle, table
 
 GPG = "/usr/bin/gpg"
-pytestmark = pytest.mark.skipif(not os.path.exists(GPG), reason="gpg is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _gpg_is_there() -> None:
+    """GnuPG is the independent implementation these tests encrypt with: a real part, so its
+    absence fails here, clearly (scripts/bootstrap test installs gnupg)."""
+    assert os.path.exists(GPG), f"{GPG} is missing: scripts/bootstrap test installs gnupg"
 
 ALICE = "alice.peer@example.net"
 CAROL = "carol@example.net"
