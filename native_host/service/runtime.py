@@ -166,6 +166,7 @@ class AccountRuntime:
             record, self.trust, emit, lambda: files.save(record), clock=clock, random=random
         )
         self.removed = False  # this device was removed: the instance makes a fresh runtime
+        self._doubted: str | None = None  # the remover whose removal of us we wait to act on
         self._rejections_reported = 0  # directory.rejected_total already logged
 
     @property
@@ -374,9 +375,21 @@ class AccountRuntime:
                 )
             status = None
         removed_by = self.lifecycle.was_removed(chain)
+        if removed_by is not None and removed_by != self.trust.me:
+            self.trust.check_withholding(chain)  # (a hidden branch: said before acting)
+            if self.trust.removal_in_doubt(chain):
+                if self._doubted != removed_by:
+                    self._doubted = removed_by
+                    log.warning(
+                        "%s: removed by %s, but a member's log head is missing: waiting for it",
+                        self.account,
+                        removed_by,
+                    )
+                return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
         if removed_by is not None:
             self._removed(removed_by)
             return SyncReport(announcements, 0, len(record.directory.devices), 0, True)
+        self._doubted = None
         self.trust.tick(store, chain)
         self.trust.rebase_lost(store, chain)
         self.trust.check_withholding(chain)

@@ -228,8 +228,16 @@ class Trust:
         if uids is not None and len(uids) > len(self.record.directory.log_entries) + 64:
             # (entries dropped from the waiting pool: their places are of no use any more)
             self.record.directory.log_uids = {h: u for h, u in uids.items() if chain.holds(h)}
-        counting = chain.counting_removals()
-        if not set(counting) <= chain.applied:  # acted on from now: a later entry cannot undo it
+        # Acted on from now: a later entry cannot undo them. Not a removal of this device: it
+        # is acted on by wiping (which forgets this record), and until then it may still be
+        # voided by a hidden removal of its signer (Trust.removal_in_doubt).
+        of_me = chain.removal_of(self.me) if self.record.device is not None else None
+        counting = [
+            h
+            for h in chain.counting_removals()
+            if of_me is None or h != devicelog.entry_hash(of_me)
+        ]
+        if not set(counting) <= chain.applied:
             chain.apply(counting)
             self.record.applied_removals = sorted(chain.applied)
             self._save()
@@ -308,6 +316,21 @@ class Trust:
             since = self._clock() if current is None else float(current["since"])
             unknown[message.sender] = {"hash": head.hash, "seq": head.seq, "since": since}
             self._save()
+
+    def removal_in_doubt(self, chain: devicelog.DeviceLog) -> bool:
+        """Whether this device must not act yet on its removal by another device.
+
+        A member's signed head that this device cannot find means a branch the server hides,
+        and it may hold a removal of the remover, which voids ours (a removed device signs "remove
+        the phone" beside its own removal while the provider hides that removal: tests/adversary
+        seed 6). So while such a head is younger than WITHHELD_AFTER, the device waits (it keeps
+        reading, sends nothing); then the withheld alert is raised and it acts. With no unknown
+        head, as in every honest removal, it acts at once."""
+        now = self._clock()
+        return any(
+            not chain.contains(str(info["hash"])) and now - float(info["since"]) < WITHHELD_AFTER
+            for info in self.record.unknown_heads.values()
+        )
 
     def check_withholding(self, chain: devicelog.DeviceLog) -> None:
         """Alert once per member whose head stayed out of reach for WITHHELD_AFTER seconds, and

@@ -31,6 +31,7 @@ def _gpg_is_there() -> None:
     absence fails here, clearly (scripts/bootstrap test installs gnupg)."""
     assert os.path.exists(GPG), f"{GPG} is missing: scripts/bootstrap test installs gnupg"
 
+
 ALICE = "alice.peer@example.net"
 CAROL = "carol@example.net"
 MALLORY = "mallory@example.net"

@@ -382,3 +382,60 @@ def test_an_entry_hanging_on_one_the_server_never_shows_is_reported(
     publish(server, device_id(phone), missing)
     rt.sync()
     assert rt.trust.device_log().members()[device_id(phone)].name == "y"
+
+
+def test_a_thief_removing_the_phone_while_the_provider_hides_its_removal_wipes_nothing(
+    laptop: Device, phone: Device, tablet: Device, server: Server
+) -> None:
+    """The laptop removes the stolen tablet; the provider hides that removal from the folder,
+    while the laptop's messages to the phone (which carry its signed head) get through. The
+    thief signs "remove the phone" beside its removal. The phone sees a valid removal of itself,
+    but also a head of the laptop it cannot find: it waits instead of wiping itself, and once the
+    laptop's removal comes, the thief's entry is void and the phone carries on with the new key.
+    (tests/adversary/test_removed_device.py seed 6 of a 20-seed run: the phone wiped itself.)"""
+    tablet_id, laptop_id, phone_id, keys, snapshot = stolen_tablet(laptop, phone, tablet)
+    tablet.service.stop(wait=10)
+    phone_rt = runtime(phone)
+    hidden: list[bytes] = []
+
+    def hide(folder: str, raw: bytes) -> bytes | None:
+        message = envelope.parse(raw)
+        if (
+            folder == layout.ANNOUNCE_FOLDER
+            and message.type is MessageType.LOG
+            and message.sender == laptop_id
+        ):
+            hidden.append(raw)
+            return None
+        return raw
+
+    undo = intercept(server, hide)
+    new = runtime(laptop).remove_device(tablet_id)
+    assert hidden, "the removal published nothing to hide"
+    settle([laptop, phone], lambda: laptop_id in phone_rt.record.unknown_heads)
+    publish(
+        server, tablet_id, devicelog.remove(snapshot, tablet_id, keys, phone_id, 1.9e9, "F" * 40)
+    )
+    settle([phone], lambda: phone_rt.trust.device_log().removal_of(phone_id) is not None)
+    phone_rt.sync()  # valid as far as the phone sees: it waits, and wipes nothing
+    assert not phone_rt.removed
+    assert phone.secrets.get(device_key_name(ACCOUNT)) is not None
+    undo()
+    for raw in hidden:
+        server.mailbox.append(layout.ANNOUNCE_FOLDER, raw)
+    settle([laptop, phone], lambda: fingerprint(phone) == new)
+    chain = phone_rt.trust.device_log()
+    assert set(chain.members()) == {laptop_id, phone_id}
+    assert not phone_rt.removed
+
+
+def test_an_honest_removal_takes_effect_on_the_removed_device_at_once(
+    laptop: Device, phone: Device, tablet: Device
+) -> None:
+    """No head is missing: the removed device acts at once (the wait is only for a hidden
+    branch)."""
+    tablet_id, _laptop_id, _phone_id, _keys, _snapshot = stolen_tablet(laptop, phone, tablet)
+    tablet_rt = runtime(tablet)
+    runtime(laptop).remove_device(tablet_id)
+    settle([laptop, phone, tablet], lambda: tablet_rt.removed, timeout=5)
+    assert tablet.secrets.get(device_key_name(ACCOUNT)) is None
