@@ -87,17 +87,9 @@ SecretsFor = Callable[[str], SecretStore]
 
 
 def _open_imap(settings: ImapSettings, password: str, timeout: float) -> Any:
-    from native_host.adapters.imap_store import ImapStore
+    from native_host.service.instance import open_imap
 
-    return ImapStore(
-        settings.host,
-        settings.port,
-        settings.username,
-        password,
-        security=settings.security,
-        verify_tls=settings.verify_tls,
-        timeout=timeout,
-    )
+    return open_imap(settings, password, timeout)
 
 
 def _keyring_secrets(instance: str) -> SecretStore:

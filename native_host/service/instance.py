@@ -48,7 +48,7 @@ def imap_timeout() -> float:
     return value if 0.5 <= value <= 600 else DEFAULT_IMAP_TIMEOUT
 
 
-def open_imap(settings: ImapSettings, password: str) -> PushStore:
+def open_imap(settings: ImapSettings, password: str, timeout: float | None = None) -> PushStore:
     from native_host.adapters.imap_store import ImapStore
 
     return ImapStore(
@@ -58,7 +58,7 @@ def open_imap(settings: ImapSettings, password: str) -> PushStore:
         password,
         security=settings.security,
         verify_tls=settings.verify_tls,
-        timeout=imap_timeout(),
+        timeout=imap_timeout() if timeout is None else timeout,
     )
 
 
