@@ -778,25 +778,6 @@ _READER = (
 )
 
 
-def encrypt_and_sign(plaintext: bytes, recipients: Sequence[bytes], signer: AccountKey) -> bytes:
-    """An armored OpenPGP message of `plaintext`, signed by `signer` and encrypted to each of
-    `recipients` (binary keydata) and to the signer itself (so its other devices can read it).
-
-    Raises ValueError if a recipient key is unusable (see `usable_peer_key`).
-    """
-    import pysequoia
-
-    certs = []
-    for keydata in recipients:
-        minimal = minimal_peer_keydata(keydata)
-        if minimal is None:
-            raise ValueError("a recipient key is not usable")
-        certs.append(pysequoia.Cert.from_bytes(minimal))
-    tsk = pysequoia.Tsk.from_bytes(signer.secret_armored.encode())
-    certs.append(tsk.extract_certificate())
-    return pysequoia.encrypt(bytes(plaintext), certs, signer=tsk.signer(), armor=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 

@@ -560,22 +560,6 @@ def test_a_compression_bomb_is_not_expanded_beyond_the_bound(key: pgp.AccountKey
     assert pgp.decrypt_message(small, [key], max_output=100_000) == b"\x00" * 100_000
 
 
-def test_gnupg_decrypts_and_verifies_what_we_encrypt_and_sign(
-    key: pgp.AccountKey, gpg: Gpg
-) -> None:
-    bob = gpg.new_key("<bob@example.org>")
-    gpg("--import", stdin=key.keydata())
-    message = pgp.encrypt_and_sign(b"hello Bob", [gpg.public(bob)], key)
-    assert message.startswith(b"-----BEGIN PGP MESSAGE-----")
-    proc = subprocess.run(["gpg", "--batch", "--status-fd", "2", "--decrypt"], input=message,
-                          env=gpg.env, capture_output=True, check=True)  # fmt: skip
-    assert proc.stdout == b"hello Bob"
-    assert f"VALIDSIG {key.fingerprint}".encode() in proc.stderr or b"GOODSIG" in proc.stderr
-    assert pgp.decrypt_message(message, [key]) == b"hello Bob"  # and to ourselves
-    with pytest.raises(ValueError, match="not usable"):
-        pgp.encrypt_and_sign(b"x", [b"garbage"], key)
-
-
 # ---------------------------------------------------------------------------------------------
 # Nothing on stdout (the native-messaging channel)
 
