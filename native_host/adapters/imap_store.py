@@ -419,6 +419,26 @@ class ImapStore:
             raise FolderMissing(folder) from exc
         raise exc
 
+    def _on_folder(self, client: Any, folder: str, server: str, command: Callable[[], T]) -> T:
+        """`command` on `folder`; a failure is FolderMissing if LIST no longer shows it.
+
+        Dovecot answers "Mailbox was deleted under us" when the folder was deleted and created
+        again between two commands of this session: the name exists, the mailbox this session
+        knew does not, and the same command again opens the new one (seen in CI for SELECT and
+        STATUS, and for APPEND after tests/adversary renamed the announcement folder away and
+        back). The command failed, so nothing happened: trying again is safe."""
+        for attempt in range(SELECT_ATTEMPTS):
+            try:
+                return command()
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                if "deleted under us" in str(exc) and attempt + 1 < SELECT_ATTEMPTS:
+                    time.sleep(0.05)
+                    continue
+                self._missing_or_raise(client, folder, server, exc)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def _require(self, client: Any, folder: str, server: str) -> None:
         if not self._exists(client, server):
             raise FolderMissing(folder)
@@ -426,20 +446,9 @@ class ImapStore:
     # --- selected state -----------------------------------------------------------------------
     def _select(self, client: Any, folder: str, server: str, *, readonly: bool) -> dict[Any, Any]:
         self._selected = None
-        for attempt in range(SELECT_ATTEMPTS):
-            try:
-                info: dict[Any, Any] = client.select_folder(server, readonly=readonly)
-                break
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:
-                # Dovecot, when the folder was deleted and created again between two commands
-                # of this session: the name exists, the mailbox this session knew does not. A
-                # fresh SELECT opens the new one (seen in CI: a device recreating its inbox).
-                if "deleted under us" in str(exc) and attempt + 1 < SELECT_ATTEMPTS:
-                    time.sleep(0.05)
-                    continue
-                self._missing_or_raise(client, folder, server, exc)
+        info: dict[Any, Any] = self._on_folder(
+            client, folder, server, lambda: client.select_folder(server, readonly=readonly)
+        )
         self._selected = (server, readonly)
         return info
 
@@ -536,12 +545,9 @@ class ImapStore:
         data = bytes(message)
 
         def action(client: Any) -> int | None:
-            try:
-                response = client.append(server, data, flags=(_SEEN,))
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:
-                self._missing_or_raise(client, folder, server, exc)
+            response = self._on_folder(
+                client, folder, server, lambda: client.append(server, data, flags=(_SEEN,))
+            )
             match = _APPENDUID.search(response if isinstance(response, bytes) else b"")
             return int(match.group(2)) if match else None
 
@@ -634,17 +640,9 @@ class ImapStore:
         items = ["UIDVALIDITY", "UIDNEXT", "MESSAGES"] + (["HIGHESTMODSEQ"] if condstore else [])
 
         def action(client: Any) -> FolderStatus:
-            for attempt in range(SELECT_ATTEMPTS):
-                try:
-                    answer = client.folder_status(server, items)
-                    break
-                except imaplib.IMAP4.abort:
-                    raise
-                except imaplib.IMAP4.error as exc:
-                    if "deleted under us" in str(exc) and attempt + 1 < SELECT_ATTEMPTS:
-                        time.sleep(0.05)  # (as in _select: deleted and recreated meanwhile)
-                        continue
-                    self._missing_or_raise(client, folder, server, exc)
+            answer = self._on_folder(
+                client, folder, server, lambda: client.folder_status(server, items)
+            )
             modseq = answer.get(b"HIGHESTMODSEQ")
             return FolderStatus(
                 uidvalidity=int(answer[b"UIDVALIDITY"]),

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from native_host.adapters.imap_store import ImapStore
+from native_host.errors import StoreError
 from native_host.ports import FolderMissing
 
 F = "_Autocrypt_SMA_0123456789abcdef"
@@ -84,3 +85,32 @@ def test_a_folder_that_is_there_keeps_the_session() -> None:
     for n in range(3):
         assert store.append(F, b"Subject: m\r\n\r\nbody\r\n") == n + 1
     assert len(store.sessions) == 1  # no reconnect when nothing was missing
+
+
+class Recreated(Session):
+    """A session whose folder was deleted and created again under it: Dovecot refuses the
+    next `failures` APPENDs with "Mailbox was deleted under us"."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(sees_folder=True)
+        self.failures = failures
+
+    def append(self, folder: str, data: bytes, flags: Any = ()) -> bytes:
+        if self.failures:
+            self.failures -= 1
+            raise imaplib.IMAP4.error("append failed: Mailbox was deleted under us")
+        return super().append(folder, data, flags)
+
+
+def test_an_append_to_a_folder_recreated_under_the_session_is_tried_again() -> None:
+    """The APPEND failed, so nothing was appended: the same command again opens the new folder
+    (tests/adversary seed 8: the laptop's removal right after the attack renamed the
+    announcement folder away and back). Two such answers in a row are still absorbed; a third
+    reaches the caller."""
+    store = ScriptedStore([True])
+    store.sessions[0] = store._client = Recreated(failures=2)  # type: ignore[assignment]
+    assert store.append(F, b"Subject: m\r\n\r\nbody\r\n") == 1
+    assert store.sessions[0].appended == [b"Subject: m\r\n\r\nbody\r\n"]
+    store._client = Recreated(failures=3)
+    with pytest.raises(StoreError, match="deleted under us"):
+        store.append(F, b"Subject: m\r\n\r\nbody\r\n")
