@@ -312,6 +312,11 @@ def _cert_packets(data: bytes) -> list[Packet]:
         raise ValueError(f"not an OpenPGP key ({_first_line(exc)})") from None
     if not packets:
         raise ValueError("not an OpenPGP key")
+    for packet in packets:
+        try:
+            packet.tag  # noqa: B018 (pysequoia raises here for a tag it has no name for)
+        except Exception as exc:
+            raise ValueError(f"a packet of an unknown kind ({_first_line(exc)})") from None
     return packets
 
 
