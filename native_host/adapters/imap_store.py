@@ -111,6 +111,16 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (imaplib.IMAP4.abort, OSError,
 _IMAP_ERRORS: tuple[type[Exception], ...] = (*_CONNECTION_ERRORS, imaplib.IMAP4.error)
 
 
+class _StaleSession(Exception):
+    """Dovecot kept answering "Mailbox was deleted under us" on this session although LIST
+    shows the folder: the session's view of it is stale, and only a new session sees the
+    folder that was created again. The command failed, so it is safe to run on a new one."""
+
+    def __init__(self, error: imaplib.IMAP4.error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ImapLoginError(StoreAuthError):
     """The server refused the credentials (retrying with the same ones will not help)."""
 
@@ -309,10 +319,20 @@ class ImapStore:
             if self._closed:
                 raise StoreError("the IMAP store is closed")
             attempts = 2 if retry else 1
-            for attempt in range(1, attempts + 1):
+            fresh_session_tried = False
+            attempt = 0
+            while attempt < attempts:
+                attempt += 1
                 client = self._live_client(probe=not retry)
                 try:
                     result = action(client)
+                except _StaleSession as stale:
+                    self._drop()
+                    if not fresh_session_tried:
+                        fresh_session_tried, attempt = True, attempt - 1
+                        log.info("IMAP session stale on a recreated folder; new session")
+                        continue
+                    raise StoreError(self._scrub(f"{what}: {stale.error}")) from stale.error
                 except FolderMissing:
                     # Asked again on a fresh session next time: a long-lived one can go on
                     # seeing a folder as missing after another session recreated it (Dovecot,
@@ -426,7 +446,9 @@ class ImapStore:
         again between two commands of this session: the name exists, the mailbox this session
         knew does not, and the same command again opens the new one (seen in CI for SELECT and
         STATUS, and for APPEND after tests/adversary renamed the announcement folder away and
-        back). The command failed, so nothing happened: trying again is safe."""
+        back). The command failed, so nothing happened: trying again is safe. A session that
+        keeps saying so while LIST shows the folder is stale: `_run` tries once on a new one
+        (seen for APPEND to an inbox the owner had recreated, tests/service/test_inbox_recreated)."""
         for attempt in range(SELECT_ATTEMPTS):
             try:
                 return command()
@@ -436,6 +458,8 @@ class ImapStore:
                 if "deleted under us" in str(exc) and attempt + 1 < SELECT_ATTEMPTS:
                     time.sleep(0.05)
                     continue
+                if "deleted under us" in str(exc) and self._exists(client, server):
+                    raise _StaleSession(exc) from exc
                 self._missing_or_raise(client, folder, server, exc)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

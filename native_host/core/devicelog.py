@@ -593,6 +593,10 @@ class DeviceLog:
         """Whether an entry is kept or waiting (what `documents` returns)."""
         return entry_hash_ in self._nodes or entry_hash_ in self._waiting
 
+    def kept_hashes(self) -> frozenset[str]:
+        """The hashes of the kept entries (cheap: no documents are built)."""
+        return frozenset(self._nodes)
+
     def contains(self, entry_hash_: str) -> bool:
         """Whether an entry is kept (a head another device names, for example)."""
         return entry_hash_ in self._nodes

@@ -68,6 +68,7 @@ _FROM_MEMBERS = frozenset(
         envelope.MessageType.KEY_REQUEST,
     }
 )
+LOG_RECHECK = 60.0  # an entry we hold that the folder never showed is looked for this often
 LISTED_UIDS = 10_000  # announcement-folder UIDs listed to find deleted log entries (sizes only)
 
 
@@ -167,6 +168,7 @@ class AccountRuntime:
         )
         self.removed = False  # this device was removed: the instance makes a fresh runtime
         self._doubted: str | None = None  # the remover whose removal of us we wait to act on
+        self._log_recheck_at = 0.0  # (clock) when an unplaced log entry is looked for again
         self._rejections_reported = 0  # directory.rejected_total already logged
 
     @property
@@ -341,7 +343,7 @@ class AccountRuntime:
             announce_status = store.status(layout.ANNOUNCE_FOLDER)
         except FolderMissing:
             announce_status = self._recreate_announce_folder(store)
-        if announce_status != record.announce_status:
+        if announce_status != record.announce_status or self._unplaced_entries_due():
             announcements = refresh(store, record.directory)
             me = record.device.device_id
             if me in record.directory.devices and not still_announced(store, record.directory, me):
@@ -445,6 +447,27 @@ class AccountRuntime:
             device.device_id, device.name, self.account, device.joined, self.trust.device_keys()
         )
         join(store, self.record.directory, me, clock=self._clock, random=self._random)
+
+    def _unplaced_entries_due(self) -> bool:
+        """Whether to look for our log entries in the folder although its status did not move.
+
+        An APPEND the server acknowledges but never stores changes nothing we would notice, so
+        an entry (our own roll, say) could stay unseen by every other device for good while we
+        count it, and the devices would disagree on the account key (seen in
+        test_an_owed_roll_the_first_member_never_makes_is_made_by_another_after_the_grace).
+        While an entry we keep has no place in the folder, the folder is read and the entry
+        written back every LOG_RECHECK seconds; in the normal case every entry has a place and
+        this costs nothing."""
+        uids = self.record.directory.log_uids
+        now = self._clock()
+        if uids is None or now < self._log_recheck_at:
+            return False
+        queued = {devicelog.entry_hash(e) for e in self.record.unpublished}
+        unplaced = self.trust.device_log().kept_hashes() - uids.keys() - queued
+        if not unplaced:
+            return False
+        self._log_recheck_at = now + LOG_RECHECK
+        return True
 
     def _write_back_deleted_entries(self, store: FolderStore) -> None:
         """Append again every entry of our verified log that the announcement folder no longer

@@ -49,13 +49,18 @@ def runtime(device: Device) -> AccountRuntime:
     return device.service.runtime(ACCOUNT)
 
 
-def settle(devices: list[Device], done: Callable[[], bool], timeout: float = 20.0) -> None:
+def settle(
+    devices: list[Device],
+    done: Callable[[], bool],
+    timeout: float = 20.0,
+    describe: Callable[[], str] = lambda: "",
+) -> None:
     """Let the background loops run, moving every device's fake clock so debounce and retry
-    timers fire."""
+    timers fire. `describe` says what the devices hold when they do not settle."""
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
-            raise AssertionError("key sync did not settle")
+            raise AssertionError(f"key sync did not settle {describe()}".rstrip())
         for device in devices:
             device.service._clock.advance(0.5)  # type: ignore[attr-defined]
             runtime(device)._dirty.set()

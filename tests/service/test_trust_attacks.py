@@ -338,7 +338,15 @@ def test_an_owed_roll_the_first_member_never_makes_is_made_by_another_after_the_
         keys = {runtime(d).trust.device_log().account_key for d in rest}
         return len(keys) == 1 and all(fingerprint(d) in keys for d in rest)
 
-    settle(rest, agreed, timeout=60)
+    def held() -> str:
+        return "; ".join(
+            f"{device_id(d)}: log key {runtime(d).trust.device_log().account_key}, installed "
+            f"{fingerprint(d)}, roll owed {runtime(d).trust.device_log().roll_owed}, "
+            f"members {sorted(runtime(d).trust.device_log().members())}"
+            for d in rest
+        )
+
+    settle(rest, agreed, timeout=60, describe=held)
     assert fingerprint(first) not in (None, old)
 
 
@@ -439,3 +447,45 @@ def test_an_honest_removal_takes_effect_on_the_removed_device_at_once(
     runtime(laptop).remove_device(tablet_id)
     settle([laptop, phone, tablet], lambda: tablet_rt.removed, timeout=5)
     assert tablet.secrets.get(device_key_name(ACCOUNT)) is None
+
+
+def test_a_log_entry_the_server_acknowledged_but_never_stored_is_written_again(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    """The provider answers the laptop's APPENDs to the announcement folder (a log entry, its
+    announcement) and stores nothing, then behaves; so the folder's status never moves. The laptop counts its rename;
+    the phone would never see it (the devices would disagree for good, as two rolls did in
+    the owed-roll test). The laptop looks for its unplaced entry every LOG_RECHECK seconds and
+    writes it back, so the phone gets it without anything else happening in the folder."""
+    from native_host.service import runtime as runtime_module
+    from tests.service.test_instance import configured
+    from tests.service.test_pairing_flow import pair
+
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    pair(laptop, phone)
+    laptop_id = device_id(laptop)
+
+    def drop_laptops_appends(folder: str, raw: bytes) -> bytes | None:
+        parsed = envelope.parse(raw)
+        if folder == layout.ANNOUNCE_FOLDER and parsed.sender == laptop_id:
+            return None  # (its new announcement too: so the folder's status does not move)
+        return raw
+
+    undo = intercept(server, drop_laptops_appends)
+    runtime(laptop).rename_device(laptop_id, "Laptop 2")
+    runtime(laptop).sync()
+    undo()
+    assert runtime(laptop).trust.device_log().members()[laptop_id].name == "Laptop 2"
+
+    def phone_sees_it() -> bool:
+        return runtime(phone).trust.device_log().members()[laptop_id].name == "Laptop 2"
+
+    for _ in range(3):  # without the re-check nothing would ever bring it
+        runtime(phone).sync()
+        runtime(laptop).sync()
+    assert not phone_sees_it()
+    clock(laptop).advance(runtime_module.LOG_RECHECK)
+    runtime(laptop).sync()
+    runtime(phone).sync()
+    assert phone_sees_it()

@@ -105,12 +105,37 @@ class Recreated(Session):
 def test_an_append_to_a_folder_recreated_under_the_session_is_tried_again() -> None:
     """The APPEND failed, so nothing was appended: the same command again opens the new folder
     (tests/adversary seed 8: the laptop's removal right after the attack renamed the
-    announcement folder away and back). Two such answers in a row are still absorbed; a third
-    reaches the caller."""
+    announcement folder away and back). Two such answers in a row are still absorbed on the
+    session."""
     store = ScriptedStore([True])
     store.sessions[0] = store._client = Recreated(failures=2)  # type: ignore[assignment]
     assert store.append(F, b"Subject: m\r\n\r\nbody\r\n") == 1
     assert store.sessions[0].appended == [b"Subject: m\r\n\r\nbody\r\n"]
-    store._client = Recreated(failures=3)
+
+
+class ScriptedRecreated(ScriptedStore):
+    """Every new session is a Recreated one failing the next `failures[i]` APPENDs."""
+
+    def __init__(self, failures: list[int]) -> None:
+        self.failures = failures
+        super().__init__([True] * len(failures))
+
+    def _connect(self) -> Any:
+        super()._connect()
+        session = Recreated(self.failures.pop(0))
+        self.sessions[-1] = self._client = session
+        return session
+
+
+def test_a_session_that_keeps_saying_deleted_under_us_is_replaced_once() -> None:
+    """A session that still says "deleted under us" after three tries, while LIST shows the
+    folder, is stale (tests/service/test_inbox_recreated on Dovecot: the phone's APPEND to the
+    laptop's recreated inbox): the APPEND runs once more on a new session. If that one says the
+    same, the caller hears it."""
+    store = ScriptedRecreated([3, 0])
+    assert store.append(F, b"Subject: m\r\n\r\nbody\r\n") == 1
+    assert [len(s.appended) for s in store.sessions] == [0, 1]
+    store = ScriptedRecreated([3, 3])
     with pytest.raises(StoreError, match="deleted under us"):
         store.append(F, b"Subject: m\r\n\r\nbody\r\n")
+    assert len(store.sessions) == 2  # one new session, not a loop
