@@ -756,12 +756,7 @@ def _bounded_decrypt(source: str, tmp: str, decryptor: object, max_output: int) 
         log.debug("decryption failed: %s", _first_line(exc))
     finally:
         if not ok:
-            # the reader may still wait for a writer that never came: give it one, then EOF
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                os.close(fd)
-            except OSError:
-                pass
+            _release_reader(fifo, child)
         try:
             child.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -773,6 +768,21 @@ def _bounded_decrypt(source: str, tmp: str, decryptor: object, max_output: int) 
     with open(sink, "rb") as f:
         plaintext = f.read(max_output + 1)
     return plaintext if len(plaintext) <= max_output else None
+
+
+def _release_reader(fifo: str, child: subprocess.Popen[bytes], patience: float = 5.0) -> None:
+    """The reader waits for a writer that never came (the message did not decrypt): be one for
+    a moment, so it reads EOF and ends. A non-blocking open for writing fails (ENXIO) until the
+    reader has reached its own open, which a just-started `head` may not have yet; giving up at
+    the first ENXIO left it blocked until the 30 s wait below killed it, so every mail that no
+    key of ours opens cost 30 s (tests/service/test_encrypted_ingest, seen in the durations)."""
+    deadline = time.monotonic() + patience
+    while child.poll() is None and time.monotonic() < deadline:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError:
+            time.sleep(0.002)
 
 
 _READER = (

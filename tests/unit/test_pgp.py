@@ -612,3 +612,22 @@ def test_a_peer_key_whose_primary_cannot_sign_keeps_its_signing_subkey() -> None
     assert [str(u) for u in cert.user_ids] == ["<bob@example.org>"]
     signed = pysequoia.sign(tsk.signer(), b"hello", armor=False)
     assert pysequoia.verify(signed, store=lambda _ids: [cert]).valid_sigs
+
+
+def test_a_reader_that_opens_the_pipe_late_is_still_released(tmp_path: Path) -> None:
+    """A message no key opens never writes to the pipe, so its reader must be given EOF. The
+    reader may reach its open() after the decryption already failed (a `head` just started):
+    the release keeps trying until it has, instead of once (which left the reader blocked
+    until the 30 s kill, for every mail encrypted to someone else)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    late = "import sys, time; time.sleep(0.3); sys.stdout.write(open(sys.argv[1]).read())"
+    child = subprocess.Popen([sys.executable, "-c", late, str(fifo)], stdout=subprocess.PIPE)
+    try:
+        pgp._release_reader(str(fifo), child)
+        assert child.wait(timeout=10) == 0
+        assert child.stdout is not None
+        assert child.stdout.read() == b""
+    finally:
+        child.kill()
+        child.wait()
