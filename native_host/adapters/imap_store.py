@@ -64,12 +64,13 @@ from native_host.adapters.imap_deletion import (
     choose_deletion,
     copyuid_mapping,
 )
+from native_host.adapters.imap_login import ImapLogin, PasswordLogin
+from native_host.adapters.imap_login import ImapLoginError as ImapLoginError  # its old home
 from native_host.ports import (
     FETCH_MAX_BYTES,
     FetchBatch,
     FolderMissing,
     FolderStatus,
-    StoreAuthError,
     StoredMessage,
     StoreError,
     Watermark,
@@ -111,10 +112,6 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (imaplib.IMAP4.abort, OSError,
 _IMAP_ERRORS: tuple[type[Exception], ...] = (*_CONNECTION_ERRORS, imaplib.IMAP4.error)
 
 
-class ImapLoginError(StoreAuthError):
-    """The server refused the credentials (retrying with the same ones will not help)."""
-
-
 def _flags(entry_flags: Iterable[Any]) -> set[bytes]:
     out: set[bytes] = set()
     for flag in entry_flags:
@@ -151,7 +148,7 @@ class ImapStore:
         host: str,
         port: int,
         username: str,
-        password: str,
+        password: str | ImapLogin,
         security: Security = "tls",
         verify_tls: bool = True,
         timeout: float = 30.0,
@@ -167,13 +164,14 @@ class ImapStore:
         even where the server offers IDLE; `idle_renew` and `idle_quiet` are the IDLE loop's
         renewal interval and its "nothing heard" probe interval (seconds). `deletion` picks
         how messages are deleted (imap_deletion): "auto" moves them through Trash on Gmail
-        and expunges in place elsewhere; "trash" and "expunge" force one (tests)."""
+        and expunges in place elsewhere; "trash" and "expunge" force one (tests). `password`
+        is the password, or a login strategy (imap_login: an OAuth2 token source)."""
         if security not in ("none", "tls", "starttls"):
             raise ValueError(f"security must be 'none', 'tls' or 'starttls', not {security!r}")
         self.host = host
         self.port = port
         self.username = username
-        self._password = password
+        self._login: ImapLogin = PasswordLogin(password) if isinstance(password, str) else password
         self.security: Security = security
         self.verify_tls = verify_tls
         self.timeout = timeout
@@ -201,9 +199,7 @@ class ImapStore:
 
     # --- connection ---------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        if self._password and len(self._password) >= 3:
-            text = text.replace(self._password, "***")
-        return text
+        return self._login.scrub(text)
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is not None:
@@ -219,6 +215,7 @@ class ImapStore:
         from imapclient import IMAPClient
 
         where = f"{self.host}:{self.port}"
+        self._login.prepare()  # a token source may have nothing yet: no connection then
         try:
             client = IMAPClient(
                 self.host,
@@ -236,14 +233,7 @@ class ImapStore:
         try:
             if self.security == "starttls":
                 client.starttls(self._tls_context())
-            try:
-                client.login(self.username, self._password)
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:
-                raise ImapLoginError(
-                    self._scrub(f"login to {where} as {self.username!r} refused: {exc}")
-                ) from None
+            self._login.login(client, self.username, where)
             self._capabilities = frozenset(
                 (cap if isinstance(cap, bytes) else str(cap).encode()).upper()
                 for cap in client.capabilities()
