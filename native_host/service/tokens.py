@@ -71,7 +71,7 @@ class ThunderbirdTokens:
         `schedule(delay, action)` runs `action` after `delay` seconds and returns a cancel
         function (a threading.Timer by default; tests pass their own)."""
         self.account = account
-        self._emit = emit
+        self.emit = emit  # replaceable: quiet while account.configure checks the first token
         self._clock = clock
         self.on_token = on_token
         self._schedule = schedule or _timer
@@ -80,6 +80,7 @@ class ThunderbirdTokens:
         self._fresh = False
         self._expires_at: float | None = None
         self._asked_at: float | None = None  # the outstanding request, if any
+        self._last_asked: float | None = None  # the last request, answered or not
         self._refused = 0  # refusals in a row
         self._cancel_renewal: Callable[[], None] = lambda: None
         self.requests = 0  # account.token_needed events emitted (tests count them)
@@ -148,12 +149,15 @@ class ThunderbirdTokens:
 
     def _request(self, reason: Reason, now: float) -> None:
         """Emit account.token_needed unless a request is outstanding and younger than
-        REQUEST_INTERVAL (called with the lock held)."""
-        if self._asked_at is not None and now - self._asked_at < REQUEST_INTERVAL:
+        REQUEST_INTERVAL, or, once the server refused the tokens (REFUSED_TIMES), the last
+        request, answered or not, is that young: a Thunderbird answering at once with tokens
+        the server refuses would otherwise drive a login per answer (called with the lock held)."""
+        last = self._asked_at if self._refused < REFUSED_TIMES else self._last_asked
+        if last is not None and now - last < REQUEST_INTERVAL:
             return
-        self._asked_at = now
+        self._asked_at = self._last_asked = now
         self.requests += 1
-        self._emit("account.token_needed", {"account": self.account, "reason": reason})
+        self.emit("account.token_needed", {"account": self.account, "reason": reason})
 
 
 def _timer(delay: float, action: Callable[[], None]) -> Callable[[], None]:

@@ -385,6 +385,17 @@ class DovecotServer:
                     stopper.terminate()
                 stopper.wait(timeout=10)
 
+    def kick(self, user: str) -> None:
+        """End every IMAP session of `user` (`doveadm kick`): its clients must log in again."""
+        subprocess.run(
+            [self._doveadm or find_dovecot()[1], "-c", str(self.config_path), "kick", user],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=15,
+            check=False,  # exit status 68 when no session was there
+        )
+
     def add_user(self, name: str, password: str, *, wait: bool = True) -> None:
         """Add a login to the passwd-file.
 

@@ -187,7 +187,7 @@ class OAuth2Provider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(min(length, MAX_BODY)).decode("utf-8", "replace")
                 if self.headers.get("Content-Type", "").startswith("application/json"):
@@ -207,7 +207,7 @@ class OAuth2Provider:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return None  # quiet: request lines would carry nothing, but tests read stderr
 
         self._server = ThreadingHTTPServer((self.host, 0), Handler)
