@@ -143,6 +143,15 @@ def configure_thunderbird(host: CheckedHost, oauth: dict[str, Any], token: str) 
     )
 
 
+def joined_laptop(
+    spawn: Callable[..., CheckedHost], provider: OAuth2Provider, oauth: dict[str, Any]
+) -> tuple[CheckedHost, str]:
+    """A host (logging at DEBUG) whose account is configured with a Thunderbird token and
+    joined; returns it and that token."""
+    host, token = joined_laptop(spawn, provider, oauth)
+    return host, token
+
+
 def assert_no_token_anywhere(
     provider: OAuth2Provider, homes: list[Path], logs: list[str]
 ) -> dict[str, int]:
@@ -206,11 +215,7 @@ def test_an_account_configured_with_a_thunderbird_token_joins_and_syncs(
 def test_a_restarted_host_asks_thunderbird_for_a_token_and_resumes_at_once(
     spawn: Callable[..., CheckedHost], provider: OAuth2Provider, oauth: dict[str, Any]
 ) -> None:
-    require_secret_service()
-    first = spawn(DEBUG)
-    first.call("hello", {"instance": "laptop"})
-    configure_thunderbird(first, oauth, provider.grant(oauth["refresh"])["access_token"])
-    first.call("sma.join", {"account": oauth["account"], "device_name": "Laptop"})
+    first, _token = joined_laptop(spawn, provider, oauth)
     home = first.stderr_path.parent
     first.close()
     first_log = home.joinpath("host-stderr.log").read_text(errors="replace")
@@ -249,12 +254,8 @@ def test_a_token_expiring_mid_run_is_renewed_without_the_user(
     oauth: dict[str, Any],
     dovecot: DovecotServer,
 ) -> None:
-    require_secret_service()
     provider.lifetime = 4
-    host = spawn(DEBUG)
-    host.call("hello", {"instance": "laptop"})
-    configure_thunderbird(host, oauth, provider.grant(oauth["refresh"])["access_token"])
-    host.call("sma.join", {"account": oauth["account"], "device_name": "Laptop"})
+    host, _token = joined_laptop(spawn, provider, oauth)
     stand_in = ThunderbirdStandIn(host, lambda reason: grant_params(provider, oauth))
     try:
         # The first token came without an expiry: the host learns it expired when the server
@@ -287,12 +288,7 @@ def test_a_revoked_token_leaves_the_account_waiting_without_a_tight_loop(
     oauth: dict[str, Any],
     dovecot: DovecotServer,
 ) -> None:
-    require_secret_service()
-    host = spawn(DEBUG)
-    host.call("hello", {"instance": "laptop"})
-    token = provider.grant(oauth["refresh"])["access_token"]
-    configure_thunderbird(host, oauth, token)
-    host.call("sma.join", {"account": oauth["account"], "device_name": "Laptop"})
+    host, token = joined_laptop(spawn, provider, oauth)
 
     def revoked(reason: str) -> dict[str, Any]:
         # What a Thunderbird whose grant was revoked may still hold: tokens the server refuses.
