@@ -69,6 +69,14 @@ class PasswordLogin:
         return _scrubbed(text, [self._password])
 
 
+def capabilities_of(client: Any) -> frozenset[bytes]:
+    """The client's CAPABILITY list, upper case (before login: what it offers to log in)."""
+    return frozenset(
+        (cap if isinstance(cap, bytes) else str(cap).encode()).upper()
+        for cap in client.capabilities()
+    )
+
+
 def sasl_mechanism(capabilities: frozenset[bytes]) -> str | None:
     """The OAuth2 SASL mechanism to use with a server offering `capabilities` (upper case)."""
     if OAUTHBEARER in capabilities:
@@ -95,11 +103,7 @@ class TokenLogin:
         return token
 
     def login(self, client: Any, username: str, where: str) -> None:
-        capabilities = frozenset(
-            (cap if isinstance(cap, bytes) else str(cap).encode()).upper()
-            for cap in client.capabilities()
-        )
-        mechanism = sasl_mechanism(capabilities)
+        mechanism = sasl_mechanism(capabilities_of(client))
         if mechanism is None:
             raise ImapLoginError(
                 f"{where} offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2: "
@@ -127,3 +131,25 @@ class TokenLogin:
 
     def scrub(self, text: str) -> str:
         return _scrubbed(text, self._seen)
+
+
+class MechanismProbed(StoreAuthError):
+    """Raised by MechanismProbe once it has looked (the connection is then closed)."""
+
+
+class MechanismProbe:
+    """Logs in to nothing: reads which OAuth2 mechanism the server offers, then ends the session
+    (`autocrypt-sma doctor`, for accounts whose tokens only Thunderbird can supply)."""
+
+    def __init__(self) -> None:
+        self.mechanism: str | None = None
+
+    def prepare(self) -> None:
+        return None
+
+    def login(self, client: Any, username: str, where: str) -> None:
+        self.mechanism = sasl_mechanism(capabilities_of(client))
+        raise MechanismProbed(f"{where} offers {self.mechanism or 'no OAuth2 mechanism'}")
+
+    def scrub(self, text: str) -> str:
+        return text

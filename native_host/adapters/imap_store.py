@@ -64,7 +64,7 @@ from native_host.adapters.imap_deletion import (
     choose_deletion,
     copyuid_mapping,
 )
-from native_host.adapters.imap_login import ImapLogin, PasswordLogin
+from native_host.adapters.imap_login import ImapLogin, PasswordLogin, capabilities_of
 from native_host.adapters.imap_login import ImapLoginError as ImapLoginError  # its old home
 from native_host.ports import (
     FETCH_MAX_BYTES,
@@ -234,10 +234,7 @@ class ImapStore:
             if self.security == "starttls":
                 client.starttls(self._tls_context())
             self._login.login(client, self.username, where)
-            self._capabilities = frozenset(
-                (cap if isinstance(cap, bytes) else str(cap).encode()).upper()
-                for cap in client.capabilities()
-            )
+            self._capabilities = capabilities_of(client)
             self._read_namespace(client)
             self.deletion = choose_deletion(self._capabilities, self.deletion_mode)
             self._special_use = {}

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from native_host.cli.client import HostCallError
+from native_host.cli.doctor import Doctor
 from native_host.service.tokens import REFUSED_MESSAGE
 from tests.host.harness import CheckedHost
 from tests.host.test_install_launch import require_secret_service
@@ -148,7 +149,12 @@ def joined_laptop(
 ) -> tuple[CheckedHost, str]:
     """A host (logging at DEBUG) whose account is configured with a Thunderbird token and
     joined; returns it and that token."""
-    host, token = joined_laptop(spawn, provider, oauth)
+    require_secret_service()
+    host = spawn(DEBUG)
+    host.call("hello", {"instance": "laptop"})
+    token = provider.grant(oauth["refresh"])["access_token"]
+    configure_thunderbird(host, oauth, token)
+    host.call("sma.join", {"account": oauth["account"], "device_name": "Laptop"})
     return host, token
 
 
@@ -208,6 +214,10 @@ def test_an_account_configured_with_a_thunderbird_token_joins_and_syncs(
     wait_for(state_since(host, 0, online=True), 10, "no sync.state online")
     assert not events(host, "account.token_needed")  # it had a token all along
     home = host.stderr_path.parent
+    [check] = Doctor(state_home=home).account_checks(keyring_ok=True)
+    assert check.status == "ok"
+    assert "Thunderbird supplies the tokens" in check.detail
+    assert "offers OAUTHBEARER" in check.detail
     scanned = assert_no_token_anywhere(provider, [home], [host.stderr_text()])
     sys.stderr.write(f"scanned: {scanned}\n")
 
