@@ -407,12 +407,7 @@ class Doctor:
                 "the password or user name changed: configure the account again in the add-on",
             )
         except StoreError as exc:
-            return Check(
-                name,
-                "problem",
-                f"cannot use the IMAP server {where} ({imap.security}): {str(exc)[:300]}",
-                "check the network and the server settings (host, port, security)",
-            )
+            return _unreachable(name, imap, exc)
         return Check(name, "ok", f"IMAP login to {where} as {imap.username} works")
 
     def _thunderbird_oauth2(self, name: str, imap: ImapSettings) -> Check:
@@ -427,12 +422,7 @@ class Doctor:
         except MechanismProbed:
             pass
         except StoreError as exc:
-            return Check(
-                name,
-                "problem",
-                f"cannot use the IMAP server {where} ({imap.security}): {str(exc)[:300]}",
-                "check the network and the server settings (host, port, security)",
-            )
+            return _unreachable(name, imap, exc)
         if probe.mechanism is None:
             return Check(
                 name,
@@ -476,18 +466,22 @@ class Doctor:
         except StoreAuthError as exc:
             return Check(name, "problem", str(exc)[:300], "check the user name and the server")
         except StoreError as exc:
-            return Check(
-                name,
-                "problem",
-                f"cannot use the IMAP server {where} ({imap.security}): {str(exc)[:300]}",
-                "check the network and the server settings (host, port, security)",
-            )
+            return _unreachable(name, imap, exc)
         return Check(
             name,
             "ok",
             f"OAuth2: the token command ({program}) gave a token; IMAP login to {where} "
             f"as {imap.username} works",
         )
+
+
+def _unreachable(name: str, imap: ImapSettings, exc: StoreError) -> Check:
+    return Check(
+        name,
+        "problem",
+        f"cannot use the IMAP server {imap.host}:{imap.port} ({imap.security}): {str(exc)[:300]}",
+        "check the network and the server settings (host, port, security)",
+    )
 
 
 def _stop(host: HostProcess) -> None:
