@@ -425,3 +425,36 @@ def test_the_token_command_fetches_tokens_and_is_rerun_when_one_is_refused(
     settings = json.loads(next((host.stderr_path.parent).rglob("accounts/*.json")).read_text())
     assert settings["auth"] == {"kind": "oauth2-command", "command": command}
     assert_no_token_anywhere(provider, [host.stderr_path.parent], [host.stderr_text()])
+
+
+def test_xoauth2_where_oauthbearer_is_not_offered_and_a_clear_error_where_neither_is(
+    provider: OAuth2Provider,
+) -> None:
+    from imapclient import IMAPClient
+
+    from native_host.adapters.imap_login import ImapLoginError, TokenLogin
+    from native_host.adapters.imap_store import ImapStore
+    from native_host.service.tokens import ThunderbirdTokens
+
+    with DovecotServer(
+        oauth2_introspection=provider.introspection_url, oauth2_mechanisms=("xoauth2",)
+    ) as outlook_like:
+        user, _password = outlook_like.new_account()
+        offered = IMAPClient(outlook_like.host, outlook_like.port, ssl=False, timeout=10)
+        assert b"AUTH=XOAUTH2" in offered.capabilities()
+        assert b"AUTH=OAUTHBEARER" not in offered.capabilities()
+        offered.shutdown()
+        source = ThunderbirdTokens(f"{user}@example.org", lambda name, data: None, time.time)
+        source.supply(provider.grant(provider.add_user(user))["access_token"])
+        with ImapStore(
+            outlook_like.host, outlook_like.port, user, TokenLogin(source), security="none"
+        ) as store:
+            assert store.list_folders("") == ["INBOX"]  # logged in: XOAUTH2 it was
+    with DovecotServer() as password_only:
+        user, _password = password_only.new_account()
+        source = ThunderbirdTokens(f"{user}@example.org", lambda name, data: None, time.time)
+        source.supply("at-unused")
+        with pytest.raises(ImapLoginError, match="neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2"):
+            ImapStore(
+                password_only.host, password_only.port, user, TokenLogin(source), security="none"
+            )

@@ -65,7 +65,7 @@ _NAMESPACES: dict[str, str] = {
 # auth cache: a revoked token is refused at the next login).
 _OAUTH2_PASSDB = """passdb {{
   driver = oauth2
-  mechanisms = xoauth2 oauthbearer
+  mechanisms = {mechanisms}
   args = {dir}/dovecot-oauth2.conf.ext
 }}
 """
@@ -197,13 +197,15 @@ class DovecotServer:
         tls: bool = False,
         trash: bool = False,
         oauth2_introspection: str | None = None,
+        oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer"),
         start_timeout: float = 30.0,
     ) -> None:
         """`trash=True` gives every account a ``Trash`` folder with ``special_use = \\Trash``
         (created at login), as Gmail and most providers have: the deletion path that moves
         messages there and expunges them (native_host/adapters/imap_deletion.py) needs one.
         `oauth2_introspection` (an RFC 7662 URL, tests/servers/oauth2_provider.py) adds SASL
-        XOAUTH2 and OAUTHBEARER for any user the provider vouches for (PLAIN stays)."""
+        XOAUTH2 and OAUTHBEARER for any user the provider vouches for (PLAIN stays);
+        `oauth2_mechanisms` offers fewer (a server with only XOAUTH2, like Outlook's)."""
         if namespace not in _NAMESPACES:
             raise ValueError(f"unknown namespace flavour {namespace!r}")
         self.namespace: Namespace = namespace
@@ -212,6 +214,7 @@ class DovecotServer:
         self.tls = tls
         self.trash = trash
         self.oauth2_introspection = oauth2_introspection
+        self.oauth2_mechanisms = oauth2_mechanisms
         self.tls_port = 0  # implicit TLS (IMAPS), only when `tls`
         self.start_timeout = start_timeout
         self.startup_seconds = 0.0
@@ -287,8 +290,9 @@ class DovecotServer:
             (directory / "dovecot-oauth2.conf.ext").write_text(
                 _OAUTH2_SETTINGS.format(url=self.oauth2_introspection)
             )
-            settings["oauth2_mechanisms"] = " xoauth2 oauthbearer"
-            settings["oauth2_passdb"] = _OAUTH2_PASSDB.format(dir=directory)
+            mechanisms = " ".join(self.oauth2_mechanisms)
+            settings["oauth2_mechanisms"] = " " + mechanisms
+            settings["oauth2_passdb"] = _OAUTH2_PASSDB.format(dir=directory, mechanisms=mechanisms)
         if self.tls:
             make_self_signed_cert(self.cert_path, directory / "key.pem", self.host)
             settings["ssl"] = (
