@@ -255,3 +255,43 @@ def test_command_tokens_cache_until_refused_and_do_not_rerun_a_failure_at_once()
     with pytest.raises(TokenCommandError):
         failing.token()
     assert failing.runs == 2
+
+
+IMAP = {"host": "imap.example.org", "port": 993, "security": "tls", "username": "alice"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"account": ACCOUNT, "imap": IMAP},  # neither
+        {
+            "account": ACCOUNT,
+            "imap": IMAP,
+            "password": "pw",
+            "oauth2": {"source": "command", "command": ["oama"]},
+        },
+        {"account": ACCOUNT, "imap": IMAP, "oauth2": {"source": "thunderbird"}},
+        {"account": ACCOUNT, "imap": IMAP, "oauth2": {"source": "thunderbird", "token": "a b"}},
+        {"account": ACCOUNT, "imap": IMAP, "oauth2": {"source": "command", "command": []}},
+        {"account": ACCOUNT, "imap": IMAP, "oauth2": {"source": "command", "token": "at-1"}},
+        {"account": ACCOUNT, "imap": IMAP, "oauth2": {"source": "shell", "command": ["x"]}},
+    ],
+)
+def test_configure_takes_exactly_one_well_formed_credential(params: dict[str, Any]) -> None:
+    from native_host.api.schemas import schemas
+    from native_host.errors import HostError
+
+    with pytest.raises(HostError) as refused:
+        schemas().check_params("account.configure", params)
+    assert refused.value.code.value == "invalid_params"
+    assert "a b" not in refused.value.message  # the value is never echoed
+
+
+def test_account_token_params_are_bounded() -> None:
+    from native_host.api.schemas import schemas
+    from native_host.errors import HostError
+
+    schemas().check_params("account.token", {"account": ACCOUNT, "token": "at-1", "expires_in": 1})
+    for bad in ({"expires_in": 0}, {"expires_in": 86401}, {"token": ""}, {"token": "at\n"}):
+        with pytest.raises(HostError):
+            schemas().check_params("account.token", {"account": ACCOUNT, "token": "at-1", **bad})
