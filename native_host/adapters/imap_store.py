@@ -39,6 +39,10 @@ so a dead link becomes a ``StoreError`` after at most about 90 s plus the timeou
 when the peer closes or resets it. Without IDLE it polls STATUS (``poll_interval``). ``close``
 from another thread interrupts a wait (the waiter gets ``StoreError``).
 
+Logging in is a strategy (imap_login): IMAP LOGIN with a password, or SASL OAUTHBEARER/XOAUTH2
+with a token from a token source; the store asks it again at every reconnect, so an OAuth2
+account that lost its connection after its token expired logs in with a fresh one.
+
 imapclient's DEBUG logging would print message bodies: this module pins the ``imapclient``
 logger to INFO unless the application configured that logger explicitly.
 """
