@@ -7,7 +7,7 @@ Every implementation of a port runs the same contract test class in tests/contra
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 # The ports' exceptions live in errors.py, which the host's start imports without this module.
@@ -175,4 +175,29 @@ class SecretStore(Protocol):
 
     def delete(self, name: str) -> None:
         """Forget it; no error if it was not there."""
+        ...
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An OAuth2 access token, held in memory only. `fresh`: not yet offered to the server (a
+    refused fresh token is the provider's verdict; a refused reused one may just have expired)."""
+
+    value: str = field(repr=False)
+    fresh: bool = True
+
+
+class TokenSource(Protocol):
+    """Where an OAuth2 account's access tokens come from (Thunderbird, or a token command)."""
+
+    def token(self) -> AccessToken:
+        """A token to log in with now; raises StoreAuthError while none can be had."""
+        ...
+
+    def rejected(self, token: AccessToken, detail: str) -> StoreAuthError:
+        """The server refused `token`; returns the error the login raises if it gives up."""
+        ...
+
+    def accepted(self, token: AccessToken) -> None:
+        """The server took `token`."""
         ...

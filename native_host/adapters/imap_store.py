@@ -39,6 +39,10 @@ so a dead link becomes a ``StoreError`` after at most about 90 s plus the timeou
 when the peer closes or resets it. Without IDLE it polls STATUS (``poll_interval``). ``close``
 from another thread interrupts a wait (the waiter gets ``StoreError``).
 
+Logging in is a strategy (imap_login): IMAP LOGIN with a password, or SASL OAUTHBEARER/XOAUTH2
+with a token from a token source; the store asks it again at every reconnect, so an OAuth2
+account that lost its connection after its token expired logs in with a fresh one.
+
 imapclient's DEBUG logging would print message bodies: this module pins the ``imapclient``
 logger to INFO unless the application configured that logger explicitly.
 """
@@ -64,12 +68,13 @@ from native_host.adapters.imap_deletion import (
     choose_deletion,
     copyuid_mapping,
 )
+from native_host.adapters.imap_login import ImapLogin, PasswordLogin, capabilities_of
+from native_host.adapters.imap_login import ImapLoginError as ImapLoginError  # its old home
 from native_host.ports import (
     FETCH_MAX_BYTES,
     FetchBatch,
     FolderMissing,
     FolderStatus,
-    StoreAuthError,
     StoredMessage,
     StoreError,
     Watermark,
@@ -121,10 +126,6 @@ class _StaleSession(Exception):
         self.error = error
 
 
-class ImapLoginError(StoreAuthError):
-    """The server refused the credentials (retrying with the same ones will not help)."""
-
-
 def _flags(entry_flags: Iterable[Any]) -> set[bytes]:
     out: set[bytes] = set()
     for flag in entry_flags:
@@ -161,7 +162,7 @@ class ImapStore:
         host: str,
         port: int,
         username: str,
-        password: str,
+        password: str | ImapLogin,
         security: Security = "tls",
         verify_tls: bool = True,
         timeout: float = 30.0,
@@ -177,13 +178,14 @@ class ImapStore:
         even where the server offers IDLE; `idle_renew` and `idle_quiet` are the IDLE loop's
         renewal interval and its "nothing heard" probe interval (seconds). `deletion` picks
         how messages are deleted (imap_deletion): "auto" moves them through Trash on Gmail
-        and expunges in place elsewhere; "trash" and "expunge" force one (tests)."""
+        and expunges in place elsewhere; "trash" and "expunge" force one (tests). `password`
+        is the password, or a login strategy (imap_login: an OAuth2 token source)."""
         if security not in ("none", "tls", "starttls"):
             raise ValueError(f"security must be 'none', 'tls' or 'starttls', not {security!r}")
         self.host = host
         self.port = port
         self.username = username
-        self._password = password
+        self._login: ImapLogin = PasswordLogin(password) if isinstance(password, str) else password
         self.security: Security = security
         self.verify_tls = verify_tls
         self.timeout = timeout
@@ -211,9 +213,7 @@ class ImapStore:
 
     # --- connection ---------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        if self._password and len(self._password) >= 3:
-            text = text.replace(self._password, "***")
-        return text
+        return self._login.scrub(text)
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is not None:
@@ -229,6 +229,7 @@ class ImapStore:
         from imapclient import IMAPClient
 
         where = f"{self.host}:{self.port}"
+        self._login.prepare()  # a token source may have nothing yet: no connection then
         try:
             client = IMAPClient(
                 self.host,
@@ -246,18 +247,8 @@ class ImapStore:
         try:
             if self.security == "starttls":
                 client.starttls(self._tls_context())
-            try:
-                client.login(self.username, self._password)
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:
-                raise ImapLoginError(
-                    self._scrub(f"login to {where} as {self.username!r} refused: {exc}")
-                ) from None
-            self._capabilities = frozenset(
-                (cap if isinstance(cap, bytes) else str(cap).encode()).upper()
-                for cap in client.capabilities()
-            )
+            self._login.login(client, self.username, where)
+            self._capabilities = capabilities_of(client)
             self._read_namespace(client)
             self.deletion = choose_deletion(self._capabilities, self.deletion_mode)
             self._special_use = {}

@@ -4,8 +4,11 @@ It walks the path Thunderbird walks: finds the manifest where the application lo
 through the registry), checks it the way Gecko does (name, type, absolute path, allowed add-on),
 starts the launcher the way Gecko does (arguments: the manifest's path and the add-on id; working
 directory: the launcher's; a bare environment like a GUI app's) and sends `ping`. Then it checks
-the keyring and logs in to every configured account's IMAP server with its stored password.
-Every problem comes with the fix. Nothing it prints or returns contains a secret.
+the keyring and logs in to every configured account's IMAP server with its stored password; for
+an OAuth2 account it runs the token command and logs in with its token, or, where Thunderbird
+supplies the tokens (which doctor cannot have), says so and checks that the server offers
+OAUTHBEARER or XOAUTH2. Every problem comes with the fix. Nothing it prints or returns contains
+a secret (no password, no token, no token command's stderr beyond its scrubbed last line).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from native_host import __version__
 from native_host.cli.client import ADDON_ID, HostCallError, HostGone, HostProcess
@@ -40,6 +43,9 @@ from native_host.cli.install import (
 )
 from native_host.ports import SecretStore, SecretStoreUnavailable, StoreAuthError, StoreError
 from native_host.service.accounts import AccountRecord, ImapSettings, password_name
+
+if TYPE_CHECKING:
+    from native_host.adapters.imap_login import ImapLogin
 
 Status = Literal["ok", "problem", "skip"]
 DEFAULT_TIMEOUT = 10.0
@@ -82,11 +88,11 @@ class Check:
         return f"PROBLEM: {self.check}: {self.detail} — fix: {self.fix}"
 
 
-StoreOpener = Callable[[ImapSettings, str, float], Any]
+StoreOpener = Callable[[ImapSettings, "str | ImapLogin", float], Any]
 SecretsFor = Callable[[str], SecretStore]
 
 
-def _open_imap(settings: ImapSettings, password: str, timeout: float) -> Any:
+def _open_imap(settings: ImapSettings, password: str | ImapLogin, timeout: float) -> Any:
     from native_host.service.instance import open_imap
 
     return open_imap(settings, password, timeout)
@@ -369,6 +375,10 @@ class Doctor:
         name = f"account {record.account} (instance {instance})"
         imap = record.imap
         where = f"{imap.host}:{imap.port}"
+        if record.auth.kind == "oauth2-thunderbird":
+            return self._thunderbird_oauth2(name, imap)
+        if record.auth.kind == "oauth2-command":
+            return self._command_oauth2(name, record)
         if not keyring_ok:
             return Check(name, "skip", "needs the keyring (see above)")
         try:
@@ -397,13 +407,81 @@ class Doctor:
                 "the password or user name changed: configure the account again in the add-on",
             )
         except StoreError as exc:
+            return _unreachable(name, imap, exc)
+        return Check(name, "ok", f"IMAP login to {where} as {imap.username} works")
+
+    def _thunderbird_oauth2(self, name: str, imap: ImapSettings) -> Check:
+        """Tokens live in Thunderbird (and the running host's memory): doctor cannot have one,
+        so it says so and checks what it can, that the server takes OAuth2 tokens at all."""
+        from native_host.adapters.imap_login import MechanismProbe, MechanismProbed
+
+        where = f"{imap.host}:{imap.port}"
+        probe = MechanismProbe()
+        try:
+            self.open_store(imap, probe, self.timeout).close()
+        except MechanismProbed:
+            pass
+        except StoreError as exc:
+            return _unreachable(name, imap, exc)
+        if probe.mechanism is None:
             return Check(
                 name,
                 "problem",
-                f"cannot use the IMAP server {where} ({imap.security}): {str(exc)[:300]}",
-                "check the network and the server settings (host, port, security)",
+                f"OAuth2 account, but {where} offers neither OAUTHBEARER nor XOAUTH2",
+                "check the server settings in Thunderbird (Account Settings → Server Settings)",
             )
-        return Check(name, "ok", f"IMAP login to {where} as {imap.username} works")
+        return Check(
+            name,
+            "ok",
+            f"OAuth2: Thunderbird supplies the tokens (the host asks it when it needs one); "
+            f"{where} offers {probe.mechanism}",
+        )
+
+    def _command_oauth2(self, name: str, record: AccountRecord) -> Check:
+        """Runs the token command and logs in with its token (never shown)."""
+        from native_host.adapters.imap_login import TokenLogin
+        from native_host.service.token_command import CommandTokens, TokenCommandError
+
+        imap = record.imap
+        where = f"{imap.host}:{imap.port}"
+        program = os.path.basename(record.auth.command[0]) if record.auth.command else "?"
+        source = CommandTokens(record.account, record.auth.command, time.time)
+        try:
+            source.token()  # its own failure first: clearer than a failed login
+            store = self.open_store(imap, TokenLogin(source), self.timeout)
+            try:
+                store.list_folders("")
+            finally:
+                store.close()
+        except TokenCommandError as exc:
+            refused = "refused" in str(exc)
+            return Check(
+                name,
+                "problem",
+                str(exc)[:400],
+                "sign in again with the token tool (its refresh token may be revoked)"
+                if refused
+                else f"run the token command ({program}) by hand and fix what it says",
+            )
+        except StoreAuthError as exc:
+            return Check(name, "problem", str(exc)[:300], "check the user name and the server")
+        except StoreError as exc:
+            return _unreachable(name, imap, exc)
+        return Check(
+            name,
+            "ok",
+            f"OAuth2: the token command ({program}) gave a token; IMAP login to {where} "
+            f"as {imap.username} works",
+        )
+
+
+def _unreachable(name: str, imap: ImapSettings, exc: StoreError) -> Check:
+    return Check(
+        name,
+        "problem",
+        f"cannot use the IMAP server {imap.host}:{imap.port} ({imap.security}): {str(exc)[:300]}",
+        "check the network and the server settings (host, port, security)",
+    )
 
 
 def _stop(host: HostProcess) -> None:

@@ -1,7 +1,7 @@
 """What an instance remembers about each account: IMAP settings, this device, read positions.
 
 One JSON file per account under the instance's directory; the IMAP password is not in it (it is
-in the OS keyring). Files are replaced atomically, so a crash leaves the old state or the new.
+in the OS keyring), nor is any OAuth2 token (in memory only); a token command is. Files are replaced atomically, so a crash leaves the old state or the new.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from native_host.service.expiry import ExpiryWatch
 from native_host.service.files import read_json, write_json
 
 Security = Literal["none", "tls", "starttls"]
+AuthKind = Literal["password", "oauth2-thunderbird", "oauth2-command"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,23 @@ class ImapSettings:
     security: Security
     username: str
     verify_tls: bool = True
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How the account logs in: its password (keyring), tokens from Thunderbird, or a command."""
+
+    kind: AuthKind = "password"
+    command: tuple[str, ...] = ()  # oauth2-command only: the argv run for a token
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "command": list(self.command)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> AuthSettings:
+        if not data:
+            return cls()  # records written before OAuth2 existed
+        return cls(data.get("kind", "password"), tuple(str(a) for a in data.get("command") or ()))
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,7 @@ class AccountRecord:
     account: str
     imap: ImapSettings
     device: DeviceRecord | None = None
+    auth: AuthSettings = field(default_factory=AuthSettings)
     directory: Directory = field(default_factory=Directory)
     announce_status: FolderStatus | None = None
     inbox: FolderCursor = field(default_factory=FolderCursor)
@@ -99,6 +118,7 @@ class AccountRecord:
         return {
             "account": self.account,
             "imap": asdict(self.imap),
+            "auth": self.auth.to_json(),
             "device": asdict(self.device) if self.device else None,
             "announce": {
                 **FolderCursor(self.directory.watermark, self.announce_status).to_json(),
@@ -142,6 +162,7 @@ class AccountRecord:
             account=data["account"],
             imap=ImapSettings(**data["imap"]),
             device=DeviceRecord(**device) if device else None,
+            auth=AuthSettings.from_json(data.get("auth")),
             directory=directory,
             announce_status=cursor.status,
             inbox=FolderCursor.from_json(data.get("inbox")),

@@ -41,6 +41,7 @@ from native_host.ports import (
 from native_host.service.accounts import AccountFiles, AccountRecord, DeviceRecord
 from native_host.service.lifecycle import STALE_AFTER_DAYS, Lifecycle
 from native_host.service.peers import PeerBook
+from native_host.service.tokens import TokenWaiting
 from native_host.service.trust import Trust
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ POLL_INTERVAL = 60.0  # a sync even without push news: the safety net under IDLE
 PAIRING_POLL_INTERVAL = 0.25
 PUSH_WAIT = 240.0  # one wait_for_change call; the waiter renews IDLE inside it
 MAX_BACKOFF = 60.0
+TOKEN_WAIT = 30.0  # waiting for an OAuth2 token: look again this often (a token's arrival wakes)
 MISSING_PAUSE = 1.0  # a push loop whose folder is missing looks again this long after a sync
 ONLINE_PUSH_BACKOFF = 4.0  # a push loop's longest backoff while the sync loop is online
 MIN_WAIT = 0.02  # the sync loop never spins faster than this, whatever a timer says
@@ -145,6 +147,8 @@ class AccountRuntime:
         self._dirty = threading.Event()
         self._cycles = threading.Condition()  # counts sync attempts, for the push loops
         self._cycle_count = 0
+        self._wakes = 0  # counts wake() calls (a token arrived): backoff waits end early
+        self._state: tuple[Any, ...] | None = None  # the last sync.state sent
         self._threads: list[threading.Thread] = []
         self.online: bool | None = None
         if peer_repo is None:
@@ -749,19 +753,43 @@ class AccountRuntime:
             return self.record.announce_status
         return self.record.inbox.status
 
+    def wake(self) -> None:
+        """Something this account waited for arrived (a token): retry at once, not after the
+        backoff, in the sync loop and the push loops alike."""
+        with self._cycles:
+            self._wakes += 1
+            self._cycles.notify_all()
+        self._dirty.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the runtime stops or is woken (wake)."""
+        with self._cycles:
+            seen = self._wakes
+            self._cycles.wait_for(lambda: self._wakes != seen or self._stop.is_set(), seconds)
+
     def _set_online(
         self, online: bool, error: StoreError | SecretStoreUnavailable | None = None
     ) -> None:
-        if online == self.online:
-            return
-        self.online = online
+        """Send sync.state when what it says changes. Waiting for an OAuth2 token is its own
+        state ("waiting": "token"), with auth_failed only once the server refused the tokens."""
         data: dict[str, Any] = {"account": self.account, "online": online}
-        if error is not None:
-            keyring = isinstance(error, SecretStoreUnavailable)
+        if isinstance(error, TokenWaiting):
+            data["waiting"] = "token"
+            if error.code is not None:
+                data["error"] = {"code": error.code.value, "message": str(error)[:500]}
+        elif error is not None:
+            code = getattr(error, "code", None)  # a token command's failure: auth_failed
+            if isinstance(error, SecretStoreUnavailable):
+                code = ErrorCode.KEYRING_UNAVAILABLE
             data["error"] = {
-                "code": "keyring_unavailable" if keyring else "imap_unavailable",
+                "code": code.value if isinstance(code, ErrorCode) else "imap_unavailable",
                 "message": str(error)[:500] or "IMAP failed",
             }
+        key = (online, data.get("waiting"), data.get("error", {}).get("code"))
+        self.online = online
+        if key == self._state:
+            return
+        self._state = key
         self._emit("sync.state", data)
 
     def _sync_loop(self) -> None:
@@ -776,6 +804,11 @@ class AccountRuntime:
             except (StoreError, SecretStoreUnavailable) as exc:
                 self._cycle_done()
                 self._set_online(False, exc)
+                if isinstance(exc, TokenWaiting):
+                    # Not an outage: the token source asks Thunderbird (rate-limited) and a
+                    # token's arrival wakes this loop; until then look again now and then.
+                    self._pause(TOKEN_WAIT)
+                    continue
                 log.info(
                     "sync of %s failed (%s: %s); next try in %.0f s",
                     self.account,
@@ -783,7 +816,7 @@ class AccountRuntime:
                     str(exc)[:200],
                     backoff,
                 )
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             except Exception:
@@ -830,7 +863,7 @@ class AccountRuntime:
                         log.debug("closing a broken waiter failed", exc_info=True)
                 waiter = None
                 self._dirty.set()  # the sync loop reports the outage and backs off
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 # While the sync loop reaches the server, this is no outage but one folder in
                 # flux (Dovecot answers NO to EXAMINE while another session deletes or renames
                 # it): back off only up to ONLINE_PUSH_BACKOFF, or the device hears of news up

@@ -60,6 +60,24 @@ _NAMESPACES: dict[str, str] = {
 }""",
 }
 
+# With `oauth2_introspection`: SASL XOAUTH2 and OAUTHBEARER, checked by an oauth2 passdb that
+# asks the provider's RFC 7662 introspection endpoint (POST token=...) about every login (no
+# auth cache: a revoked token is refused at the next login).
+_OAUTH2_PASSDB = """passdb {{
+  driver = oauth2
+  mechanisms = {mechanisms}
+  args = {dir}/dovecot-oauth2.conf.ext
+}}
+"""
+_OAUTH2_SETTINGS = """introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
+
 # Inside a namespace block: a special-use Trash, created when the user logs in.
 _TRASH_MAILBOX = """  mailbox Trash {
     special_use = \\Trash
@@ -75,7 +93,7 @@ state_dir = {dir}/state
 log_path = {dir}/dovecot.log
 {ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth2_mechanisms}
 # Little tarpit for failed logins: tests may try wrong passwords, all from 127.0.0.1.
 auth_failure_delay = 0
 default_login_user = {login_user}
@@ -89,7 +107,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {dir}/users
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={mail_user} gid={mail_group} home={dir}/home/%u
 }}
@@ -178,11 +196,16 @@ class DovecotServer:
         namespace: Namespace = "default",
         tls: bool = False,
         trash: bool = False,
+        oauth2_introspection: str | None = None,
+        oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer"),
         start_timeout: float = 30.0,
     ) -> None:
         """`trash=True` gives every account a ``Trash`` folder with ``special_use = \\Trash``
         (created at login), as Gmail and most providers have: the deletion path that moves
-        messages there and expunges them (native_host/adapters/imap_deletion.py) needs one."""
+        messages there and expunges them (native_host/adapters/imap_deletion.py) needs one.
+        `oauth2_introspection` (an RFC 7662 URL, tests/servers/oauth2_provider.py) adds SASL
+        XOAUTH2 and OAUTHBEARER for any user the provider vouches for (PLAIN stays);
+        `oauth2_mechanisms` offers fewer (a server with only XOAUTH2, like Outlook's)."""
         if namespace not in _NAMESPACES:
             raise ValueError(f"unknown namespace flavour {namespace!r}")
         self.namespace: Namespace = namespace
@@ -190,6 +213,8 @@ class DovecotServer:
         self.port = 0  # plain IMAP (STARTTLS offered too when `tls`)
         self.tls = tls
         self.trash = trash
+        self.oauth2_introspection = oauth2_introspection
+        self.oauth2_mechanisms = oauth2_mechanisms
         self.tls_port = 0  # implicit TLS (IMAPS), only when `tls`
         self.start_timeout = start_timeout
         self.startup_seconds = 0.0
@@ -258,7 +283,16 @@ class DovecotServer:
             if not self.trash
             else _NAMESPACES[self.namespace].rstrip("}") + _TRASH_MAILBOX + "}",
             "ssl": "ssl = no",
+            "oauth2_mechanisms": "",
+            "oauth2_passdb": "",
         }
+        if self.oauth2_introspection is not None:
+            (directory / "dovecot-oauth2.conf.ext").write_text(
+                _OAUTH2_SETTINGS.format(url=self.oauth2_introspection)
+            )
+            mechanisms = " ".join(self.oauth2_mechanisms)
+            settings["oauth2_mechanisms"] = " " + mechanisms
+            settings["oauth2_passdb"] = _OAUTH2_PASSDB.format(dir=directory, mechanisms=mechanisms)
         if self.tls:
             make_self_signed_cert(self.cert_path, directory / "key.pem", self.host)
             settings["ssl"] = (
@@ -354,6 +388,17 @@ class DovecotServer:
                 if stopper.poll() is None:
                     stopper.terminate()
                 stopper.wait(timeout=10)
+
+    def kick(self, user: str) -> None:
+        """End every IMAP session of `user` (`doveadm kick`): its clients must log in again."""
+        subprocess.run(
+            [self._doveadm or find_dovecot()[1], "-c", str(self.config_path), "kick", user],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=15,
+            check=False,  # exit status 68 when no session was there
+        )
 
     def add_user(self, name: str, password: str, *, wait: bool = True) -> None:
         """Add a login to the passwd-file.
