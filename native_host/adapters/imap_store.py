@@ -95,6 +95,11 @@ _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 _FORBIDDEN = re.compile(r"[%*\x00-\x1f\x7f]")
 _UNUSABLE = {b"\\NONEXISTENT", b"\\NOSELECT"}  # a name that cannot hold messages
 SELECT_ATTEMPTS = 3  # a SELECT that meets a folder deleted and recreated under this session
+# Without IDLE (Yahoo, AOL: docs/providers.md) each watched folder is polled with STATUS this
+# often: 2 folders x 2,880 a day, where 1 s meant 172,800 for a provider known for strict
+# limits. Pairing does not wait on it (the sync loop polls every 0.25 s while one is open);
+# key sync on such a server arrives within this, as Thunderbird's own polling is minutes.
+NO_IDLE_POLL_SECONDS = 30.0
 _IDLE_PROBE_SECONDS = 60.0  # NOOP before a non-retryable command after this much idle time
 _IDLE_SLICE_SECONDS = 30.0  # the longest single wait on the socket during IDLE
 _IDLE_RENEW_SECONDS = 240.0  # DONE + IDLE again (RFC 2177: a server may drop IDLE after 30 min)
@@ -169,7 +174,7 @@ class ImapStore:
         *,
         ssl_context: ssl.SSLContext | None = None,
         use_idle: bool = True,
-        poll_interval: float = 1.0,
+        poll_interval: float = NO_IDLE_POLL_SECONDS,
         idle_renew: float = _IDLE_RENEW_SECONDS,
         idle_quiet: float = _IDLE_QUIET_SECONDS,
         deletion: DeletionMode = "auto",
