@@ -632,3 +632,25 @@ def test_a_peer_key_whose_primary_cannot_sign_keeps_its_signing_subkey() -> None
     assert [str(u) for u in cert.user_ids] == ["<bob@example.org>"]
     signed = pysequoia.sign(tsk.signer(), b"hello", armor=False)
     assert pysequoia.verify(signed, store=lambda _ids: [cert]).valid_sigs
+
+
+def test_account_keys_of_the_earlier_shape_still_load_and_work() -> None:
+    """Keys generated before the signing primary (Sequoia's shape: certify-only primary, signing
+    subkey, encryption subkey) stay usable account keys: minimal form keeps the signing subkey,
+    they sign (with the subkey) and decrypt."""
+    tsk = pysequoia.Tsk.generate(
+        f"<{ADDR}>", profile=pysequoia.Profile.RFC4880, cipher_suite=pysequoia.CipherSuite.Cv25519
+    )
+    old = pgp.load_secret(str(tsk), address=ADDR)
+    assert old.fingerprint == tsk.extract_certificate().fingerprint.upper()
+    assert _tags(old.secret_armored) == [
+        Tag.SecretKey, Tag.UserID, Tag.Signature, Tag.SecretSubkey, Tag.Signature,
+        Tag.SecretSubkey, Tag.Signature,
+    ]  # fmt: skip
+    secret = pysequoia.Tsk.from_bytes(old.secret_armored.encode())
+    signed = pysequoia.sign(secret.signer(), b"x", mode=pysequoia.SignatureMode.DETACHED)
+    assert (
+        pysequoia.Sig.from_bytes(signed).issuer_fingerprint != tsk.extract_certificate().fingerprint
+    )
+    sealed = pysequoia.encrypt(b"inner", [pysequoia.Cert.from_bytes(old.public_armored.encode())])
+    assert pgp.decrypt_message(sealed, [old]) == b"inner"
