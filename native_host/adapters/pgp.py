@@ -2,7 +2,9 @@
 
 The only module that imports pysequoia. Sequoia parses, verifies every self-signature and
 binding, and applies its standard policy (no SHA-1 self-signatures, no RSA below 2048 bits,
-revocations, expiry); this module adds OUR policy on top and never parses OpenPGP itself:
+revocations, expiry); this module adds OUR policy on top and never parses OpenPGP itself (the
+one packet pysequoia cannot make, a new account key's self-signature that lets the primary sign,
+comes from `pgp_self_signature`, and Sequoia checks it here like any key):
 
 - a key is judged by asking Sequoia about candidate certificates built from the input's own
   packets (`Cert.from_packets`): "is this user id valid?" (`Cert.user_ids` lists only valid,
