@@ -37,7 +37,8 @@ FLAGS_CERTIFY_SIGN = 0x03
 # answers "Bad format" to SEIPD v2, and Sequoia and Delta Chat send v2 to any key whose Features
 # carry 0x08: a key advertising it would get mail Thunderbird cannot open.
 FEATURES_SEIPD_V1 = 0x01
-# Preferences as Sequoia and Delta Chat state them (AES-256, AES-128; SHA-512, SHA-256).
+# Preferences as Sequoia and Delta Chat state them (AES-256, AES-128; SHA-512, SHA-256), and
+# no compression: what we decrypt is bounded anyway, but uncompressed input is never a bomb.
 _PREFERRED_SYMMETRIC = bytes([9, 7])
 _PREFERRED_HASH = bytes([10, 8])
 _PREFERRED_COMPRESSION = bytes([0])
