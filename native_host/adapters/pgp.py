@@ -2,7 +2,9 @@
 
 The only module that imports pysequoia. Sequoia parses, verifies every self-signature and
 binding, and applies its standard policy (no SHA-1 self-signatures, no RSA below 2048 bits,
-revocations, expiry); this module adds OUR policy on top and never parses OpenPGP itself:
+revocations, expiry); this module adds OUR policy on top and never parses OpenPGP itself (the
+one packet pysequoia cannot make, a new account key's self-signature that lets the primary sign,
+comes from `pgp_self_signature`, and Sequoia checks it here like any key):
 
 - a key is judged by asking Sequoia about candidate certificates built from the input's own
   packets (`Cert.from_packets`): "is this user id valid?" (`Cert.user_ids` lists only valid,
@@ -117,25 +119,51 @@ class AccountKey(PublicAccountKey):
 
 
 def generate_account_key(address: str, now: datetime | float) -> AccountKey:
-    """A new Autocrypt key for `address`: v4, Ed25519 primary, Cv25519 encryption subkey.
+    """A new Autocrypt key for `address`: v4, Ed25519 primary that certifies and signs, Cv25519
+    encryption subkey, Features SEIPD v1 only: Autocrypt's five packets.
 
     v4 (RFC 4880 profile) because Thunderbird's RNP and Autocrypt Level 1 peers read v4 keys.
-    Sequoia makes the primary certification-only and adds an Ed25519 signing subkey; that
-    subkey is kept (the account key must sign: Thunderbird signs with it, and Delta Chat wants
-    signed mail), so the key has seven packets, not Autocrypt's five. `now` is checked but
-    cannot be used: pysequoia's `Tsk.generate` takes no creation time, so the key is created
-    at the wall clock. No expiry, no passphrase.
+    The primary signs because Delta Chat verifies signatures against primary keys only, and
+    Thunderbird's RNP signs with the primary when the key has no signing subkey (the shape RNP,
+    GnuPG and Delta Chat make). Sequoia generates the key material and the encryption subkey
+    with its binding; the user id's self-signature, which pysequoia can only make
+    certification-only, comes from `pgp_self_signature` (its docstring says why), and Sequoia
+    then checks the result like any other account key. Features says SEIPD v1 only: Thunderbird
+    153's RNP cannot decrypt SEIPD v2, which Sequoia and Delta Chat would otherwise send.
+    `now` is checked but cannot be used: pysequoia's `Tsk.generate` takes no creation time, so
+    the key is created at the wall clock. No expiry, no passphrase.
     """
     _check_address(address)
     _as_timestamp(now)
     import pysequoia
+    from pysequoia.packet import SignatureType, Tag
+
+    from native_host.adapters.pgp_self_signature import certify_sign_binding
 
     tsk = pysequoia.Tsk.generate(
         f"<{address}>",
         profile=pysequoia.Profile.RFC4880,
         cipher_suite=pysequoia.CipherSuite.Cv25519,
     )
-    result = _account_key(bytes(tsk), secret=True, address=address, one_uid=True)
+    groups = _groups(_packets(bytes(tsk)))
+    (primary, _), (uid, _) = groups[0], groups[1]
+    encryption = next(
+        (key, sigs)
+        for key, sigs in groups[2:]
+        if any(
+            s.signature_type == SignatureType.SubkeyBinding
+            and s.key_flags is not None
+            and s.key_flags.transport_encryption
+            for s in sigs
+        )
+    )
+    assert primary.tag == Tag.SecretKey
+    assert uid.tag == Tag.UserID
+    created = max(int(time.time()), int(_ts(primary.key_created)))
+    certification = certify_sign_binding(primary.body, bytes(uid.body), created)
+    kept = [bytes(primary), bytes(uid), certification, bytes(encryption[0])]
+    data = b"".join(kept + [bytes(s) for s in encryption[1]])
+    result = _account_key(data, secret=True, address=address, one_uid=True)
     assert isinstance(result, AccountKey)
     return result
 

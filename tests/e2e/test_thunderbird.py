@@ -185,22 +185,19 @@ def deliver(server: DovecotServer, user: str, password: str, raw: bytes) -> None
 
 
 def encrypted_mail(sender: str, to: str, public_armored: str, subject: str, text: str) -> bytes:
-    """A PGP/MIME (RFC 3156) mail encrypted to `public_armored` by GnuPG 2.2 (SEIPD v1), as most
-    OpenPGP clients send it. (Whether Thunderbird's RNP opens SEIPD v2, which Sequoia and Delta
-    Chat send to keys that advertise it, as ours do, is open: see the session notes of issue 17.)"""
-    import subprocess
-    import tempfile
+    """A PGP/MIME (RFC 3156) mail encrypted to `public_armored` by Sequoia, as Delta Chat and
+    other Sequoia- or rPGP-based clients send it: they pick SEIPD v2 for a key whose Features
+    carry it, which Thunderbird 153's RNP cannot open ("Bad format"), and SEIPD v1 otherwise.
+    The account key's Features say v1 only, so this mail must open in Thunderbird."""
+    import pysequoia
+    from pysequoia.packet import PacketPile, Tag
 
     inner = f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
-    with tempfile.TemporaryDirectory() as home:
-        gpg = ["gpg", "--homedir", home, "--batch", "--quiet", "--trust-model", "always"]
-        subprocess.run([*gpg, "--import"], input=public_armored.encode(), check=True)
-        sealed = subprocess.run(
-            [*gpg, "--armor", "--encrypt", "--recipient", to],
-            input=inner.encode(),
-            check=True,
-            capture_output=True,
-        ).stdout.decode("ascii")
+    sealed = pysequoia.encrypt(
+        inner.encode(), [pysequoia.Cert.from_bytes(public_armored.encode())], armor=True
+    ).decode("ascii")
+    seipd = [p.body[0] for p in PacketPile.from_bytes(sealed.encode()) if p.tag == Tag.SEIP]
+    assert seipd == [1], f"Sequoia chose SEIPD v{seipd} for the account key"
     boundary = "sma-e2e-boundary"
     return (
         f"From: Carol <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"

@@ -10,7 +10,7 @@ The pieces, from the bottom:
 - `DeltaChatCore`: one `deltachat-rpc-server` process (its own accounts directory);
 - `DeltaChatAccount`: one configured Delta Chat account on a `Mailbox`: `send_text`,
   `wait_for_message` (the message as Delta Chat shows it: text, sender, padlock),
-  `autocrypt_fingerprint`, `export_secret_keys`.
+  `export_secret_keys`.
 
     with MailSystem() as mail, DeltaChatCore(tmp_path / "dc") as core:
         ours = mail.new_mailbox("me")
@@ -373,11 +373,6 @@ class DeltaChatAccount:
             )
         if messages:
             self.account.set_config("last_msg_id", str(max(int(m.id) for m in messages)))
-
-    def autocrypt_fingerprint(self) -> str:
-        """The fingerprint of this account's own key, as Delta Chat reports it."""
-        fingerprint = self.account.get_info()["fingerprint"]
-        return str(fingerprint).replace(" ", "").upper()
 
     def export_secret_keys(self, directory: Path) -> list[Path]:
         """Delta Chat's export of its own key pair (armored files), for tests that decrypt."""

@@ -109,29 +109,50 @@ def gpg() -> Iterator[Gpg]:
 
 
 def test_generated_key_shape(key: pgp.AccountKey) -> None:
-    """v4 Ed25519 primary, one user id, Ed25519 signing subkey, Cv25519 encryption subkey."""
+    """Autocrypt's five packets: v4 Ed25519 primary that certifies AND signs (Delta Chat
+    verifies against primary keys only), one user id, one Cv25519 encryption subkey, no
+    signing subkey (so Thunderbird's RNP signs with the primary), Features SEIPD v1 only."""
     packets = list(PacketPile.from_bytes(key.secret_armored.encode()))
     assert [p.tag for p in packets] == [
         Tag.SecretKey, Tag.UserID, Tag.Signature, Tag.SecretSubkey, Tag.Signature,
-        Tag.SecretSubkey, Tag.Signature,
     ]  # fmt: skip
     algs = [p.key_algorithm for p in packets if p.key_algorithm is not None]
-    assert algs == [
-        PublicKeyAlgorithm.EdDSA,
-        PublicKeyAlgorithm.EdDSA,
-        PublicKeyAlgorithm.ECDH,
-    ]
+    assert algs == [PublicKeyAlgorithm.EdDSA, PublicKeyAlgorithm.ECDH]
     assert all(p.signature_version == 4 for p in packets if p.tag == Tag.Signature)
+    flags = packets[2].key_flags
+    assert flags is not None
+    assert flags.certification
+    assert flags.signing
     assert packets[4].key_flags is not None
-    assert packets[4].key_flags.signing
-    assert packets[6].key_flags is not None
-    assert packets[6].key_flags.transport_encryption
+    assert packets[4].key_flags.transport_encryption
+    assert not packets[4].key_flags.signing
+    assert b"\x02\x1e\x01" in bytes(packets[2])  # hashed Features subpacket: SEIPD v1 only
     assert all(p.key_validity_period is None for p in packets)
     assert key.user_id == f"<{ADDR}>"
     assert re.fullmatch(r"[0-9A-F]{40}", key.fingerprint)
     assert "PRIVATE" not in repr(key)
     assert key.secret_armored not in repr(key)
     assert len(key.keydata()) < 1200  # far below Autocrypt's 10 KiB header limit
+
+
+def test_generated_key_signs_with_its_primary(key: pgp.AccountKey) -> None:
+    """Sequoia's signer picks the primary key: the signature's issuer is the key's fingerprint,
+    the condition for Delta Chat's padlock (tests/interop/README.md, condition 3)."""
+    tsk = pysequoia.Tsk.from_bytes(key.secret_armored.encode())
+    signature = pysequoia.Sig.from_bytes(
+        pysequoia.sign(tsk.signer(), b"x", mode=pysequoia.SignatureMode.DETACHED, armor=False)
+    )
+    assert (signature.issuer_fingerprint or "").upper() == key.fingerprint
+
+
+def test_generated_key_is_read_alike_by_gnupg(key: pgp.AccountKey, gpg: Gpg) -> None:
+    """GnuPG, the independent implementation, verifies the self-signature we write ourselves
+    (`!` in --check-sigs) and the binding Sequoia wrote, with the secret key imported."""
+    gpg("--import", stdin=key.secret_armored.encode())
+    colons = gpg("--check-sigs", "--with-colons", ADDR).decode().splitlines()
+    fields = [line.split(":") for line in colons]
+    sigs = [f for f in fields if f[0] == "sig"]
+    assert [(f[1], f[10]) for f in sigs] == [("!", "13x"), ("!", "18x")]
 
 
 def test_now_must_be_aware_and_in_range() -> None:
@@ -174,14 +195,13 @@ def test_gnupg_reads_our_keydata(key: pgp.AccountKey, gpg: Gpg, tmp_path: Path) 
     rows = [
         r.split(":") for r in gpg("--with-colons", "--show-keys", str(path)).decode().splitlines()
     ]
-    assert [r[0] for r in rows] == ["pub", "fpr", "uid", "sub", "fpr", "sub", "fpr"]
+    assert [r[0] for r in rows] == ["pub", "fpr", "uid", "sub", "fpr"]
     assert rows[0][1] != "i"
     assert rows[3][1] != "i"
-    assert rows[5][1] != "i"
     assert rows[1][9] == key.fingerprint
     assert rows[2][9] == f"<{ADDR}>"
-    assert (rows[3][16], rows[3][11]) == ("ed25519", "s")
-    assert (rows[5][16], rows[5][11]) == ("cv25519", "e")
+    assert (rows[0][16], rows[0][11]) == ("ed25519", "scESC")
+    assert (rows[3][16], rows[3][11]) == ("cv25519", "e")
 
 
 def test_autocrypt_header_value(key: pgp.AccountKey) -> None:
@@ -358,12 +378,12 @@ def test_rejects_secret_that_does_not_match_the_public_part(key: pgp.AccountKey)
     """The encryption subkey's secret swapped for another key's: every signature still verifies."""
     other = pgp.generate_account_key(ADDR, NOW)
     mine, theirs = _packets(key.secret_armored), _packets(other.secret_armored)
-    pub_len = len(_packets(key.public_armored)[5])
-    other_pub_len = len(_packets(other.public_armored)[5])
+    pub_len = len(_packets(key.public_armored)[3])
+    other_pub_len = len(_packets(other.public_armored)[3])
     mixed = list(mine)
-    mixed[5] = mine[5][:pub_len] + theirs[5][other_pub_len:]
+    mixed[3] = mine[3][:pub_len] + theirs[3][other_pub_len:]
     # lengths differ only if the headers do; both are Cv25519 keys of equal size
-    assert len(mixed[5]) == len(mine[5])
+    assert len(mixed[3]) == len(mine[3])
     with pytest.raises(BadAccountKey, match=r"does not work|not an OpenPGP key"):
         pgp.load_secret(_armor(b"".join(mixed), True))
 
@@ -631,3 +651,25 @@ def test_a_reader_that_opens_the_pipe_late_is_still_released(tmp_path: Path) -> 
     finally:
         child.kill()
         child.wait()
+
+
+def test_account_keys_of_the_earlier_shape_still_load_and_work() -> None:
+    """Keys generated before the signing primary (Sequoia's shape: certify-only primary, signing
+    subkey, encryption subkey) stay usable account keys: minimal form keeps the signing subkey,
+    they sign (with the subkey) and decrypt."""
+    tsk = pysequoia.Tsk.generate(
+        f"<{ADDR}>", profile=pysequoia.Profile.RFC4880, cipher_suite=pysequoia.CipherSuite.Cv25519
+    )
+    old = pgp.load_secret(str(tsk), address=ADDR)
+    assert old.fingerprint == tsk.extract_certificate().fingerprint.upper()
+    assert _tags(old.secret_armored) == [
+        Tag.SecretKey, Tag.UserID, Tag.Signature, Tag.SecretSubkey, Tag.Signature,
+        Tag.SecretSubkey, Tag.Signature,
+    ]  # fmt: skip
+    secret = pysequoia.Tsk.from_bytes(old.secret_armored.encode())
+    signed = pysequoia.sign(secret.signer(), b"x", mode=pysequoia.SignatureMode.DETACHED)
+    assert (
+        pysequoia.Sig.from_bytes(signed).issuer_fingerprint != tsk.extract_certificate().fingerprint
+    )
+    sealed = pysequoia.encrypt(b"inner", [pysequoia.Cert.from_bytes(old.public_armored.encode())])
+    assert pgp.decrypt_message(sealed, [old]) == b"inner"
