@@ -19,14 +19,14 @@ const SOCKET = { plain: 0, alwaysSTARTTLS: 2, SSL: 3 };
 const AUTH = { none: 1, passwordCleartext: 3, passwordEncrypted: 4, GSSAPI: 5, OAuth2: 10 };
 
 function server(overrides = {}) {
-  return { type: "imap", hostName: "imap.example.org", port: 993, socketType: SOCKET.SSL, username: "me", authMethod: AUTH.passwordCleartext, ...overrides };
+  return { type: "imap", hostname: "imap.example.org", port: 993, socketType: SOCKET.SSL, username: "me", authMethod: AUTH.passwordCleartext, ...overrides };
 }
 
 function load({ accounts = { account1: server() }, logins = [], oauth = {}, absent = [], ci = { nsMsgSocketType: SOCKET, nsMsgAuthMethod: AUTH }, noLogins = false } = {}) {
   const calls = [];
   class OAuth2Module {
     initFromMail(srv) {
-      calls.push(["initFromMail", srv.hostName]);
+      calls.push(["initFromMail", srv.hostname]);
       this._oauth = { tokenExpires: oauth.tokenExpires ?? 0 };
       return oauth.known !== false;
     }
@@ -114,6 +114,19 @@ test("a saved password: its existence is reported, the password itself only by s
   assert.equal(info.savedPassword, true);
   assert.ok(!JSON.stringify(plain(info)).includes("s3cret"));
   assert.deepEqual(plain(await api.savedPassword("account1")), { password: "s3cret" });
+});
+
+test("an IPv6 server: the login is looked up as Thunderbird stores it, in brackets and URI-encoded", async () => {
+  const { api, calls } = load({ accounts: { account1: server({ hostname: "::1" }) }, logins: [login({ origin: "imap://%5B%3A%3A1%5D", httpRealm: "imap://%5B%3A%3A1%5D" })] });
+  assert.equal((await api.incomingServer("account1")).savedPassword, true);
+  assert.deepEqual(plain(calls), [["searchLoginsAsync", "imap://%5B%3A%3A1%5D"]]);
+});
+
+test("an older Thunderbird whose servers name it hostName: the same answers", async () => {
+  const { hostname, ...old } = server();
+  const { api } = load({ accounts: { account1: { ...old, hostName: hostname } }, logins: [login()] });
+  assert.equal((await api.incomingServer("account1")).host, "imap.example.org");
+  assert.equal((await api.incomingServer("account1")).savedPassword, true);
 });
 
 test("no saved password for this user and server: null", async () => {

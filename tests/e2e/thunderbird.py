@@ -147,10 +147,18 @@ class Thunderbird:
         Addons(self.client).install(str(path or ROOT / "extension"), temp=True)
 
     def add_imap_account(
-        self, *, user: str, password: str, address: str, host: str, port: int, check_mail: bool
+        self,
+        *,
+        user: str,
+        password: str | None,
+        address: str,
+        host: str,
+        port: int,
+        check_mail: bool,
     ) -> None:
         """A plain IMAP account in Thunderbird's own account manager, as its own tests create one.
-        With `check_mail` off, this Thunderbird never fetches mail by itself."""
+        With `check_mail` off, this Thunderbird never fetches mail by itself. With `password`
+        None, Thunderbird holds none in memory (see `save_login`)."""
         self.client.execute_script(
             """
             const [user, password, address, host, port, check] = arguments;
@@ -158,7 +166,9 @@ class Thunderbird:
               "resource:///modules/MailServices.sys.mjs");
             const server = MailServices.accounts.createIncomingServer(user, host, "imap");
             server.port = port;
-            server.password = password;
+            server.socketType = Ci.nsMsgSocketType.plain;
+            server.authMethod = Ci.nsMsgAuthMethod.passwordCleartext;
+            if (password !== null) server.password = password;
             server.doBiff = check;
             server.loginAtStartUp = check;
             server.downloadOnBiff = check;
@@ -170,6 +180,32 @@ class Thunderbird:
             """,
             script_args=[user, password, address, host, port, check_mail],
         )
+
+    def save_login(self, *, host: str, user: str, password: str) -> str:
+        """Save an IMAP password in Thunderbird's login manager, as "Use Password Manager to
+        remember this password" does; returns what Thunderbird itself then finds for the server
+        (its own lookup, so the test knows the entry is where Thunderbird looks)."""
+        self.client.timeout.script = 30
+        found: str = self.client.execute_async_script(
+            """
+            const [host, user, password, resolve] = arguments;
+            (async () => {
+              const origin = "imap://" + host;
+              const login = Cc["@mozilla.org/login-manager/loginInfo;1"]
+                .createInstance(Ci.nsILoginInfo);
+              login.init(origin, null, origin, user, password, "", "");
+              await Services.logins.addLoginAsync(login);
+              const { MailServices } = ChromeUtils.importESModule(
+                "resource:///modules/MailServices.sys.mjs");
+              const server = MailServices.accounts.findServer(user, host, "imap");
+              // Reading this makes Thunderbird look its password up (MsgIncomingServer).
+              if (server.passwordPromptRequired) return "Thunderbird found no saved password";
+              return server.password;
+            })().then(resolve, e => resolve("error: " + e));
+            """,
+            script_args=[host, user, password],
+        )
+        return found
 
     def check_mail(self) -> None:
         """What "Get Messages" does, for every account."""

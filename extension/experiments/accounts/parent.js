@@ -89,10 +89,16 @@ function imapServer(accountId) {
   return server;
 }
 
-// Thunderbird keeps a mail server's password under origin and realm "imap://<host>" with the
-// server's user name (what nsMsgIncomingServer's password lookup asks the login manager for).
+// The server's host name: `hostname` in Thunderbird's JS servers (MsgIncomingServer.sys.mjs),
+// `hostName` in the older C++ ones.
+const hostOf = (server) => server.hostname ?? server.hostName;
+
+// Thunderbird keeps a mail server's password under origin and realm "imap://<host>" (the host
+// URI-encoded, an IPv6 address in brackets) with the server's user name: the lookup
+// MsgIncomingServer._getPasswordWithoutUI does, so this finds exactly what Thunderbird would use.
 async function savedLogin(server) {
-  const origin = `imap://${server.hostName}`;
+  const host = hostOf(server);
+  const origin = `imap://${encodeURIComponent(host.includes(":") ? `[${host}]` : host)}`;
   const logins = await Services.logins.searchLoginsAsync({ origin });
   return logins.find((l) => l.httpRealm === origin && l.username === server.username) ?? null;
 }
@@ -101,7 +107,7 @@ function describe(accountId, server, hasSavedPassword) {
   const security = byValue(Ci.nsMsgSocketType, SECURITY).get(server.socketType) ?? null;
   return {
     accountId,
-    host: server.hostName,
+    host: hostOf(server),
     port: server.port,
     security,
     username: server.username,
@@ -115,7 +121,7 @@ function accessToken(server, refresh) {
   const Module = oauth2Module();
   const module = new Module();
   if (!module.initFromMail(server)) {
-    throw new ExtensionError(`Thunderbird knows no OAuth2 provider for ${server.hostName}`);
+    throw new ExtensionError(`Thunderbird knows no OAuth2 provider for ${hostOf(server)}`);
   }
   // After the mail server refused the token Thunderbird still holds it as valid: ask for a new one.
   if (refresh) module.clearAccessToken();
@@ -129,7 +135,7 @@ function accessToken(server, refresh) {
         resolve({ token, expiresIn });
       },
       onFailure() {
-        reject(new ExtensionError(`Thunderbird could not sign in to ${server.hostName} with OAuth2 (cancelled or refused)`));
+        reject(new ExtensionError(`Thunderbird could not sign in to ${hostOf(server)} with OAuth2 (cancelled or refused)`));
       },
     });
   });
