@@ -26,13 +26,6 @@ OPTIONS = "options/options.html"
 
 
 @pytest.fixture
-def dovecot() -> Iterator[DovecotServer]:
-    server = DovecotServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def thunderbird(tmp_path: Path) -> Iterator[Thunderbird]:
     install_host(tmp_path)
     tb = Thunderbird(tmp_path)
