@@ -11,6 +11,7 @@ import {
   accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, PORTS, firstDeviceAnswer, joinOutcome, aloneUnpaired,
 } from "./form.js";
 import { imapAccountsOf, accountState, setupPlan, setupParams, formFromServer } from "./tb_setup.js";
+import { tokenParams } from "../background/oauth_tokens.js";
 
 const api = globalThis.messenger ?? globalThis.browser;
 const t = (key, subs) => api.i18n.getMessage(key, subs);
@@ -242,7 +243,7 @@ function onUse(entry, server, button) {
   say("tb-result", "");
   if (setupPlan(server) === "oauth2") {
     // Nothing to ask: Thunderbird signs in (its own window if it must) and keeps supplying tokens.
-    configureFromTb(entry, server, button, async () => ({ token: (await experiment.accessToken(entry.accountId)).token }));
+    configureFromTb(entry, server, button, () => experiment.accessToken(entry.accountId));
     return;
   }
   openStep = entry.accountId;
@@ -266,8 +267,10 @@ async function configureFromTb(entry, server, button, secret) {
   button.disabled = true;
   say("tb-result", t(server.auth === "oauth2" ? "tbSigningIn" : "saving"));
   let params;
+  let given;
   try {
-    params = setupParams(entry.email, server, await secret());
+    given = await secret();
+    params = setupParams(entry.email, server, given);
   } catch (err) {
     button.disabled = false;
     say("tb-result", t("actionFailed", [String(err?.message ?? err)]), "error");
@@ -280,6 +283,10 @@ async function configureFromTb(entry, server, button, secret) {
     say("tb-result", errorText(reply), "error");
     return;
   }
+  // account.configure carries no expiry: hand the same token over with it, so the host asks for a
+  // fresh one before this one runs out (instead of only after the server refused it).
+  if (given.token && given.expiresIn) await call("account.token", tokenParams(entry.email, given));
+  given = null;
   openStep = null;
   say("tb-result", t("tbSetUp", [entry.email]), "ok");
   $("account").value = entry.email;

@@ -327,13 +327,15 @@ test("in the browser: Thunderbird's accounts set up with one click: consent for 
     },
   ]);
   assert.doesNotMatch(typed.dom.replace(/data-sent="[^"]*"/, ""), /typed once/, "the typed password is not left in the page");
-  assert.deepEqual(oauth2.sent.filter((m) => m.experiment || m.method === "account.configure"), [
+  assert.deepEqual(oauth2.sent.filter((m) => m.experiment || m.method === "account.configure" || m.method === "account.token"), [
     { experiment: "accessToken", accountId: "account4" },
     {
       type: "call",
       method: "account.configure",
       params: { account: "carol@gmail.example", imap: { host: "imap.gmail.example", port: 993, security: "tls", username: "carol@gmail.example", verify_tls: true }, oauth2: { source: "thunderbird", token: "token-from-thunderbird" } },
     },
+    // The same token with its expiry (configure has none): the host renews before it runs out.
+    { type: "call", method: "account.token", params: { account: "carol@gmail.example", token: "token-from-thunderbird", expires_in: 3599 } },
   ]);
   assert.deepEqual(manual.sent.filter((m) => m.probe || m.experiment || m.method === "account.configure"), [{ probe: "#imap-host", value: "imap.example.edu" }]);
 });

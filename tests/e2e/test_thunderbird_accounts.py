@@ -12,31 +12,13 @@ from __future__ import annotations
 
 import imaplib
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from tests.e2e.thunderbird import ROOT, Thunderbird, install_host
+from tests.e2e.options_page import OPTIONS, join_as_first_device, page
+from tests.e2e.thunderbird import ROOT, Thunderbird
 from tests.servers.dovecot_server import DovecotServer
 
 ARTIFACTS = Path(os.environ.get("SMA_ARTIFACTS", ROOT / "artifacts" / "e2e"))
-OPTIONS = "options/options.html"
-
-
-@pytest.fixture
-def thunderbird(tmp_path: Path) -> Iterator[Thunderbird]:
-    install_host(tmp_path)
-    tb = Thunderbird(tmp_path)
-    try:
-        yield tb
-    finally:
-        tb.quit()
-
-
-def page(tb: Thunderbird, script: str, timeout: float = 30.0) -> Any:
-    return tb.read_page(tb.addon_page(OPTIONS), script, timeout)
 
 
 def user_click(tb: Thunderbird, selector: str) -> bool:
@@ -54,9 +36,9 @@ def user_click(tb: Thunderbird, selector: str) -> bool:
 
 
 def test_saved_password_account_set_up_with_one_click_and_consent(
-    tmp_path: Path, dovecot: DovecotServer, thunderbird: Thunderbird
+    tmp_path: Path, dovecot: DovecotServer, host_thunderbird: Thunderbird
 ) -> None:
-    tb = thunderbird
+    tb = host_thunderbird
     user, password = dovecot.new_account()
     address = f"{user}@example.org"
     tb.add_imap_account(
@@ -138,22 +120,7 @@ def test_saved_password_account_set_up_with_one_click_and_consent(
     assert typed == {"password": "", "manual_open": False, "step": False}, typed
 
     # Join as the first device (the user's answer; the name is the page's default).
-    page(
-        tb,
-        """
-        const q = id => doc.getElementById(id);
-        if (q("join-section").hidden || q("join").disabled || !q("device-name").value) return null;
-        doc.querySelector('input[name="first_device"][value="yes"]').click();
-        q("join").click(); return true;""",
-    )
-    joined = page(
-        tb,
-        """
-        const r = doc.getElementById("join-result");
-        return r.className ? [r.className, r.textContent] : null;""",
-        60,
-    )
-    assert joined[0] == "ok", f"joining: {joined[1]}"
+    join_as_first_device(tb)
     state = page(
         tb,
         """
