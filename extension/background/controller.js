@@ -7,6 +7,7 @@ import { NativeClient, Status } from "../lib/native_client.js";
 import { getOrCreateInstanceId } from "../lib/instance_id.js";
 import { MailIngest } from "./mail_ingest.js";
 import { OpenPgpSync, SETTING_KEY as OPENPGP_SETTING } from "./openpgp_sync.js";
+import { ThunderbirdTokens } from "./oauth_tokens.js";
 
 const PING_TIMEOUT_MS = 5000;
 const SYNC_TIMEOUT_MS = 60000; // one sync cycle talks to the IMAP server
@@ -44,6 +45,7 @@ export class Background {
       now,
     });
     this.openpgp = new OpenPgpSync({ api, call: (method, params) => this.call(method, params), now });
+    this.tokens = new ThunderbirdTokens({ api, call: (method, params, opts) => this.call(method, params, opts) });
   }
 
   async start() {
@@ -132,12 +134,12 @@ export class Background {
 
   async syncNow(account) {
     const result = await this.call("sync", { account }, { timeoutMs: SYNC_TIMEOUT_MS });
-    this.markSynced(account, { online: true, error: null });
+    this.markSynced(account, { online: true, error: null, waiting: null });
     return result;
   }
 
   syncState(account) {
-    return this.sync.get(account) ?? { online: null, error: null, last_sync: null };
+    return this.sync.get(account) ?? { online: null, error: null, last_sync: null, waiting: null };
   }
 
   markSynced(account, changes = {}) {
@@ -148,11 +150,13 @@ export class Background {
   onHostEvent(name, data) {
     const account = data?.account;
     if (name === "sync.state" && account) {
-      const error = data.online ? null : data.error ?? { code: "imap_unavailable", message: "" };
-      if (data.online) this.markSynced(account, { online: true, error: null });
-      else this.sync.set(account, { ...this.syncState(account), online: false, error });
+      // Waiting for a token from Thunderbird is not an outage: an error only when the host gives one.
+      const waiting = data.waiting ?? null;
+      const error = data.online ? null : data.error ?? (waiting ? null : { code: "imap_unavailable", message: "" });
+      if (data.online) this.markSynced(account, { online: true, error: null, waiting: null });
+      else this.sync.set(account, { ...this.syncState(account), online: false, error, waiting });
     } else if (SYNC_EVIDENCE.has(name) && account) {
-      this.markSynced(account, { online: true, error: null });
+      this.markSynced(account, { online: true, error: null, waiting: null });
     } else if (name === "security.alert" && account) {
       this.keepAlert(account, data.kind, data.message);
       this.notify(`alert:${this.now()}`, "notifyAlertTitle", [account], data.message);
@@ -171,6 +175,7 @@ export class Background {
     }
     if (name === "pairing.completed" && account && data?.pairing) this.notifyPaired(account, data.pairing);
     this.openpgp.onHostEvent(name, data);
+    this.tokens.onHostEvent(name, data);
     this.broadcast({ type: "event", event: name, data });
   }
 
@@ -257,6 +262,7 @@ export class Background {
       sync: this.syncState(account),
       openpgp: this.openpgp.status.get(account) ?? null,
       alerts: this.alerts.get(account) ?? [],
+      token_error: this.tokens.lastError.get(account) ?? null,
       error: null,
     };
     if (!view.joined) return view;

@@ -1,5 +1,6 @@
-// Options page: choose a Thunderbird account, confirm its IMAP details, send the password once,
-// join the account's SMA, pair (add a device, or type another device's code), see the devices and
+// Options page: Thunderbird's IMAP accounts with one "Use with Autocrypt SMA" each (the settings,
+// and the saved password after the user's consent or an OAuth2 token, come from Thunderbird), or
+// the IMAP details by hand; then join the account's SMA, pair (add a device, or type another device's code), see the devices and
 // rename or remove them, scan old mail for keys.
 
 import { localizeDocument } from "../lib/i18n_dom.js";
@@ -9,6 +10,8 @@ import { pairingCall, joinCall, failureText } from "../lib/pairing_actions.js";
 import {
   accountChoices, imapDefaults, readImapForm, defaultDeviceName, deviceRow, PORTS, firstDeviceAnswer, joinOutcome, aloneUnpaired,
 } from "./form.js";
+import { imapAccountsOf, accountState, setupPlan, setupParams, formFromServer } from "./tb_setup.js";
+import { tokenParams } from "../background/oauth_tokens.js";
 
 const api = globalThis.messenger ?? globalThis.browser;
 const t = (key, subs) => api.i18n.getMessage(key, subs);
@@ -19,6 +22,10 @@ const PAIRING_POLL_MS = 5000; // the code's minutes left and a pairing's progres
 
 let hostAccounts = [];
 let tbAccounts = [];
+// The autocryptAccounts Experiment (absent where the add-on runs without it: then the form by hand).
+const experiment = api.autocryptAccounts ?? null;
+let tbServers = new Map(); // Thunderbird account id -> its IMAP server as the Experiment reads it, or null
+let openStep = null; // the Thunderbird account whose consent or password step is open
 let connected = false;
 let pairingCodeError = null; // what is wrong with the typed pairing code, shown under the field
 let pairingRendered = ""; // the pairing block's last state, so an unchanged poll redraws nothing
@@ -62,7 +69,7 @@ async function refreshStatus() {
   $("host-missing").hidden = reply.status !== "host_missing";
   const wasConnected = connected;
   connected = reply.status === "connected";
-  for (const el of document.querySelectorAll("form button, #scan-start, #found-here")) el.disabled = !connected;
+  for (const el of document.querySelectorAll("form button, #scan-start, #found-here, #tb-accounts button")) el.disabled = !connected;
   if (connected && !wasConnected) await refreshAccounts();
 }
 
@@ -71,6 +78,8 @@ async function refreshAccounts() {
   tbAccounts = await api.accounts.list(false).catch(() => []);
   const reply = connected ? await call("account.list", {}) : { ok: false };
   hostAccounts = reply.ok ? reply.result.accounts : [];
+  await readServers();
+  renderTbAccounts();
   const choices = accountChoices(tbAccounts, hostAccounts, t);
   $("no-tb-accounts").hidden = choices.length > 0;
   $("account").replaceChildren(
@@ -88,7 +97,8 @@ async function refreshAccounts() {
 async function onAccountChosen({ clearResults = true } = {}) {
   const account = selected();
   if (!account) return;
-  const d = imapDefaults(account, hostAccount(account));
+  const fromTb = hostAccount(account) ? null : formFromServer(tbServerFor(account));
+  const d = fromTb ?? imapDefaults(account, hostAccount(account));
   $("imap-host").value = d.host;
   $("imap-host").placeholder = d.placeholder;
   $("imap-port").value = String(d.port);
@@ -126,6 +136,179 @@ async function refreshSections() {
   renderJoinNotices();
   if (known) await refreshScan();
   await refreshOpenPgp();
+}
+
+// --- Thunderbird's accounts: one click, nothing typed --------------------------------------
+
+async function readServers() {
+  const list = imapAccountsOf(tbAccounts);
+  const read = async ({ accountId }) => {
+    try {
+      return [accountId, experiment ? await experiment.incomingServer(accountId) : null];
+    } catch {
+      return [accountId, null];
+    }
+  };
+  tbServers = new Map(await Promise.all(list.map(read)));
+  if (!experiment) return;
+  const support = await experiment.support?.().catch(() => null);
+  const reason = support && !support.features?.server ? support.reason : null;
+  $("tb-unsupported").hidden = !reason;
+  $("tb-unsupported").textContent = reason ? t("tbUnsupported", [reason]) : "";
+}
+
+function tbServerFor(email) {
+  const entry = imapAccountsOf(tbAccounts).find((a) => a.email.toLowerCase() === email.toLowerCase());
+  return entry ? tbServers.get(entry.accountId) ?? null : null;
+}
+
+const TB_STATE_KEYS = { joined: "tbStateJoined", configured: "tbStateConfigured", new: "tbStateNew" };
+
+function element(tag, { className, text, i18n } = {}) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (i18n) el.textContent = t(i18n);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function renderTbAccounts() {
+  const list = imapAccountsOf(tbAccounts);
+  $("tb-section").hidden = list.length === 0;
+  $("tb-accounts").replaceChildren(...list.map(tbAccountItem));
+}
+
+function tbAccountItem(entry) {
+  const li = element("li");
+  li.dataset.accountId = entry.accountId;
+  const server = tbServers.get(entry.accountId) ?? null;
+  const state = accountState(entry.email, hostAccounts);
+  li.dataset.state = state;
+  const who = element("span", { className: "who", text: entry.name.toLowerCase() === entry.email.toLowerCase() ? entry.email : `${entry.name} — ${entry.email}` });
+  const row = element("div", { className: "row" });
+  row.append(who, element("span", { className: "state", i18n: TB_STATE_KEYS[state] }));
+  const button = state === "new" ? cellButton(t("useButton"), () => onUse(entry, server, button), true) : cellButton(t("showButton"), () => showAccount(entry.email));
+  button.classList.add(state === "new" ? "use" : "show");
+  button.disabled = !connected;
+  row.append(button);
+  li.append(row);
+  if (openStep === entry.accountId && state === "new") li.append(setupStep(entry, server));
+  return li;
+}
+
+/** The step under an account after "Use with Autocrypt SMA": consent, a typed password, or the form. */
+function setupStep(entry, server) {
+  const step = element("div", { className: "step" });
+  const buttons = element("div", { className: "buttons" });
+  const cancel = cellButton(t("cancelButton"), () => closeStep());
+  const plan = setupPlan(server);
+  if (plan === "saved-password") {
+    step.append(element("p", { text: t("consentSavedPassword", [server.host]) }));
+    const consent = cellButton(t("consentButton"), () => onConsent(entry, server, consent), true);
+    consent.classList.add("consent");
+    buttons.append(consent, cancel);
+    step.append(buttons);
+  } else if (plan === "password") {
+    const form = element("form");
+    form.className = "password-step";
+    const label = element("label", { className: "field" });
+    const input = element("input");
+    input.type = "password";
+    input.autocomplete = "current-password";
+    label.append(element("span", { text: t("tbPasswordPrompt", [server.host]) }), input);
+    const submit = cellButton(t("useButton"), () => {}, true);
+    submit.type = "submit";
+    buttons.append(submit, cancel);
+    form.append(label, element("p", { className: "muted", i18n: "passwordHint" }), buttons);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const password = input.value;
+      input.value = ""; // once to the host, never kept here
+      if (!password) {
+        say("tb-result", t("errorPassword"), "error");
+        return;
+      }
+      configureFromTb(entry, server, submit, async () => ({ password }));
+    });
+    step.append(form);
+  } else {
+    step.append(element("p", { i18n: "tbManualNeeded" }));
+    buttons.append(cellButton(t("manualSummary"), () => openManual(entry.email), true), cancel);
+    step.append(buttons);
+  }
+  return step;
+}
+
+function onUse(entry, server, button) {
+  say("tb-result", "");
+  if (setupPlan(server) === "oauth2") {
+    // Nothing to ask: Thunderbird signs in (its own window if it must) and keeps supplying tokens.
+    configureFromTb(entry, server, button, () => experiment.accessToken(entry.accountId));
+    return;
+  }
+  openStep = entry.accountId;
+  renderTbAccounts();
+  $("tb-accounts").querySelector(`li[data-account-id="${CSS.escape(entry.accountId)}"] .step input, li[data-account-id="${CSS.escape(entry.accountId)}"] .step button`)?.focus();
+}
+
+function onConsent(entry, server, button) {
+  // Asked first, while this click is being handled: the Experiment hands the saved password out
+  // only from a user's input (its schema's requireUserInput).
+  const reading = experiment.savedPassword(entry.accountId);
+  configureFromTb(entry, server, button, async () => {
+    const { password } = await reading;
+    if (!password) throw new Error(t("tbNoSavedPassword"));
+    return { password };
+  });
+}
+
+/** account.configure from Thunderbird's settings and `secret()`; then the join step for that address. */
+async function configureFromTb(entry, server, button, secret) {
+  button.disabled = true;
+  say("tb-result", t(server.auth === "oauth2" ? "tbSigningIn" : "saving"));
+  let params;
+  let given;
+  try {
+    given = await secret();
+    params = setupParams(entry.email, server, given);
+  } catch (err) {
+    button.disabled = false;
+    say("tb-result", t("actionFailed", [String(err?.message ?? err)]), "error");
+    return;
+  }
+  const reply = await call("account.configure", params);
+  params = null;
+  button.disabled = false;
+  if (!reply.ok) {
+    say("tb-result", errorText(reply), "error");
+    return;
+  }
+  // account.configure carries no expiry: hand the same token over with it, so the host asks for a
+  // fresh one before this one runs out (instead of only after the server refused it).
+  if (given.token && given.expiresIn) await call("account.token", tokenParams(entry.email, given));
+  given = null;
+  openStep = null;
+  say("tb-result", t("tbSetUp", [entry.email]), "ok");
+  $("account").value = entry.email;
+  await refreshAccounts();
+  if (!$("join-section").hidden) $("device-name").focus();
+}
+
+function closeStep() {
+  openStep = null;
+  renderTbAccounts();
+}
+
+async function showAccount(email) {
+  $("account").value = email;
+  await onAccountChosen();
+  $("account").scrollIntoView?.({ block: "start" });
+}
+
+async function openManual(email) {
+  await showAccount(email);
+  $("manual-settings").open = true;
+  $("imap-host").focus();
 }
 
 // --- IMAP settings and joining --------------------------------------------------------------

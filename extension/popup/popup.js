@@ -44,6 +44,9 @@ function renderAccount(a, index) {
     li.textContent = text;
     errors.append(li);
   }
+  const waiting = node.querySelector(".waiting");
+  waiting.hidden = !a.waiting;
+  waiting.textContent = a.waiting ?? "";
   node.querySelector(".pairings").replaceWith(
     renderPairing(document, a, { account: a.account, t, idPrefix: `account-${index}`, error: codeErrors[a.account] }),
   );

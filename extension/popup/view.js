@@ -24,7 +24,9 @@ export function relativeTime(ms, nowMs, t) {
 
 function accountView(a, nowMs, t) {
   const pairing = accountPairing(a, nowMs, t);
-  const syncError = a.sync?.online === false ? a.sync.error?.message || t("syncOfflineNoDetail") : null;
+  // Waiting for a token from Thunderbird (OAuth2) is not "cannot reach the server": say what it is.
+  const waitingForToken = a.sync?.online === false && a.sync?.waiting === "token";
+  const syncError = a.sync?.online === false && !waitingForToken ? a.sync.error?.message || t("syncOfflineNoDetail") : null;
   const rows = [
     { label: t("joinedLabel"), value: a.joined ? t("yes") : t("no") },
     { label: t("thisDeviceLabel"), value: !a.joined ? t("notAvailable") : a.paired ? t("paired") : t("notPaired") },
@@ -33,12 +35,15 @@ function accountView(a, nowMs, t) {
   ];
   const errors = [];
   if (syncError) errors.push(t("syncOffline", [syncError]));
+  if (waitingForToken && a.sync.error?.message) errors.push(a.sync.error.message);
+  if (waitingForToken && a.token_error) errors.push(t("tokenUnavailable", [a.token_error]));
   if (a.error) errors.push(a.error.message || a.error.code);
   for (const alert of a.alerts ?? []) errors.push(t("securityAlert", [alert.message]));
   return {
     account: a.account,
     rows,
     errors,
+    waiting: waitingForToken ? t("waitingForSignIn") : null,
     ...pairing,
     needsJoin: !a.joined,
     canSync: a.joined,

@@ -132,7 +132,7 @@ test("sync.state offline keeps the error; online again clears it and moves last 
   assert.equal(bg.syncState(ACCOUNT).last_sync, first);
   tick(5000);
   host.emit("sync.state", { account: ACCOUNT, online: true });
-  assert.deepEqual(bg.syncState(ACCOUNT), { online: true, error: null, last_sync: first + 5000 });
+  assert.deepEqual(bg.syncState(ACCOUNT), { online: true, error: null, last_sync: first + 5000, waiting: null });
 });
 
 test("security alerts are kept (newest first, bounded) and notified", async () => {

@@ -79,6 +79,23 @@
     },
     i18n: { getMessage },
     accounts: { list: async () => fake.accounts ?? [] },
+    // The autocryptAccounts Experiment: what `fake.servers` says of each account; the secrets are
+    // fixed stand-ins, recorded when asked for so a test sees when they were read.
+    autocryptAccounts: {
+      incomingServer: async (id) => {
+        const server = fake.servers?.[id];
+        if (!server) throw new Error(`no Thunderbird account ${id}`);
+        return server;
+      },
+      savedPassword: async (id) => {
+        record({ experiment: "savedPassword", accountId: id });
+        return { password: "saved-in-thunderbird" };
+      },
+      accessToken: async (id) => {
+        record({ experiment: "accessToken", accountId: id });
+        return { token: "token-from-thunderbird", expiresIn: 3599 };
+      },
+    },
     storage: { local: { get: async () => fake.stored ?? {}, set: async () => {} } },
   };
 })();

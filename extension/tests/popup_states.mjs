@@ -81,6 +81,21 @@ export const STATES = {
   },
   "joiner-wrong-code": { ...host, accounts: [newDevice([joiner({ state: "failed", reason: WRONG_CODE_JOINER })])] },
   "paired-unsolicited": { ...host, accounts: [account({ unsolicited_requests: 3 })] },
+  // OAuth2 from Thunderbird: the host waits for a token (not an outage), then the server refused it twice.
+  "waiting-token": { ...host, accounts: [account({ sync: { online: false, error: null, last_sync: NOW - 60 * 60000, waiting: "token" } })] },
+  "token-refused": {
+    ...host,
+    accounts: [
+      account({
+        sync: {
+          online: false,
+          last_sync: NOW - 60 * 60000,
+          waiting: "token",
+          error: { code: "auth_failed", message: "the server refused the OAuth2 token from Thunderbird; sign in again in Thunderbird (Account Settings → Server Settings)" },
+        },
+      }),
+    ],
+  },
   "paired-errors": {
     ...host,
     accounts: [
@@ -102,6 +117,32 @@ export const TB_ACCOUNTS = [
 ];
 
 const imap = { host: "imap.example.org", port: 993, security: "tls", username: "alice", verify_tls: true };
+
+// Set-up from Thunderbird's own settings (issue 18): Thunderbird's IMAP accounts and what the
+// autocryptAccounts Experiment reports of their servers (tests/page_fake.js answers with these).
+export const TB_ACCOUNTS_SETUP = [
+  ...TB_ACCOUNTS,
+  { id: "account4", name: "Gmail", type: "imap", identities: [{ email: "carol@gmail.example" }] },
+  { id: "account5", name: "Home", type: "imap", identities: [{ email: "dave@example.com" }] },
+  { id: "account6", name: "University", type: "imap", identities: [{ email: "erin@example.edu" }] },
+];
+export const TB_SERVERS = {
+  account1: { accountId: "account1", host: "imap.example.org", port: 993, security: "tls", username: "alice", auth: "password", savedPassword: false },
+  account4: { accountId: "account4", host: "imap.gmail.example", port: 993, security: "tls", username: "carol@gmail.example", auth: "oauth2", savedPassword: false },
+  account5: { accountId: "account5", host: "mail.example.com", port: 143, security: "starttls", username: "dave", auth: "password", savedPassword: true },
+  account6: { accountId: "account6", host: "imap.example.edu", port: 993, security: "tls", username: "erin", auth: "other", savedPassword: false },
+};
+/** The set-up list; `click` presses "Use with Autocrypt SMA" on that Thunderbird account. */
+function setupScenario(click, extra = {}) {
+  return {
+    overview: { status: "connected" },
+    accounts: TB_ACCOUNTS_SETUP,
+    servers: TB_SERVERS,
+    replies: { "account.list": { accounts: [{ account: ACCOUNT, imap, device_id: laptop.device_id }] } },
+    steps: click ? [{ wait: `#tb-accounts li[data-account-id="${click}"] button.use` }, { click: `#tb-accounts li[data-account-id="${click}"] button.use` }] : [],
+    ...extra,
+  };
+}
 
 const alone = { ...laptop, paired: false };
 const oldDesktop = { ...desktop, paired: false }; // a device of the identity this one replaced
@@ -173,6 +214,12 @@ export const OPTIONS_STATES = {
     [laptop, oldDesktop],
     account({ devices: [laptop, oldDesktop] }),
   ),
+  // Every Thunderbird IMAP account with its state; one of them joined already.
+  "options-tb-accounts": setupScenario(null),
+  // A saved password: the page says where it goes and asks once.
+  "options-tb-consent": setupScenario("account5"),
+  // No saved password: type it, once.
+  "options-tb-password": setupScenario("account1", { replies: { "account.list": { accounts: [] } } }),
   "options-host-missing": {
     overview: { status: "host_missing" },
     accounts: TB_ACCOUNTS,

@@ -156,3 +156,16 @@ test("relativeTime", () => {
   assert.equal(relativeTime(NOW - 5 * 60000, NOW, t), "5 min ago");
   assert.equal(relativeTime(NOW - 3 * 86400000, NOW, t), "3 days ago");
 });
+
+test("OAuth2 waiting for Thunderbird's token: said as such, not as an unreachable server", () => {
+  const waiting = view("waiting-token").accounts[0];
+  assert.equal(waiting.waiting, "Waiting for Thunderbird to sign in");
+  assert.deepEqual(waiting.errors, []);
+  const refused = view("token-refused").accounts[0];
+  assert.equal(refused.waiting, "Waiting for Thunderbird to sign in");
+  assert.deepEqual(refused.errors, ["the server refused the OAuth2 token from Thunderbird; sign in again in Thunderbird (Account Settings → Server Settings)"]);
+  const noToken = popupView({ ...STATES["waiting-token"], accounts: [{ ...STATES["waiting-token"].accounts[0], token_error: "sign-in cancelled" }] }, NOW, t).accounts[0];
+  assert.deepEqual(noToken.errors, ["Thunderbird gave no sign-in token: sign-in cancelled"]);
+  assert.equal(view("paired").accounts[0].waiting, null);
+  assert.match(view("paired-errors").accounts[0].errors[0], /^Cannot reach the mail server/);
+});

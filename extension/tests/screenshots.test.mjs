@@ -50,6 +50,32 @@ const CLICKS = {
       { probe: "#imap-password" },
     ],
   },
+  // One click plus the consent: Thunderbird's saved password and settings go to account.configure.
+  "options-tb-consent-given": {
+    ...OPTIONS_STATES["options-tb-consent"],
+    steps: [...OPTIONS_STATES["options-tb-consent"].steps, { click: "#tb-accounts button.consent" }, { wait: "#tb-result.ok" }],
+  },
+  "options-tb-consent-cancelled": {
+    ...OPTIONS_STATES["options-tb-consent"],
+    steps: [...OPTIONS_STATES["options-tb-consent"].steps, { click: '#tb-accounts .step button:not(.consent)' }, { wait: "#tb-accounts:not(:has(.step))" }],
+  },
+  "options-tb-typed": {
+    ...OPTIONS_STATES["options-tb-password"],
+    steps: [
+      ...OPTIONS_STATES["options-tb-password"].steps,
+      { fill: '#tb-accounts .step input[type="password"]', value: "typed once" },
+      { click: '#tb-accounts .step button[type="submit"]' },
+      { wait: "#tb-result.ok" },
+    ],
+  },
+  "options-tb-oauth2": {
+    ...OPTIONS_STATES["options-tb-accounts"],
+    steps: [{ click: '#tb-accounts li[data-account-id="account4"] button.use' }, { wait: "#tb-result.ok" }],
+  },
+  "options-tb-manual": {
+    ...OPTIONS_STATES["options-tb-accounts"],
+    steps: [{ click: '#tb-accounts li[data-account-id="account6"] button.use' }, { click: "#tb-accounts .step button.primary" }, { wait: "#manual-settings[open]" }, { probe: "#imap-host" }],
+  },
   "options-save-no-password": { ...OPTIONS_STATES["options-new"], steps: [{ wait: "#account option" }, { fill: "#imap-host", value: "imap.example.org" }, { click: "#save" }] },
   "options-remove": {
     ...OPTIONS_STATES["options-joined"],
@@ -78,8 +104,8 @@ const CLICKS = {
   },
 };
 const OUT = join(ROOT, "artifacts/screenshots");
-const DARK = new Set(["host-missing", "inviter-code", "joiner-typing", "joiner-wrong-code", "paired-errors"]);
-const OPTIONS_DARK = new Set(["options-join-new-identity", "options-join-no-other-device"]);
+const DARK = new Set(["host-missing", "inviter-code", "joiner-typing", "joiner-wrong-code", "paired-errors", "waiting-token"]);
+const OPTIONS_DARK = new Set(["options-join-new-identity", "options-join-no-other-device", "options-tb-accounts", "options-tb-consent"]);
 // A missing browser is a failure, never a skip: the suite's bootstrap installs Chromium.
 const skip = false;
 test("Chromium is installed for the browser tests", () => {
@@ -267,6 +293,51 @@ test("in the browser: options sends account.configure once with the password, th
   assert.deepEqual(removed.sent.filter((m) => m.method === "device.remove"), [
     { type: "call", method: "device.remove", params: { account: "alice@example.org", device_id: "bbbbbbbbbbbbbbbb" } },
   ]);
+});
+
+test("in the browser: Thunderbird's accounts set up with one click: consent for a saved password, a typed one, OAuth2, or by hand", { skip, timeout: 120000 }, async () => {
+  const page = "options/options.html";
+  const [listed, consent, given, cancelled] = await Promise.all([
+    chromium(BINARY, optionsUrl("options-tb-accounts")).then(visibleText),
+    sentBy("options-tb-consent", page),
+    sentBy("options-tb-consent-given", page),
+    sentBy("options-tb-consent-cancelled", page),
+  ]);
+  assert.match(listed, /Your Thunderbird accounts .* Work — alice@example\.org In use Show Gmail — carol@gmail\.example Not set up Use with Autocrypt SMA Home — dave@example\.com Not set up Use with Autocrypt SMA University — erin@example\.edu Not set up/);
+  assert.doesNotMatch(listed, /bob@example\.net Not set up/, "a POP3 account is not listed");
+  // The page says where the password goes and asks; nothing is read before the consent click.
+  assert.match(visibleText(consent.dom), /Thunderbird has a saved password for mail\.example\.com\. .* helper program, which keeps it in your system's keyring\. Hand it over\? Yes, hand over the password Cancel/);
+  assert.deepEqual(consent.sent.filter((m) => m.experiment || m.method === "account.configure"), []);
+  assert.deepEqual(given.sent.filter((m) => m.experiment || m.method === "account.configure"), [
+    { experiment: "savedPassword", accountId: "account5" },
+    {
+      type: "call",
+      method: "account.configure",
+      params: { account: "dave@example.com", imap: { host: "mail.example.com", port: 143, security: "starttls", username: "dave", verify_tls: true }, password: "saved-in-thunderbird" },
+    },
+  ]);
+  assert.match(visibleText(given.dom), /dave@example\.com is set up: the server accepted the login\. Now join below\./);
+  assert.deepEqual(cancelled.sent.filter((m) => m.experiment || m.method === "account.configure"), []);
+  const [typed, oauth2, manual] = await Promise.all([sentBy("options-tb-typed", page), sentBy("options-tb-oauth2", page), sentBy("options-tb-manual", page)]);
+  assert.deepEqual(typed.sent.filter((m) => m.experiment || m.method === "account.configure"), [
+    {
+      type: "call",
+      method: "account.configure",
+      params: { account: "alice@example.org", imap: { host: "imap.example.org", port: 993, security: "tls", username: "alice", verify_tls: true }, password: "typed once" },
+    },
+  ]);
+  assert.doesNotMatch(typed.dom.replace(/data-sent="[^"]*"/, ""), /typed once/, "the typed password is not left in the page");
+  assert.deepEqual(oauth2.sent.filter((m) => m.experiment || m.method === "account.configure" || m.method === "account.token"), [
+    { experiment: "accessToken", accountId: "account4" },
+    {
+      type: "call",
+      method: "account.configure",
+      params: { account: "carol@gmail.example", imap: { host: "imap.gmail.example", port: 993, security: "tls", username: "carol@gmail.example", verify_tls: true }, oauth2: { source: "thunderbird", token: "token-from-thunderbird" } },
+    },
+    // The same token with its expiry (configure has none): the host renews before it runs out.
+    { type: "call", method: "account.token", params: { account: "carol@gmail.example", token: "token-from-thunderbird", expires_in: 3599 } },
+  ]);
+  assert.deepEqual(manual.sent.filter((m) => m.probe || m.experiment || m.method === "account.configure"), [{ probe: "#imap-host", value: "imap.example.edu" }]);
 });
 
 test("in the browser: the prefer-encrypt checkbox sends account.set_prefer_encrypt and says it is saved for all devices", { skip, timeout: 120000 }, async () => {

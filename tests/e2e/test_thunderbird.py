@@ -39,13 +39,6 @@ POPUP = "popup/popup.html"
 
 
 @pytest.fixture
-def dovecot() -> Iterator[DovecotServer]:
-    server = DovecotServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def two_thunderbirds(tmp_path: Path) -> Iterator[tuple[Thunderbird, Thunderbird]]:
     homes = [tmp_path / "laptop", tmp_path / "desktop"]
     for home in homes:

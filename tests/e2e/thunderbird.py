@@ -147,18 +147,31 @@ class Thunderbird:
         Addons(self.client).install(str(path or ROOT / "extension"), temp=True)
 
     def add_imap_account(
-        self, *, user: str, password: str, address: str, host: str, port: int, check_mail: bool
+        self,
+        *,
+        user: str,
+        password: str | None,
+        address: str,
+        host: str,
+        port: int,
+        check_mail: bool,
+        oauth2: bool = False,
     ) -> None:
         """A plain IMAP account in Thunderbird's own account manager, as its own tests create one.
-        With `check_mail` off, this Thunderbird never fetches mail by itself."""
+        With `check_mail` off, this Thunderbird never fetches mail by itself. With `password`
+        None, Thunderbird holds none in memory (see `save_login`); with `oauth2`, it signs in
+        with OAuth2 (see `add_oauth2_provider`)."""
         self.client.execute_script(
             """
-            const [user, password, address, host, port, check] = arguments;
+            const [user, password, address, host, port, check, oauth2] = arguments;
             const { MailServices } = ChromeUtils.importESModule(
               "resource:///modules/MailServices.sys.mjs");
             const server = MailServices.accounts.createIncomingServer(user, host, "imap");
             server.port = port;
-            server.password = password;
+            server.socketType = Ci.nsMsgSocketType.plain;
+            server.authMethod = oauth2 ? Ci.nsMsgAuthMethod.OAuth2
+                                       : Ci.nsMsgAuthMethod.passwordCleartext;
+            if (password !== null) server.password = password;
             server.doBiff = check;
             server.loginAtStartUp = check;
             server.downloadOnBiff = check;
@@ -168,8 +181,68 @@ class Thunderbird:
             account.incomingServer = server;
             account.addIdentity(identity);
             """,
-            script_args=[user, password, address, host, port, check_mail],
+            script_args=[user, password, address, host, port, check_mail, oauth2],
         )
+
+    def add_oauth2_provider(
+        self, *, issuer: str, hostnames: list[str], token_url: str, scope: str
+    ) -> None:
+        """Register a custom OAuth2 provider, as an add-on's `oauth_provider` manifest entry does
+        (Thunderbird 140 and later): mail servers with these host names sign in with it."""
+        self.client.execute_script(
+            """
+            const [issuer, hostnames, tokenUrl, scope] = arguments;
+            const { OAuth2Providers } = ChromeUtils.importESModule(
+              "resource:///modules/OAuth2Providers.sys.mjs");
+            OAuth2Providers.registerProvider({
+              name: issuer, clientId: "thunderbird-e2e",
+              authorizationEndpoint: tokenUrl.replace(/token$/, "authorize"),
+              tokenEndpoint: tokenUrl,
+            }, hostnames, scope);
+            """,
+            script_args=[issuer, hostnames, token_url, scope],
+        )
+
+    def save_refresh_token(self, *, issuer: str, user: str, scope: str, token: str) -> None:
+        """Seed a refresh token where Thunderbird's OAuth2Module keeps it (login manager, origin
+        oauth://<issuer>, realm = the scopes): Thunderbird then signs in without a window."""
+        self.client.timeout.script = 30
+        self.client.execute_async_script(
+            """
+            const [issuer, user, scope, token, resolve] = arguments;
+            const login = Cc["@mozilla.org/login-manager/loginInfo;1"]
+              .createInstance(Ci.nsILoginInfo);
+            login.init("oauth://" + issuer, null, scope, user, token, "", "");
+            Services.logins.addLoginAsync(login).then(() => resolve(true), e => resolve(String(e)));
+            """,
+            script_args=[issuer, user, scope, token],
+        )
+
+    def save_login(self, *, host: str, user: str, password: str) -> str:
+        """Save an IMAP password in Thunderbird's login manager, as "Use Password Manager to
+        remember this password" does; returns what Thunderbird itself then finds for the server
+        (its own lookup, so the test knows the entry is where Thunderbird looks)."""
+        self.client.timeout.script = 30
+        found: str = self.client.execute_async_script(
+            """
+            const [host, user, password, resolve] = arguments;
+            (async () => {
+              const origin = "imap://" + host;
+              const login = Cc["@mozilla.org/login-manager/loginInfo;1"]
+                .createInstance(Ci.nsILoginInfo);
+              login.init(origin, null, origin, user, password, "", "");
+              await Services.logins.addLoginAsync(login);
+              const { MailServices } = ChromeUtils.importESModule(
+                "resource:///modules/MailServices.sys.mjs");
+              const server = MailServices.accounts.findServer(user, host, "imap");
+              // Reading this makes Thunderbird look its password up (MsgIncomingServer).
+              if (server.passwordPromptRequired) return "Thunderbird found no saved password";
+              return server.password;
+            })().then(resolve, e => resolve("error: " + e));
+            """,
+            script_args=[host, user, password],
+        )
+        return found
 
     def check_mail(self) -> None:
         """What "Get Messages" does, for every account."""

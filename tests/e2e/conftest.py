@@ -1,0 +1,30 @@
+"""Fixtures the real-Thunderbird tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.thunderbird import Thunderbird, install_host
+from tests.servers.dovecot_server import DovecotServer
+
+
+@pytest.fixture
+def dovecot() -> Iterator[DovecotServer]:
+    """One Dovecot on loopback for the test, stopped afterwards."""
+    server = DovecotServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def host_thunderbird(tmp_path: Path) -> Iterator[Thunderbird]:
+    """A headless Thunderbird whose HOME (the test's tmp_path) has the native host installed."""
+    install_host(tmp_path)
+    tb = Thunderbird(tmp_path)
+    try:
+        yield tb
+    finally:
+        tb.quit()
