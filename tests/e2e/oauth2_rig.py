@@ -75,10 +75,22 @@ def verify_logon(tb: Thunderbird, host: str, user: str, timeout: float = 60.0) -
 
 
 def console_messages(tb: Thunderbird) -> list[str]:
-    """Everything in Thunderbird's browser console (the console service): its own warnings, the
-    add-on's console output, and every stderr line of the native host."""
+    """Everything in Thunderbird's browser console: the console service (Thunderbird's own
+    warnings and errors, every stderr line of the native host) and the console API's store
+    (`console.*` of the add-on's pages and of Thunderbird's modules)."""
     messages: list[str] = tb.client.execute_script(
-        "return Services.console.getMessageArray().map(m => m.message ?? String(m));"
+        """
+        const out = Services.console.getMessageArray().map(m => m.message ?? String(m));
+        const storage = Cc["@mozilla.org/consoleAPI-storage;1"]
+          .getService(Ci.nsIConsoleAPIStorage);
+        for (const event of storage.getEvents()) {
+          out.push((event.arguments ?? []).map(a => {
+            try { return typeof a === "string" ? a : JSON.stringify(a) ?? String(a); }
+            catch { return String(a); }
+          }).join(" "));
+        }
+        return out;
+        """
     )
     return messages
 
@@ -106,12 +118,13 @@ def sign_in_windows(tb: Thunderbird) -> list[str]:
 
 
 def close_sign_in_windows(tb: Thunderbird) -> int:
-    """Close the sign-in windows as a person who gives up does; how many there were."""
+    """Close the sign-in windows as a person who gives up does (Escape or the close button: the
+    window's own cancelRequest, which tells the request; a bare close() would not); how many."""
     closed: int = tb.client.execute_script(
         """
         let n = 0;
         for (const win of [...Services.wm.getEnumerator(null)]) {
-          if (win.location.href === arguments[0]) { win.close(); n++; }
+          if (win.location.href === arguments[0]) { win.cancelRequest(); n++; }
         }
         return n;
         """,
