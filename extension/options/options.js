@@ -255,11 +255,23 @@ function onConsent(entry, server, button) {
   // Asked first, while this click is being handled: the Experiment hands the saved password out
   // only from a user's input (its schema's requireUserInput).
   const reading = experiment.savedPassword(entry.accountId);
-  configureFromTb(entry, server, button, async () => {
-    const { password } = await reading;
-    if (!password) throw new Error(t("tbNoSavedPassword"));
-    return { password };
-  });
+  button.disabled = true;
+  reading.then(
+    ({ password }) => {
+      if (password) {
+        configureFromTb(entry, server, button, async () => ({ password }));
+        return;
+      }
+      // Counted while the primary password was locked, but none for this user: ask for it instead.
+      tbServers.set(entry.accountId, { ...server, savedPassword: false });
+      renderTbAccounts();
+      say("tb-result", t("tbNoSavedPassword"), "error");
+    },
+    (err) => {
+      button.disabled = false;
+      say("tb-result", t("actionFailed", [String(err?.message ?? err)]), "error");
+    },
+  );
 }
 
 /** account.configure from Thunderbird's settings and `secret()`; then the join step for that address. */

@@ -22,7 +22,7 @@ function server(overrides = {}) {
   return { type: "imap", hostname: "imap.example.org", port: 993, socketType: SOCKET.SSL, username: "me", authMethod: AUTH.passwordCleartext, ...overrides };
 }
 
-function load({ accounts = { account1: server() }, logins = [], oauth = {}, absent = [], ci = { nsMsgSocketType: SOCKET, nsMsgAuthMethod: AUTH }, noLogins = false } = {}) {
+function load({ accounts = { account1: server() }, logins = [], oauth = {}, absent = [], ci = { nsMsgSocketType: SOCKET, nsMsgAuthMethod: AUTH }, noLogins = false, locked = false } = {}) {
   const calls = [];
   class OAuth2Module {
     initFromMail(srv) {
@@ -59,9 +59,14 @@ function load({ accounts = { account1: server() }, logins = [], oauth = {}, abse
       logins: noLogins
         ? {}
         : {
+            isLoggedIn: !locked, // false: a primary password is set and not entered yet
             searchLoginsAsync: async (match) => {
               calls.push(["searchLoginsAsync", match.origin]);
               return logins.filter((l) => l.origin === match.origin);
+            },
+            countLoginsAsync: async (origin, action, realm) => {
+              calls.push(["countLoginsAsync", origin, action, realm]);
+              return logins.filter((l) => l.origin === origin && l.httpRealm === realm).length;
             },
           },
     },
@@ -127,6 +132,15 @@ test("an older Thunderbird whose servers name it hostName: the same answers", as
   const { api } = load({ accounts: { account1: { ...old, hostName: hostname } }, logins: [login()] });
   assert.equal((await api.incomingServer("account1")).host, "imap.example.org");
   assert.equal((await api.incomingServer("account1")).savedPassword, true);
+});
+
+test("a locked primary password: listing counts logins (no prompt, nothing decrypted); the consent click reads", async () => {
+  const { api, calls } = load({ locked: true, logins: [login()] });
+  assert.equal((await api.incomingServer("account1")).savedPassword, true);
+  assert.deepEqual(plain(calls), [["countLoginsAsync", "imap://imap.example.org", "", "imap://imap.example.org"]]);
+  assert.deepEqual(plain(await api.savedPassword("account1")), { password: "s3cret" });
+  const none = load({ locked: true, logins: [login({ origin: "imap://other.example.org", httpRealm: "imap://other.example.org" })] });
+  assert.equal((await none.api.incomingServer("account1")).savedPassword, false);
 });
 
 test("no saved password for this user and server: null", async () => {

@@ -89,7 +89,8 @@
       },
       savedPassword: async (id) => {
         record({ experiment: "savedPassword", accountId: id });
-        return { password: "saved-in-thunderbird" };
+        const saved = fake.savedPasswords ?? {};
+        return { password: id in saved ? saved[id] : "saved-in-thunderbird" };
       },
       accessToken: async (id) => {
         record({ experiment: "accessToken", accountId: id });

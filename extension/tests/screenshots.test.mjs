@@ -59,6 +59,12 @@ const CLICKS = {
     ...OPTIONS_STATES["options-tb-consent"],
     steps: [...OPTIONS_STATES["options-tb-consent"].steps, { click: '#tb-accounts .step button:not(.consent)' }, { wait: "#tb-accounts:not(:has(.step))" }],
   },
+  // Counted as saved while the primary password was locked, but none for this user: type it.
+  "options-tb-consent-none": {
+    ...OPTIONS_STATES["options-tb-consent"],
+    savedPasswords: { account5: null },
+    steps: [...OPTIONS_STATES["options-tb-consent"].steps, { click: "#tb-accounts button.consent" }, { wait: '#tb-accounts .step input[type="password"]' }],
+  },
   "options-tb-typed": {
     ...OPTIONS_STATES["options-tb-password"],
     steps: [
@@ -318,6 +324,10 @@ test("in the browser: Thunderbird's accounts set up with one click: consent for 
   ]);
   assert.match(visibleText(given.dom), /dave@example\.com is set up: the server accepted the login\. Now join below\./);
   assert.deepEqual(cancelled.sent.filter((m) => m.experiment || m.method === "account.configure"), []);
+  const none = await sentBy("options-tb-consent-none", page);
+  assert.deepEqual(none.sent.filter((m) => m.experiment || m.method === "account.configure"), [{ experiment: "savedPassword", accountId: "account5" }]);
+  assert.match(visibleText(none.dom), /Thunderbird has no saved password for this account: type it below\./);
+  assert.match(visibleText(none.dom), /Password for mail\.example\.com \(Thunderbird has none saved\)/);
   const [typed, oauth2, manual] = await Promise.all([sentBy("options-tb-typed", page), sentBy("options-tb-oauth2", page), sentBy("options-tb-manual", page)]);
   assert.deepEqual(typed.sent.filter((m) => m.experiment || m.method === "account.configure"), [
     {

@@ -96,11 +96,25 @@ const hostOf = (server) => server.hostname ?? server.hostName;
 // Thunderbird keeps a mail server's password under origin and realm "imap://<host>" (the host
 // URI-encoded, an IPv6 address in brackets) with the server's user name: the lookup
 // MsgIncomingServer._getPasswordWithoutUI does, so this finds exactly what Thunderbird would use.
-async function savedLogin(server) {
+function loginOrigin(server) {
   const host = hostOf(server);
-  const origin = `imap://${encodeURIComponent(host.includes(":") ? `[${host}]` : host)}`;
+  return `imap://${encodeURIComponent(host.includes(":") ? `[${host}]` : host)}`;
+}
+
+async function savedLogin(server) {
+  const origin = loginOrigin(server);
   const logins = await Services.logins.searchLoginsAsync({ origin });
   return logins.find((l) => l.httpRealm === origin && l.username === server.username) ?? null;
+}
+
+// Whether a password is saved, without making Thunderbird ask for its primary password just
+// because the options page lists the accounts: while that is locked, logins are counted (the
+// origin is not encrypted) instead of read; the consent click may then unlock it.
+async function hasSavedLogin(server) {
+  if (Services.logins.isLoggedIn !== false) return Boolean(await savedLogin(server));
+  if (typeof Services.logins.countLoginsAsync !== "function") return false;
+  const origin = loginOrigin(server);
+  return (await Services.logins.countLoginsAsync(origin, "", origin)) > 0;
 }
 
 function describe(accountId, server, hasSavedPassword) {
@@ -155,7 +169,7 @@ this.autocryptAccounts = class extends ExtensionCommon.ExtensionAPI {
         async incomingServer(accountId) {
           needs("server");
           const server = imapServer(accountId);
-          const hasSaved = missingFor("password").length === 0 ? Boolean(await savedLogin(server)) : false;
+          const hasSaved = missingFor("password").length === 0 ? await hasSavedLogin(server) : false;
           return describe(accountId, server, hasSaved);
         },
 
