@@ -43,3 +43,10 @@ def oauth_dovecot(provider: OAuth2Provider) -> Iterator[DovecotServer]:
     """A Dovecot whose oauth2 passdb checks every token at `provider`."""
     with DovecotServer(oauth2_introspection=provider.introspection_url) as server:
         yield server
+
+
+@pytest.fixture
+def host_logs_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host a Thunderbird started after this starts logs at DEBUG (Thunderbird passes its
+    environment on; the host's stderr lands in Thunderbird's console): for scans of its logs."""
+    monkeypatch.setenv("SMA_LOG_LEVEL", "DEBUG")

@@ -14,13 +14,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.e2e.oauth2_rig import seed_oauth2_account
+import pytest
+
+from tests.e2e.oauth2_rig import console_messages, profile_dir, seed_oauth2_account
 from tests.e2e.options_page import join_as_first_device, use_thunderbird_account
 from tests.e2e.thunderbird import Thunderbird
 from tests.host.test_oauth2_imap import assert_no_token_anywhere
 from tests.servers.dovecot_server import DovecotServer
 from tests.servers.oauth2_provider import OAuth2Provider
 
+# The host logs at DEBUG: the token scan reads all it could ever write.
+pytestmark = pytest.mark.usefixtures("host_logs_everything")
 LIFETIME = 50  # s: the host asks again 25 s in; Thunderbird treats it as expired 30 s before the end
 
 
@@ -59,6 +63,11 @@ def test_oauth2_account_from_thunderbird_joins_and_keeps_its_token_fresh(
     assert state.get("waiting") is None, state
     assert state["online"] is True, state
 
+    # Every token of the run (several: the refresh went through Thunderbird) in no log (host
+    # stderr and the add-on's console are in Thunderbird's console), no file (HOME, profile),
+    # not the keyring.
     gecko_log = (tmp_path / "gecko.log").read_text(errors="replace")
-    scanned = assert_no_token_anywhere(provider, [tmp_path], [gecko_log])
+    console = "\n".join(console_messages(tb))
+    assert "stderr output from native app" in console, "the host's stderr is not read"
+    scanned = assert_no_token_anywhere(provider, [tmp_path, profile_dir(tb)], [gecko_log, console])
     assert scanned["files"] > 0

@@ -30,12 +30,8 @@ from tests.host.test_oauth2_imap import assert_no_token_anywhere
 from tests.servers.dovecot_server import DovecotServer
 from tests.servers.oauth2_provider import OAuth2Provider
 
-
-@pytest.fixture(autouse=True)
-def host_logs_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The host that Thunderbird starts logs at DEBUG (Thunderbird passes its environment on):
-    the token scan then reads everything the host could ever write."""
-    monkeypatch.setenv("SMA_LOG_LEVEL", "DEBUG")
+# The host that Thunderbird starts logs at DEBUG: the token scan reads all it could ever write.
+pytestmark = pytest.mark.usefixtures("host_logs_everything")
 
 
 def test_thunderbird_logs_in_to_imap_with_a_token_it_got_by_refreshing(
