@@ -32,3 +32,28 @@ def join_as_first_device(tb: Thunderbird) -> None:
         60,
     )
     assert joined[0] == "ok", f"joining: {joined[1]}"
+
+
+def use_thunderbird_account(tb: Thunderbird) -> tuple[str, bool]:
+    """Click "Use with Autocrypt SMA" on the first account not set up yet and wait until the page
+    offers to join: (the result text, whether the page asked anything: consent or password)."""
+    page(
+        tb,
+        """
+        if (doc.getElementById("status").dataset.state !== "connected") return null;
+        const button = doc.querySelector('#tb-accounts li[data-state="new"] button.use');
+        if (!button || button.disabled) return null;
+        button.click(); return true;""",
+        60,
+    )
+    done = page(
+        tb,
+        """
+        const r = doc.getElementById("tb-result");
+        if (r.className === "error") return ["error", r.textContent];
+        if (r.className !== "ok" || doc.getElementById("join-section").hidden) return null;
+        return ["ok", r.textContent, Boolean(doc.querySelector("#tb-accounts .step"))];""",
+        60,
+    )
+    assert done[0] == "ok", f"one-click set-up: {done[1]}"
+    return done[1], done[2]

@@ -12,32 +12,20 @@ Needs the host side of issue 18 (SASL, account.token, tests/servers/oauth2_provi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.options_page import join_as_first_device, page
+from tests.e2e.oauth2_rig import console_messages, profile_dir, seed_oauth2_account
+from tests.e2e.options_page import join_as_first_device, use_thunderbird_account
 from tests.e2e.thunderbird import Thunderbird
 from tests.host.test_oauth2_imap import assert_no_token_anywhere
 from tests.servers.dovecot_server import DovecotServer
 from tests.servers.oauth2_provider import OAuth2Provider
 
-ISSUER = "sma-e2e-issuer"
-SCOPE = "mail"
+# The host logs at DEBUG: the token scan reads all it could ever write.
+pytestmark = pytest.mark.usefixtures("host_logs_everything")
 LIFETIME = 50  # s: the host asks again 25 s in; Thunderbird treats it as expired 30 s before the end
-
-
-@pytest.fixture
-def provider() -> Iterator[OAuth2Provider]:
-    with OAuth2Provider() as running:
-        yield running
-
-
-@pytest.fixture
-def oauth_dovecot(provider: OAuth2Provider) -> Iterator[DovecotServer]:
-    with DovecotServer(oauth2_introspection=provider.introspection_url) as server:
-        yield server
 
 
 def test_oauth2_account_from_thunderbird_joins_and_keeps_its_token_fresh(
@@ -47,41 +35,12 @@ def test_oauth2_account_from_thunderbird_joins_and_keeps_its_token_fresh(
     host_thunderbird: Thunderbird,
 ) -> None:
     tb, dovecot = host_thunderbird, oauth_dovecot
-    user, _password = dovecot.new_account()
-    address = f"{user}@example.org"
     provider.lifetime = LIFETIME
-    refresh = provider.add_user(user)
-    tb.add_oauth2_provider(
-        issuer=ISSUER, hostnames=[dovecot.host], token_url=provider.token_url, scope=SCOPE
-    )
-    tb.save_refresh_token(issuer=ISSUER, user=user, scope=SCOPE, token=refresh)
-    tb.add_imap_account(
-        user=user, password=None, address=address, host=dovecot.host, port=dovecot.port,
-        check_mail=False, oauth2=True,
-    )
+    address = seed_oauth2_account(tb, provider, dovecot).address
     tb.install_addon()
 
-    use = '#tb-accounts li[data-state="new"] button.use'
-    page(
-        tb,
-        f"""
-        if (doc.getElementById("status").dataset.state !== "connected") return null;
-        const button = doc.querySelector('{use}');
-        if (!button || button.disabled) return null;
-        button.click(); return true;""",
-        60,
-    )
-    done = page(
-        tb,
-        """
-        const r = doc.getElementById("tb-result");
-        if (r.className === "error") return ["error", r.textContent];
-        if (r.className !== "ok" || doc.getElementById("join-section").hidden) return null;
-        return ["ok", r.textContent, Boolean(doc.querySelector("#tb-accounts .step"))];""",
-        60,
-    )
-    assert done[0] == "ok", f"one-click OAuth2 set-up: {done[1]}"
-    assert done[2] is False, "an OAuth2 account asks nothing (no consent, no password)"
+    _text, asked = use_thunderbird_account(tb)
+    assert asked is False, "an OAuth2 account asks nothing (no consent, no password)"
     [entry] = tb.call_host("account.list", {})["accounts"]
     assert entry["account"] == address
     assert entry["auth"] == "oauth2-thunderbird"
@@ -104,6 +63,11 @@ def test_oauth2_account_from_thunderbird_joins_and_keeps_its_token_fresh(
     assert state.get("waiting") is None, state
     assert state["online"] is True, state
 
+    # Every token of the run (several: the refresh went through Thunderbird) in no log (host
+    # stderr and the add-on's console are in Thunderbird's console), no file (HOME, profile),
+    # not the keyring.
     gecko_log = (tmp_path / "gecko.log").read_text(errors="replace")
-    scanned = assert_no_token_anywhere(provider, [tmp_path], [gecko_log])
+    console = "\n".join(console_messages(tb))
+    assert "stderr output from native app" in console, "the host's stderr is not read"
+    scanned = assert_no_token_anywhere(provider, [tmp_path, profile_dir(tb)], [gecko_log, console])
     assert scanned["files"] > 0
