@@ -373,9 +373,11 @@ def test_hostile_server_during_pairing_key_sync_and_removal(
             for user in users:
                 user.keep_secrets()
             removed_under_attack = forgotten = False
+            key_before_removal: str | None = None
             if ids["tablet"] in approved and ids["phone"] in approved:
                 forget_what_only_the_removed_device_knew(tablet, [laptop, phone], ingested, story)
                 forgotten = True
+                key_before_removal = laptop.host.call("account.key", laptop.params)["fingerprint"]
                 try:
                     laptop.host.call("device.remove", {**laptop.params, "device_id": ids["tablet"]})
                     removed_under_attack = True
@@ -401,7 +403,9 @@ def test_hostile_server_during_pairing_key_sync_and_removal(
             # tablet paired just now may not have sent its earlier ingest yet; seed 5).
             forget_what_only_the_removed_device_knew(tablet, [laptop, phone], ingested, story)
         if not removed_under_attack:
-            remove_after_the_attack(laptop, ids["tablet"], story)
+            if key_before_removal is None:
+                key_before_removal = laptop.host.call("account.key", laptop.params)["fingerprint"]
+            remove_after_the_attack(laptop, ids["tablet"], key_before_removal, story)
         tablet.removed = True
         remaining = [laptop, phone]
 
@@ -506,12 +510,16 @@ def test_hostile_server_during_pairing_key_sync_and_removal(
         adversary.close()
 
 
-def remove_after_the_attack(laptop: User, tablet_id: str, story: list[str]) -> None:
+def remove_after_the_attack(
+    laptop: User, tablet_id: str, key_before: str, story: list[str]
+) -> None:
     """The laptop removes the tablet. "Not paired" has two meanings: a removal that failed under
     attack after its `remove` entry was published has taken effect (a later sync finishes it;
-    protocol.md, Removal; the tablet is then no longer listed), or the laptop has not read the
-    tablet's admission yet (the tablet publishes it, and the attack may have hidden it: the
-    tablet is listed, not paired; seed 14 of a 20-seed run): then sync and try again."""
+    protocol.md, Removal; the tablet is then no longer listed, and the account key is no longer
+    `key_before`: the removal names the new key in the same entry), or the laptop has not read
+    the tablet's admission yet (the tablet publishes it, and the attack may have hidden it: seed
+    14 of a 20-seed run; or a UIDVALIDITY change made the laptop read the folder afresh, so the
+    tablet was not even listed yet: seed 3): then sync and try again."""
     deadline = time.monotonic() + PAIR_SECONDS
     while True:
         try:
@@ -524,7 +532,8 @@ def remove_after_the_attack(laptop: User, tablet_id: str, story: list[str]) -> N
         listed = {
             d["device_id"] for d in laptop.host.call("devices.list", laptop.params)["devices"]
         }
-        if tablet_id not in listed:
+        rolled = laptop.host.call("account.key", laptop.params)["fingerprint"] != key_before
+        if tablet_id not in listed and rolled:
             story.append("the removal that failed under attack had taken effect")
             return
         assert time.monotonic() < deadline, "the laptop never read the tablet's admission"
