@@ -46,6 +46,7 @@ export class ThunderbirdTokens {
     if (name !== "account.token_needed" || typeof data?.account !== "string") return;
     if (this.held.has(data.account)) {
       this.held.set(data.account, data.reason); // answered by nobody: the user decides when
+      console.info("autocrypt-sma: not asking Thunderbird to sign in again for", data.account, "until the user chooses Sign in again");
       return;
     }
     this.supply(data.account, data.reason).catch(() => {});
