@@ -45,7 +45,11 @@ export class Background {
       now,
     });
     this.openpgp = new OpenPgpSync({ api, call: (method, params) => this.call(method, params), now });
-    this.tokens = new ThunderbirdTokens({ api, call: (method, params, opts) => this.call(method, params, opts) });
+    this.tokens = new ThunderbirdTokens({
+      api,
+      call: (method, params, opts) => this.call(method, params, opts),
+      changed: (account) => this.broadcast({ type: "signin.changed", account }),
+    });
   }
 
   async start() {
@@ -62,6 +66,11 @@ export class Background {
     this.client.onEvent("*", (data, name) => this.onHostEvent(name, data));
     api.notifications?.onClicked?.addListener((id) => this.onNotificationClicked(id));
     api.messages?.onNewMailReceived?.addListener((folder, list) => this.mail.onNewMail(folder, list));
+    // Thunderbird's account or identity settings changed: a held sign-in may work now. (No
+    // WebExtension event reports Server Settings; "Sign in again" covers those.)
+    for (const source of [api.accounts, api.identities]) {
+      for (const event of ["onCreated", "onUpdated", "onDeleted"]) source?.[event]?.addListener(() => this.tokens.resumeAll());
+    }
     api.storage.onChanged?.addListener((changes, area) => {
       if (area === "local" && OPENPGP_SETTING in changes) this.openpgpSettingChanged().catch(() => {});
     });
@@ -263,6 +272,7 @@ export class Background {
       openpgp: this.openpgp.status.get(account) ?? null,
       alerts: this.alerts.get(account) ?? [],
       token_error: this.tokens.lastError.get(account) ?? null,
+      sign_in_held: this.tokens.held.has(account),
       error: null,
     };
     if (!view.joined) return view;
@@ -290,6 +300,7 @@ export class Background {
       const result =
         method === "sync" ? await this.syncNow(params?.account) : await this.call(method, params ?? {});
       if (method === "sma.join" && params?.account) this.openpgp.schedule(params.account, { key: true });
+      if (method === "account.configure" && params?.account) this.tokens.resume(params.account);
       return { ok: true, result };
     } catch (err) {
       return { ok: false, error: errorData(err) };
@@ -313,6 +324,8 @@ export class Background {
         return this.mail.cancelScan();
       case "scan.status":
         return this.mail.scan;
+      case "sign_in_again":
+        return { ok: true, result: { asked: this.tokens.signInAgain(message.account) } };
       case "openpgp.status":
         return this.openpgp.status.get(message.account) ?? null;
       default:

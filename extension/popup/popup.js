@@ -51,6 +51,9 @@ function renderAccount(a, index) {
     renderPairing(document, a, { account: a.account, t, idPrefix: `account-${index}`, error: codeErrors[a.account] }),
   );
   node.querySelector(".join-hint").hidden = !a.needsJoin;
+  const signIn = node.querySelector('[data-action="sign-in-again"]');
+  signIn.hidden = !a.canSignInAgain;
+  signIn.dataset.account = a.account;
   const sync = node.querySelector('[data-action="sync"]');
   sync.hidden = !a.canSync;
   sync.dataset.account = a.account;
@@ -115,14 +118,21 @@ function callFor(el) {
   return pairingCall(el.dataset.action, el.dataset);
 }
 
-/** Send one host call for `button`, which stays disabled meanwhile; `errors` gets the failure. */
-async function send(button, [method, params], errors) {
+/** The background's own requests (not host calls) behind a button, by its data-action. */
+const BACKGROUND_ACTIONS = { "sign-in-again": "sign_in_again" };
+
+/**
+ * Send one request for `button` (a host call, or with `type` one the background answers itself),
+ * which stays disabled meanwhile; `errors` gets the failure.
+ */
+async function send(button, [method, params], errors, type = "call") {
   const key = focusKey(button);
   busyKeys.add(key);
   button.disabled = true;
   let failure = null;
   try {
-    const reply = await api.runtime.sendMessage({ type: "call", method, params });
+    const message = type === "call" ? { type, method, params } : { type, ...params };
+    const reply = await api.runtime.sendMessage(message);
     if (!reply?.ok) failure = failureText(method, reply?.error, t);
   } catch (err) {
     failure = failureText(method, { message: String(err?.message ?? err) }, t);
@@ -138,6 +148,11 @@ async function send(button, [method, params], errors) {
 async function onAction(el) {
   if (el.dataset.action === "options") {
     await api.runtime.openOptionsPage();
+    return;
+  }
+  const type = BACKGROUND_ACTIONS[el.dataset.action];
+  if (type) {
+    await send(el, [type, { account: el.dataset.account }], actionErrors, type);
     return;
   }
   const call = callFor(el);
@@ -177,7 +192,7 @@ $("check-again").addEventListener("click", async () => {
 });
 api.runtime.onMessage.addListener((message, sender) => {
   if (sender?.id !== api.runtime.id) return undefined;
-  if (["status", "event", "scan.progress"].includes(message?.type)) scheduleRefresh();
+  if (["status", "event", "scan.progress", "signin.changed"].includes(message?.type)) scheduleRefresh();
   return undefined;
 });
 refresh();

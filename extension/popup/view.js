@@ -25,7 +25,9 @@ export function relativeTime(ms, nowMs, t) {
 function accountView(a, nowMs, t) {
   const pairing = accountPairing(a, nowMs, t);
   // Waiting for a token from Thunderbird (OAuth2) is not "cannot reach the server": say what it is.
-  const waitingForToken = a.sync?.online === false && a.sync?.waiting === "token";
+  // Held: Thunderbird's sign-in gave no token and is not retried until the user presses the button.
+  const signInHeld = Boolean(a.sign_in_held);
+  const waitingForToken = (a.sync?.online === false && a.sync?.waiting === "token") || signInHeld;
   const syncError = a.sync?.online === false && !waitingForToken ? a.sync.error?.message || t("syncOfflineNoDetail") : null;
   const rows = [
     { label: t("joinedLabel"), value: a.joined ? t("yes") : t("no") },
@@ -35,7 +37,7 @@ function accountView(a, nowMs, t) {
   ];
   const errors = [];
   if (syncError) errors.push(t("syncOffline", [syncError]));
-  if (waitingForToken && a.sync.error?.message) errors.push(a.sync.error.message);
+  if (waitingForToken && a.sync?.error?.message) errors.push(a.sync.error.message);
   if (waitingForToken && a.token_error) errors.push(t("tokenUnavailable", [a.token_error]));
   if (a.error) errors.push(a.error.message || a.error.code);
   for (const alert of a.alerts ?? []) errors.push(t("securityAlert", [alert.message]));
@@ -44,6 +46,7 @@ function accountView(a, nowMs, t) {
     rows,
     errors,
     waiting: waitingForToken ? t("waitingForSignIn") : null,
+    canSignInAgain: signInHeld,
     ...pairing,
     needsJoin: !a.joined,
     canSync: a.joined,

@@ -174,7 +174,11 @@ export function fakeMessenger({ connect = fakeConnector().connect, messages: loc
     accounts: {
       list: async () => accounts,
       get: async (id) => accounts.find((a) => a.id === id) ?? null,
+      onCreated: listeners(),
+      onUpdated: listeners(),
+      onDeleted: listeners(),
     },
+    identities: { onCreated: listeners(), onUpdated: listeners(), onDeleted: listeners() },
     messages: fakeMessages(mail),
   };
   return api;

@@ -83,6 +83,17 @@ export const STATES = {
   "paired-unsolicited": { ...host, accounts: [account({ unsolicited_requests: 3 })] },
   // OAuth2 from Thunderbird: the host waits for a token (not an outage), then the server refused it twice.
   "waiting-token": { ...host, accounts: [account({ sync: { online: false, error: null, last_sync: NOW - 60 * 60000, waiting: "token" } })] },
+  // Thunderbird's sign-in window was closed: not asked again until the user presses "Sign in again".
+  "sign-in-cancelled": {
+    ...host,
+    accounts: [
+      account({
+        sync: { online: false, error: null, last_sync: NOW - 60 * 60000, waiting: "token" },
+        token_error: "Thunderbird could not sign in to imap.gmail.example with OAuth2 (cancelled or refused)",
+        sign_in_held: true,
+      }),
+    ],
+  },
   "token-refused": {
     ...host,
     accounts: [

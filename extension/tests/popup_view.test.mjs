@@ -167,5 +167,18 @@ test("OAuth2 waiting for Thunderbird's token: said as such, not as an unreachabl
   const noToken = popupView({ ...STATES["waiting-token"], accounts: [{ ...STATES["waiting-token"].accounts[0], token_error: "sign-in cancelled" }] }, NOW, t).accounts[0];
   assert.deepEqual(noToken.errors, ["Thunderbird gave no sign-in token: sign-in cancelled"]);
   assert.equal(view("paired").accounts[0].waiting, null);
+  assert.equal(noToken.canSignInAgain, false, "a failure that is retried by itself offers no button");
+});
+
+test("a cancelled sign-in, held: waiting with the reason and Sign in again; the button only then", () => {
+  const [held] = view("sign-in-cancelled").accounts;
+  assert.equal(held.waiting, "Waiting for Thunderbird to sign in");
+  assert.deepEqual(held.errors, ["Thunderbird gave no sign-in token: Thunderbird could not sign in to imap.gmail.example with OAuth2 (cancelled or refused)"]);
+  assert.equal(held.canSignInAgain, true);
+  // Held before the host's sync.state reached the background: still said as waiting, not as fine.
+  const early = popupView({ ...STATES.paired, accounts: [{ ...STATES.paired.accounts[0], token_error: "closed", sign_in_held: true }] }, NOW, t).accounts[0];
+  assert.equal(early.waiting, "Waiting for Thunderbird to sign in");
+  assert.deepEqual([early.canSignInAgain, early.errors], [true, ["Thunderbird gave no sign-in token: closed"]]);
+  for (const name of ["waiting-token", "token-refused", "paired"]) assert.equal(view(name).accounts[0].canSignInAgain, false, name);
   assert.match(view("paired-errors").accounts[0].errors[0], /^Cannot reach the mail server/);
 });

@@ -40,6 +40,7 @@ const CLICKS = {
     replies: { "pairing.join": { error: { code: "invalid_params", message: "params.code: no device of this account has the number 999" } } },
   },
   "click-setup": { overview: STATES["no-account"], steps: [{ click: "#setup button" }] },
+  "click-sign-in-again": { overview: STATES["sign-in-cancelled"], steps: [{ click: '[data-action="sign-in-again"]' }] },
   "options-save": {
     ...OPTIONS_STATES["options-new"],
     steps: [
@@ -110,7 +111,7 @@ const CLICKS = {
   },
 };
 const OUT = join(ROOT, "artifacts/screenshots");
-const DARK = new Set(["host-missing", "inviter-code", "joiner-typing", "joiner-wrong-code", "paired-errors", "waiting-token"]);
+const DARK = new Set(["host-missing", "inviter-code", "joiner-typing", "joiner-wrong-code", "paired-errors", "waiting-token", "sign-in-cancelled"]);
 const OPTIONS_DARK = new Set(["options-join-new-identity", "options-join-no-other-device", "options-tb-accounts", "options-tb-consent"]);
 // A missing browser is a failure, never a skip: the suite's bootstrap installs Chromium.
 const skip = false;
@@ -250,6 +251,17 @@ test("in the browser: Add a device sends pairing.invite and the code appears; Ca
   assert.deepEqual(cancel.sent, [{ type: "call", method: "pairing.cancel", params: { account: ACCOUNT, pairing_id: PAIRING_ID } }]);
   assert.match(visibleText(fails.dom), /That did not work: only a paired device can add a device/);
   assert.deepEqual((await sentBy("click-setup")).sent, [{ type: "openOptionsPage" }]);
+});
+
+test("in the browser: a cancelled sign-in shows why, still waiting, and Sign in again asks the background", { skip, timeout: 60000 }, async () => {
+  const [held, waiting] = await Promise.all([
+    chromium(BINARY, popupUrl("sign-in-cancelled")).then(visibleText),
+    chromium(BINARY, popupUrl("waiting-token")).then(visibleText),
+  ]);
+  assert.match(held, /Waiting for Thunderbird to sign in Thunderbird gave no sign-in token: Thunderbird could not sign in to imap\.gmail\.example with OAuth2 \(cancelled or refused\) .*Sign in again/);
+  assert.doesNotMatch(waiting, /Sign in again/, "only once a sign-in gave nothing");
+  const { sent } = await sentBy("click-sign-in-again");
+  assert.deepEqual(sent, [{ type: "sign_in_again", account: ACCOUNT }]);
 });
 
 test("in the browser: the typed code goes to pairing.join in the host's form; a malformed one never leaves", { skip, timeout: 120000 }, async () => {

@@ -1,14 +1,16 @@
 """OAuth2 sign-in in a real headless Thunderbird (issue 18), the parts the one-click test leaves
 out: the rig itself (Thunderbird, not the add-on, logs in to the OAuth2 Dovecot with a token it
 got by refreshing the seeded refresh token), and a refresh token revoked at the provider: the
-account waits for Thunderbird's sign-in, says so in the popup, and no access token is in any log,
-file or the keyring.
+account waits for Thunderbird's sign-in, says so in the popup, a closed sign-in window does not
+come back by itself (only from "Sign in again"), and no access token is in any log, file or the
+keyring.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,10 @@ from tests.servers.oauth2_provider import OAuth2Provider
 
 # The host that Thunderbird starts logs at DEBUG: the token scan reads all it could ever write.
 pytestmark = pytest.mark.usefixtures("host_logs_everything")
+
+# Longer than the host's interval between two token_needed events (30 s): it asked again in it.
+NO_WINDOW_FOR_S = 40
+HELD = "not asking Thunderbird to sign in again for"
 
 
 def test_thunderbird_logs_in_to_imap_with_a_token_it_got_by_refreshing(
@@ -117,7 +123,29 @@ def test_a_revoked_refresh_token_leaves_the_account_waiting_with_a_clear_message
     assert close_sign_in_windows(tb) == 1
     text = popup_text(tb, "Waiting for Thunderbird to sign in", "Thunderbird gave no sign-in token")
     assert f"could not sign in to {oauth_dovecot.host} with OAuth2" in text, text
+    assert "Sign in again" in text, text
     assert account_sync(tb, account.address).get("waiting") == "token"
+
+    # The host keeps asking (every 30 s); the add-on does not ask Thunderbird, so no new window.
+    deadline = time.monotonic() + NO_WINDOW_FOR_S
+    while time.monotonic() < deadline:
+        assert sign_in_windows(tb) == [], "a sign-in window came back without the user"
+        time.sleep(1)
+    assert any(HELD in m for m in console_messages(tb)), "the host asked no second time"
+    assert provider.requests["/token"] == grants + 1
+
+    # "Sign in again" in the popup: Thunderbird's window once more, for the same user.
+    tb.read_page(
+        tb.addon_page("popup/popup.html"),
+        """const b = doc.querySelector('[data-action="sign-in-again"]:not([hidden])');
+        if (!b) return null;
+        b.click();
+        return true;""",
+    )
+    [again] = wait_for("a second sign-in window", lambda: sign_in_windows(tb), 30)
+    assert f"login_hint={account.user}" in again, again
+    assert close_sign_in_windows(tb) == 1
+    assert "Sign in again" in popup_text(tb, "Thunderbird gave no sign-in token", "Sign in again")
 
     # No token anywhere: host stderr, Thunderbird's console and output, the SMA home (HOME), the
     # profile (its encrypted login store holds the refresh token unreadably), the keyring.
