@@ -232,6 +232,28 @@ def pair(new: User, old: User, users: list[User], log: list[str] | None = None) 
     return False
 
 
+def key_sync_links(host: CheckedHost) -> list[tuple[Any, ...]]:
+    """Each key-sync link of the host's peer databases (read-only; SQLite in WAL mode lets a
+    reader in while the host runs): how far each member acked, what was sent, when it is
+    retried. A lost key update shows here as acked < sent with a retry far off, or as acked
+    = sent although the member lacks the row. Said on failure only."""
+    import sqlite3
+
+    found: list[tuple[Any, ...]] = []
+    for db in sorted(host.stderr_path.parent.rglob("*.sqlite3")):
+        with contextlib.suppress(sqlite3.Error):
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+            try:
+                head = con.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
+                rows = con.execute(
+                    "SELECT device, acked, sent, covered, ack_sent, retry_at FROM links"
+                ).fetchall()
+                found.append((db.name, "head", head, *rows))
+            finally:
+                con.close()
+    return found
+
+
 def diagnosis(users: list[User], story: list[str]) -> str:
     tails = []
     for u in users:
@@ -244,6 +266,7 @@ def diagnosis(users: list[User], story: list[str]) -> str:
         tails.append(
             f"--- {u.instance}: sync {synced}; pairings {states}; sync.state {online[-4:]}"
         )
+        tails.append(f"key-sync links at {time.time():.1f}: {key_sync_links(u.host)}")
         tails.append(u.host.stderr_text()[-int(os.environ.get("SMA_ADVERSARY_TAIL", "1500")) :])
     return "\n".join([*story, *tails])
 
