@@ -408,7 +408,14 @@ class KeySync:
                         retry_wait=wait,
                     )
                 )
-                replaced = link.pending
+                # Within one UIDVALIDITY a batch's UIDs lie above every earlier one's. One that
+                # does not was numbered before the member's inbox was deleted and recreated (UIDs
+                # start again at 1) and may name the very message just appended: deleting it lost
+                # the first resend after such an attack, and the next came twice as late. (A
+                # lower old UID may still name another device's message in the new folder; that
+                # sender's own retry covers it. Remembering UIDVALIDITY would close it.)
+                lowest = min(new_uids, default=None)
+                replaced = tuple(u for u in link.pending if lowest is None or u < lowest)
         self._pending.clean[out.device] = max(self._pending.clean.get(out.device, 0), out.hi)
         return replaced
 

@@ -23,7 +23,9 @@ from tests.servers.oauth2_provider import OAuth2Provider
 
 ISSUER = "sma-e2e-issuer"
 SCOPE = "mail"
-SIGN_IN_WINDOW = "chrome://messenger/content/browserRequest.xhtml"  # OAuth2.sys.mjs requestWindowURI
+SIGN_IN_WINDOW = (
+    "chrome://messenger/content/browserRequest.xhtml"  # OAuth2.sys.mjs requestWindowURI
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,13 @@ def seed_oauth2_account(
     tb.save_refresh_token(issuer=ISSUER, user=user, scope=SCOPE, token=refresh)
     address = f"{user}@example.org"
     tb.add_imap_account(
-        user=user, password=None, address=address, host=dovecot.host, port=dovecot.port,
-        check_mail=False, oauth2=True,
+        user=user,
+        password=None,
+        address=address,
+        host=dovecot.host,
+        port=dovecot.port,
+        check_mail=False,
+        oauth2=True,
     )
     return OAuth2Account(user=user, address=address, refresh_token=refresh)
 
@@ -135,9 +142,7 @@ def close_sign_in_windows(tb: Thunderbird) -> int:
 
 def profile_dir(tb: Thunderbird) -> Path:
     """The profile this Thunderbird runs on (Marionette makes it in the system's temp dir)."""
-    path: str = tb.client.execute_script(
-        'return Services.dirsvc.get("ProfD", Ci.nsIFile).path;'
-    )
+    path: str = tb.client.execute_script('return Services.dirsvc.get("ProfD", Ci.nsIFile).path;')
     return Path(path)
 
 

@@ -42,7 +42,11 @@ def test_saved_password_account_set_up_with_one_click_and_consent(
     user, password = dovecot.new_account()
     address = f"{user}@example.org"
     tb.add_imap_account(
-        user=user, password=None, address=address, host=dovecot.host, port=dovecot.port,
+        user=user,
+        password=None,
+        address=address,
+        host=dovecot.host,
+        port=dovecot.port,
         check_mail=False,
     )
     found = tb.save_login(host=dovecot.host, user=user, password=password)
@@ -61,7 +65,7 @@ def test_saved_password_account_set_up_with_one_click_and_consent(
     assert address in listed, listed
     assert "Not set up" in listed, listed
 
-    page(tb, f'doc.querySelector(\'{row}\').click(); return true;')
+    page(tb, f"doc.querySelector('{row}').click(); return true;")
     consent = page(
         tb,
         """
@@ -108,7 +112,10 @@ def test_saved_password_account_set_up_with_one_click_and_consent(
     assert [a["account"] for a in listed_host] == [address]
     imap = listed_host[0]["imap"]
     assert (imap["host"], imap["port"], imap["security"], imap["username"]) == (
-        dovecot.host, dovecot.port, "none", user,
+        dovecot.host,
+        dovecot.port,
+        "none",
+        user,
     )
     typed = page(
         tb,

@@ -25,7 +25,9 @@ from tests.servers.oauth2_provider import OAuth2Provider
 
 # The host logs at DEBUG: the token scan reads all it could ever write.
 pytestmark = pytest.mark.usefixtures("host_logs_everything")
-LIFETIME = 50  # s: the host asks again 25 s in; Thunderbird treats it as expired 30 s before the end
+LIFETIME = (
+    50  # s: the host asks again 25 s in; Thunderbird treats it as expired 30 s before the end
+)
 
 
 def test_oauth2_account_from_thunderbird_joins_and_keeps_its_token_fresh(

@@ -325,6 +325,27 @@ def test_nothing_is_sent_when_nothing_changed() -> None:
 # --- batches, acks, retries -----------------------------------------------------------------
 
 
+def test_a_replaced_batch_numbered_before_the_folder_was_recreated_is_not_deleted() -> None:
+    """The member's inbox was deleted and created again (the server, or the member after the
+    server deleted it), so UIDs start again at 1 and the next batch may get the UID the replaced
+    one had. Deleting the replaced UIDs
+    then deleted the batch just appended (the resend after the attack was lost). UIDs at or
+    above the new batch's lowest cannot be an earlier batch of this numbering: kept."""
+    clock = Clock()
+    sync, _repo = device(A, clock)
+    sync.ingest([peer("alice", T0)])
+    clock.now += SEND_QUIET
+    (out,) = sync.plan(PAIR)
+    assert sync.sent(out, [11, 12]) == ()
+    clock.now += RETRY_MIN
+    (again,) = sync.plan(PAIR)
+    assert not again.incremental
+    assert sync.sent(again, [11]) == ()  # renumbered: 11 is the batch just appended
+    clock.now += RETRY_MIN * 2
+    (third,) = sync.plan(PAIR)
+    assert sync.sent(third, [14]) == (11,)  # the same numbering: the earlier batch goes
+
+
 def test_sent_returns_the_batch_it_replaces() -> None:
     clock = Clock()
     sync, repo = device(A, clock)
