@@ -173,6 +173,7 @@ class AccountRuntime:
         self.removed = False  # this device was removed: the instance makes a fresh runtime
         self._doubted: str | None = None  # the remover whose removal of us we wait to act on
         self._log_recheck_at = 0.0  # (clock) when an unplaced log entry is looked for again
+        self._unplaced_at_last_check: frozenset[str] = frozenset()  # (entry hashes)
         self._rejections_reported = 0  # directory.rejected_total already logged
 
     @property
@@ -461,17 +462,21 @@ class AccountRuntime:
         test_an_owed_roll_the_first_member_never_makes_is_made_by_another_after_the_grace).
         While an entry we keep has no place in the folder, the folder is read and the entry
         written back every LOG_RECHECK seconds; in the normal case every entry has a place and
-        this costs nothing."""
+        this costs nothing. Only an entry already unplaced at the previous check counts: one
+        appended a moment ago is simply not read yet, and whether the first check fell just
+        before or after it must not decide when it is written again (it made a test flaky)."""
         uids = self.record.directory.log_uids
         now = self._clock()
         if uids is None or now < self._log_recheck_at:
             return False
         queued = {devicelog.entry_hash(e) for e in self.record.unpublished}
-        unplaced = self.trust.device_log().kept_hashes() - uids.keys() - queued
+        unplaced = frozenset(self.trust.device_log().kept_hashes() - uids.keys() - queued)
+        overdue = unplaced & self._unplaced_at_last_check
+        self._unplaced_at_last_check = unplaced
         if not unplaced:
             return False
         self._log_recheck_at = now + LOG_RECHECK
-        return True
+        return bool(overdue)
 
     def _write_back_deleted_entries(self, store: FolderStore) -> None:
         """Append again every entry of our verified log that the announcement folder no longer
