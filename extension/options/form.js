@@ -70,12 +70,16 @@ export function defaultDeviceName(os, t) {
 export function deviceRow(device, t, formatDate = (s) => new Date(s * 1000).toLocaleString()) {
   const status = [device.paired ? t("paired") : t("deviceNotPaired")];
   if (device.stale) status.push(t("deviceStale"));
+  // A member whose announcement is missing (the server deleted or withholds it): listed so that
+  // it can still be removed; its last_seen is only when it was added.
+  const unannounced = device.announced === false;
+  if (unannounced) status.push(t("deviceUnannounced"));
   return {
     id: device.device_id,
     name: device.self ? t("thisDeviceName", [device.name]) : device.name,
     rawName: device.name,
     status: status.join(", "),
-    lastSeen: formatDate(device.last_seen),
+    lastSeen: unannounced ? "" : formatDate(device.last_seen),
     self: device.self,
   };
 }

@@ -67,6 +67,9 @@ test("defaultDeviceName and deviceRow", () => {
   assert.deepEqual(row, { id: "a".repeat(16), name: "Laptop (this device)", rawName: "Laptop", status: "Paired", lastSeen: "then", self: true });
   const other = deviceRow({ device_id: "b".repeat(16), name: "Old", last_seen: 0, paired: false, self: false, stale: true }, t, () => "");
   assert.equal(other.status, "not paired, not seen for 90 days");
+  const hidden = deviceRow({ device_id: "c".repeat(16), name: "Phone", last_seen: 5, paired: true, self: false, stale: false, announced: false }, t, () => "then");
+  assert.equal(hidden.status, "Paired, its announcement is missing from the server (it may be hidden): remove it if you do not know it");
+  assert.equal(hidden.lastSeen, "");
 });
 
 test("firstDeviceAnswer: the radio's value, or null while neither is chosen", () => {

@@ -110,6 +110,23 @@ def device_view(
         "paired": member_name is not None,
         "self": announcement.device_id == me,
         "stale": announcement.last_seen < stale_before,
+        "announced": True,
+    }
+
+
+def unannounced_view(member: devicelog.Member, me: str | None, added_at: int) -> dict[str, Any]:
+    """A member whose announcement the directory lacks (the server deleted or withholds it):
+    still listed, or the user could neither see nor remove it. Its last sign of life is
+    unknown, so it is never stale (withholding alone must not make a device an expiry
+    candidate); `last_seen` is when the log added it."""
+    return {
+        "device_id": member.device_id,
+        "name": member.name,
+        "last_seen": added_at,
+        "paired": True,
+        "self": member.device_id == me,
+        "stale": False,
+        "announced": False,
     }
 
 
@@ -308,7 +325,7 @@ class AccountRuntime:
                 key=lambda a: (a.joined, a.device_id),
             )
             stale_before = self._clock() - stale_after_days * 86400
-            return [
+            views = [
                 device_view(
                     a,
                     me,
@@ -317,6 +334,13 @@ class AccountRuntime:
                 )
                 for a in ordered
             ]
+            announced = self.record.directory.devices
+            missing = [m for m in members.values() if m.device_id not in announced]
+            if missing:
+                added_at = {e["seq"]: int(e["at"]) for e in chain.entries()}
+                for member in sorted(missing, key=lambda m: (m.seq, m.device_id)):
+                    views.append(unannounced_view(member, me, added_at.get(member.seq, 0)))
+            return views
 
     def sync(self) -> SyncReport:
         with self._lock:

@@ -16,6 +16,7 @@ from native_host.core.envelope import MessageType
 from native_host.core.join import refresh
 from native_host.service.accounts import account_key_name
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
+from tests.service.test_lifecycle_flow import device_id
 from tests.service.test_pairing_flow import alerts, invite, join, pair, state, wait_for
 
 MALLORY = "00000000deadbeef"
@@ -407,3 +408,39 @@ def test_junk_read_by_a_later_read_in_the_same_cycle_is_reported(
     assert slipped[0] is not None
     assert f"rejected uid {slipped[0]}:" in caplog.text
     assert inbox in server.mailbox.folders  # (recreated)
+
+
+def test_a_member_whose_announcement_the_server_withholds_is_still_listed_and_removable(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    """Regression (tests/adversary, hostile seed 15 of a 20-seed run): after the server
+    recreated the announcement folder, the laptop's devices.list did not show the phone at all
+    until the phone announced itself again, since the list came from announcements only. A
+    server that withholds a device's announcement for good would hide a member from the user,
+    who could then neither see nor remove it. The verified log decides who is listed."""
+    configured(laptop, "Laptop")
+    configured(phone, "Phone")
+    honest_pairing_completes(laptop, phone)
+    phone_id = device_id(phone)
+
+    def drop_phones_announcements(folder: str, raw: bytes) -> bytes | None:
+        parsed = envelope.parse(raw)
+        hidden = parsed.type is MessageType.ANNOUNCE and parsed.sender == phone_id
+        return None if folder == layout.ANNOUNCE_FOLDER and hidden else raw
+
+    undo = intercept(server, drop_phones_announcements)
+    server.mailbox.delete_folder(layout.ANNOUNCE_FOLDER)
+    for _ in range(2):
+        for device in (laptop, phone):
+            runtime(device).sync()
+    assert phone_id not in runtime(laptop).record.directory.devices  # (the premise)
+    listed = {d["device_id"]: d for d in runtime(laptop).devices()}
+    assert listed[phone_id]["paired"]
+    assert listed[phone_id]["name"] == "Phone"
+    assert listed[phone_id]["announced"] is False
+    assert not listed[phone_id]["stale"]  # withholding alone makes no expiry candidate
+    assert listed[device_id(laptop)]["announced"] is True
+    assert runtime(laptop).expire(0) == []
+    undo()
+    runtime(laptop).remove_device(phone_id)
+    assert phone_id not in {d["device_id"] for d in runtime(laptop).devices()}
