@@ -1,7 +1,9 @@
 """The server deletes a device's inbox folder: what is sent to it meanwhile is not lost, and once
 the owner has recreated it (new UIDVALIDITY) it reads what arrives there. Found by
 tests/adversary: after the attack a new device's pair-request went to an inbox the adversary had
-just deleted, the sender dropped it, and that pairing hung until it expired."""
+just deleted, the sender dropped it, and that pairing hung until it expired. And a folder that
+vanishes between a key-sync resend and the delete of the batch it replaces (its owner was just
+removed) fails no sync: tests/stress/test_load met that race in CI."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from typing import Any
 import pytest
 
 from native_host.core import layout
+from native_host.core.keysync import RETRY_MIN, SEND_MAX_DELAY
 from native_host.service.runtime import AccountRuntime
 from native_host.service.trust import OUTBOX_RETRY
 from tests.service.imap_backed import dovecot, server_fixture
 from tests.service.test_instance import ACCOUNT, Device, Server, configured
+from tests.service.test_keysync_flow import T0, key_for, mail
 
 __all__ = ["dovecot"]
 
@@ -102,3 +106,57 @@ def test_a_message_to_a_missing_inbox_is_given_up_when_its_pairing_expires(
     phone_rt.sync()
     assert phone_rt.record.outbox == []
     assert phone_rt.trust.outbox_due() is None
+
+
+class DeletesAfterAppend:
+    """The laptop's connection; right after it appends to `inbox`, another device (the one that
+    removed its owner) deletes that folder: the race tests/stress/test_load met in CI."""
+
+    def __init__(self, store: Any, server: Server, inbox: str) -> None:
+        self._store, self._server, self._inbox = store, server, inbox
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def append(self, folder: str, message: bytes) -> int | None:
+        uid: int | None = self._store.append(folder, message)
+        if self.armed and folder == self._inbox:
+            self.armed = False
+            self._server.mailbox.delete_folder(folder)
+        return uid
+
+
+def test_a_key_sync_resend_to_an_inbox_deleted_meanwhile_does_not_fail_the_sync(
+    laptop: Device, phone: Device, server: Server
+) -> None:
+    laptop_rt = manual(laptop, "Laptop")
+    phone_rt = manual(phone, "Phone")
+    laptop_rt.sync()
+    phone_rt.sync()
+    invitation = laptop_rt.with_store(lambda s: laptop_rt.trust.invite(s))
+    joined = phone_rt.with_store(lambda s: phone_rt.trust.join(s, str(invitation.code)))
+    for _ in range(6):
+        phone_rt.sync()
+        laptop_rt.sync()
+    assert state(laptop_rt, invitation.pairing_id) == state(phone_rt, joined) == "completed"
+    phone_inbox = layout.inbox_folder(phone_rt.trust.me)
+
+    addr = "carol@example.net"
+    laptop_rt.peers.ingest(mail(addr, key_for(addr), T0))
+    clock(laptop).advance(SEND_MAX_DELAY + 1)
+    laptop_rt.sync()  # a batch to the phone, which does not read it yet
+    assert server.mailbox.status(phone_inbox).messages >= 1
+    link = laptop_rt.peers.sync.repo.link(phone_rt.trust.me)
+    assert link is not None
+    assert link.pending
+    assert link.acked < link.sent
+
+    wrapped = DeletesAfterAppend(laptop_rt._connected(), server, phone_inbox)
+    laptop_rt._store = wrapped  # type: ignore[assignment]
+    wrapped.armed = True
+    clock(laptop).advance(RETRY_MIN + 1)
+    laptop_rt.sync()  # the resend lands, then the folder (with the batch it replaces) is gone
+    assert not wrapped.armed, "the laptop resent nothing: the race was not run"
+    assert phone_inbox not in server.mailbox.list_folders(layout.ANNOUNCE_FOLDER)
+    laptop_rt.sync()  # and later cycles are quiet too
