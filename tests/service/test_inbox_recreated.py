@@ -35,6 +35,14 @@ def manual(device: Device, name: str) -> AccountRuntime:
     return device.restart().runtime(ACCOUNT)
 
 
+def both(laptop: Device, phone: Device) -> tuple[AccountRuntime, AccountRuntime]:
+    """A laptop and a phone on the account, each synced once, not paired."""
+    laptop_rt, phone_rt = manual(laptop, "Laptop"), manual(phone, "Phone")
+    laptop_rt.sync()
+    phone_rt.sync()
+    return laptop_rt, phone_rt
+
+
 def clock(device: Device) -> Any:
     return device.service._clock  # type: ignore[attr-defined]
 
@@ -47,10 +55,7 @@ def state(runtime: AccountRuntime, pairing_id: str) -> str | None:
 def test_a_pair_request_to_a_deleted_inbox_arrives_once_the_owner_recreated_it(
     laptop: Device, phone: Device, server: Server
 ) -> None:
-    laptop_rt = manual(laptop, "Laptop")
-    phone_rt = manual(phone, "Phone")
-    laptop_rt.sync()
-    phone_rt.sync()
+    laptop_rt, phone_rt = both(laptop, phone)
     laptop_id = laptop_rt.trust.me
     inbox = layout.inbox_folder(laptop_id)
     before = server.mailbox.status(inbox).uidvalidity
@@ -90,10 +95,7 @@ def test_a_pair_request_to_a_deleted_inbox_arrives_once_the_owner_recreated_it(
 def test_a_message_to_a_missing_inbox_is_given_up_when_its_pairing_expires(
     laptop: Device, phone: Device, server: Server
 ) -> None:
-    laptop_rt = manual(laptop, "Laptop")
-    phone_rt = manual(phone, "Phone")
-    laptop_rt.sync()
-    phone_rt.sync()
+    laptop_rt, phone_rt = both(laptop, phone)
     laptop_id = laptop_rt.trust.me
     invitation = laptop_rt.with_store(lambda s: laptop_rt.trust.invite(s))
     server.mailbox.delete_folder(layout.inbox_folder(laptop_id))  # and the laptop never returns
@@ -130,10 +132,7 @@ class DeletesAfterAppend:
 def test_a_key_sync_resend_to_an_inbox_deleted_meanwhile_does_not_fail_the_sync(
     laptop: Device, phone: Device, server: Server
 ) -> None:
-    laptop_rt = manual(laptop, "Laptop")
-    phone_rt = manual(phone, "Phone")
-    laptop_rt.sync()
-    phone_rt.sync()
+    laptop_rt, phone_rt = both(laptop, phone)
     invitation = laptop_rt.with_store(lambda s: laptop_rt.trust.invite(s))
     joined = phone_rt.with_store(lambda s: phone_rt.trust.join(s, str(invitation.code)))
     for _ in range(6):
