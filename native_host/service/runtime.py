@@ -433,11 +433,19 @@ class AccountRuntime:
         if status is None:
             status = store.status(inbox_name)
         if status != record.inbox.status:
-            inbox_read = self._read_inbox(store, inbox_name)
-            # The status from before the read: one taken after it could include a message that
-            # arrived meanwhile, unread, and an idle cycle would then never look again. (Our own
-            # deletions change the status, so the next cycle fetches once more and finds nothing.)
-            record.inbox.status = status
+            try:
+                inbox_read = self._read_inbox(store, inbox_name)
+            except FolderMissing:
+                # Deleted since its status above: by the device removing us, or by the server.
+                # The next cycle's status check tells which (above); not an outage to report.
+                log.info("%s: the inbox went away while it was read", self.account)
+                self._dirty.set()
+            else:
+                # The status from before the read: one taken after it could include a message
+                # that arrived meanwhile, unread, and an idle cycle would then never look again.
+                # (Our own deletions change the status, so the next cycle fetches once more and
+                # finds nothing.)
+                record.inbox.status = status
             moved = True
         self.peers.flush(store, chain, self.trust.device_keys())
         if record.expiry_watch.synced(self._clock()):
