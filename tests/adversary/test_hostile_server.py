@@ -618,7 +618,8 @@ def check_reports(
             message = doc_of(p.raw)
             if message is not None and message.type is MessageType.LOG:
                 forged_entries[devicelog.entry_hash(message.data)] = (
-                    f"{message.data.get('op')} seq {message.data.get('seq')}"
+                    f"{message.data.get('op')} seq {message.data.get('seq')} (round {p.round}, "
+                    f"uid {uid}, prev {str(message.data.get('prev'))[:16]})"
                 )
             else:
                 assert re.search(rf"rejected .*uid {uid}\b", stderr), (
@@ -639,6 +640,9 @@ def check_reports(
         assert not unnamed, (
             f"{user.instance}: forged log entries not named on stderr: {unnamed}\n"
             + "\n".join(story)
+            # (seen once, under load: no device named it; what each one said helps the next look)
+            + "\n"
+            + "\n".join(f"{u.instance}: {u.host.stderr_text()[-4000:]}" for u in remaining)
         )
         if forged_entries:
             assert log_alerts >= 1, f"{user.instance}: forged log entries and no alert"
