@@ -176,16 +176,27 @@ def parse_entry(value: Any) -> Entry:
     """Check an untrusted document's shape; nothing here says its signer may sign it.
 
     Every member is type-checked before the document is serialised, so hashing cannot fail or
-    run away on garbage. Unknown members are refused (not ignored): they would be signed and
-    hashed, yet mean nothing to us.
+    run away on garbage; a refused document is hashed only for its report, when it serialises
+    (it came in a bounded message). Unknown members are refused (not ignored): they would be
+    signed and hashed, yet mean nothing to us.
     """
     if not isinstance(value, dict):
         raise MalformedEntry("a log entry must be an object")
+    try:
+        return _parse_members(value)
+    except MalformedEntry as exc:
+        # Named by its hash whenever it has one: the report then says which entry it was (a
+        # corrupted copy of a forged entry was refused as "None", and could not be told apart).
+        if exc.entry_hash is None:
+            exc.entry_hash = _hash_if_possible(value)
+        raise
+
+
+def _parse_members(value: dict[str, Any]) -> Entry:
     if value.get("v") != FORMAT:
         raise MalformedEntry(
             "a device-log entry of another format (autocrypt-sma 0.1.0 wrote format 1, which this"
-            f" version does not read; it reads format {FORMAT}): pair this device again",
-            _hash_if_possible(value),
+            f" version does not read; it reads format {FORMAT}): pair this device again"
         )
     present = set(value)
     missing = _REQUIRED - present

@@ -640,7 +640,7 @@ def check_reports(
         assert not unnamed, (
             f"{user.instance}: forged log entries not named on stderr: {unnamed}\n"
             + "\n".join(story)
-            # (seen once, under load: no device named it; what each one said helps the next look)
+            # (what each device said: a corrupted forged entry was once refused unnamed, "None")
             + "\n"
             + "\n".join(f"{u.instance}: {u.host.stderr_text()[-4000:]}" for u in remaining)
         )

@@ -74,11 +74,13 @@ def wait(condition: Callable[[], bool], seconds: float, what: str, *watched: Che
     while not condition():
         if time.monotonic() >= deadline:
             tails = "".join(
-                f"\n--- stderr of host {n} (last 150 lines, junk refusals left out)\n"
+                f"\n--- stderr of host {n} (last 150 lines, log-entry refusals left out)\n"
                 + "\n".join(
-                    [line for line in h.stderr_text().splitlines() if "refused None" not in line][
-                        -150:
-                    ]
+                    [
+                        line
+                        for line in h.stderr_text().splitlines()
+                        if "device log: refused" not in line
+                    ][-150:]
                 )
                 for n, h in enumerate(watched)
             )

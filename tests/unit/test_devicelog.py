@@ -693,7 +693,13 @@ def test_shape_errors_carry_the_entry_hash_and_every_receipt_is_counted() -> Non
     assert log.receive(bad) == found
     assert len(log.receive([1])) == len(log.receive([1])) == 1  # unhashable garbage: every time
     assert log.receive([1])[0].entry_hash is None
-    assert log.refused_total == 5
+    # A member that fails its own check (a flipped byte in a device id) is named by its hash
+    # too: tests/adversary saw a corrupted forged entry reported as "refused None".
+    damaged = {**VALID_ADD, "device_id": "zz" + VALID_ADD["device_id"][2:]}
+    [problem] = log.receive(damaged)
+    assert problem.reason == "device_id must be a device id"
+    assert problem.entry_hash == entry_hash(damaged)
+    assert log.refused_total == 6
     assert log.documents() == log.entries()  # nothing of it is saved
 
 
