@@ -27,7 +27,10 @@ from native_host.adapters.pgp import BadAccountKey
 ADDR = "alice@example.org"
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
-PAST = "20200101T000000"  # gpg --faked-system-time: keys made then with 1-day expiry are expired
+# gpg --faked-system-time: keys made then with 1-day expiry are expired. Frozen ("!"): a clock
+# that runs on from there in each gpg process made a subkey older than its primary whenever
+# the first process took a second (a loaded machine: "Key generation failed: Time conflict").
+PAST = "20200101T000000!"
 
 
 def _tags(data: bytes | str) -> list[Tag]:
